@@ -1,0 +1,37 @@
+# Two commands do all the setup: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export LOYALTY_HOME ?= $(CURDIR)/.loyalty
+DEMO_DATE ?= $(shell date +%F)
+
+.PHONY: install demo test dev bench clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Sample data if the landing zone is empty, then the whole graph as of DEMO_DATE (default today).
+demo: $(STAMP)
+	$(BIN)/loyalty-assets demo --as-of $(DEMO_DATE)
+
+## The whole test suite (needs PostgreSQL on 127.0.0.1:5432; .ci/run starts it).
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+## The Dagster UI on http://127.0.0.1:3000
+dev: $(STAMP)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(LOYALTY_HOME)/dagster_home} ; mkdir -p $$DAGSTER_HOME ; \
+	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## Wall time and peak memory per stage.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(LOYALTY_HOME)

@@ -1,0 +1,111 @@
+"""``loyalty-assets``: sample data, as-of runs through Dagster, and model promotion."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date, timedelta
+
+from loyalty_assets.settings import SettingsError, load_settings
+
+
+class UserError(Exception):
+    """Bad input from the person at the keyboard: printed as one line, no traceback."""
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from error
+
+
+def _parse_dates(text: str) -> list[date]:
+    return [_parse_date(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _sample_data(args: argparse.Namespace) -> None:
+    from loyalty_assets.domain.sample_data import SampleConfig, default_drop_dates, write_drops
+    from loyalty_assets.runner import landing_store
+
+    settings = load_settings()
+    dates = args.dates or default_drop_dates(args.end, days=args.days)
+    config = SampleConfig(
+        customers=args.customers,
+        history_months=args.months,
+        seed=args.seed,
+        activity_variant=args.variant,
+        file_format=args.format,
+    )
+    store = landing_store(args.landing or settings.landing_uri)
+    keys = write_drops(store, sorted(set(dates)), config)
+    print(f"wrote {len(keys)} files for {len(set(dates))} drops to {args.landing or settings.landing_uri}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from loyalty_assets.runner import run_as_of
+
+    run_as_of(args.as_of, echo=print)
+
+
+def _model_promote(args: argparse.Namespace) -> None:
+    from loyalty_assets.runner import promote_model_version
+
+    if args.force and not args.reason:
+        raise UserError("--force needs --reason: say why a version that did not pass its gates is promoted")
+    promote_model_version(args.kind, args.version, reason=args.reason, force=args.force, echo=print)
+
+
+def _model_list(args: argparse.Namespace) -> None:
+    from loyalty_assets.runner import list_model_versions
+
+    list_model_versions(args.kind, echo=print)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loyalty-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("sample-data", help="write simulated landing drops in the real file format")
+    sample.add_argument("--customers", type=int, default=15000)
+    sample.add_argument("--months", type=int, default=24, help="complete months of activity history")
+    sample.add_argument("--end", type=_parse_date, default=date.today(), help="last drop date (default today)")
+    sample.add_argument("--days", type=int, default=7, help="number of daily drops ending on --end")
+    sample.add_argument("--dates", type=_parse_dates, help="explicit comma-separated drop dates (overrides --end/--days)")
+    sample.add_argument("--seed", type=int, default=7)
+    sample.add_argument("--landing", help="landing root, a folder or s3://bucket/prefix (default LOYALTY_LANDING_URI)")
+    sample.add_argument("--variant", choices=["10-column", "8-column"], default="10-column")
+    sample.add_argument("--format", choices=["csv", "csv.gz", "parquet"], default="csv")
+    sample.set_defaults(handler=_sample_data)
+
+    run = commands.add_parser("run", help="materialize the graph through Dagster for the partitions of a date")
+    run.add_argument("--as-of", type=_parse_date, required=True, dest="as_of")
+    run.set_defaults(handler=_run)
+
+    model = commands.add_parser("model", help="list model versions, promote or roll back")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    promote = model_commands.add_parser("promote", help="make a registered version the champion")
+    promote.add_argument("--kind", choices=["churn", "segmentation"], default="churn")
+    promote.add_argument("--version", required=True)
+    promote.add_argument("--reason", help="why (recorded in the promotion history)")
+    promote.add_argument("--force", action="store_true", help="allow a version that did not pass its gates")
+    promote.set_defaults(handler=_model_promote)
+    listing = model_commands.add_parser("list", help="registered versions and the promotion history")
+    listing.add_argument("--kind", choices=["churn", "segmentation"], default="churn")
+    listing.set_defaults(handler=_model_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (UserError, SettingsError) as error:
+        print(f"loyalty-assets: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

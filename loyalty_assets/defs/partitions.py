@@ -1,0 +1,30 @@
+"""The four cadences. Every definition uses LOYALTY_START_DATE and LOYALTY_TIMEZONE."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from loyalty_assets.settings import load_settings
+
+_settings = load_settings()
+
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=_settings.start_date, timezone=_settings.timezone, end_offset=1
+)
+"""One partition per landing drop ``dt=YYYY-MM-DD``; today's drop can be ingested today."""
+
+weekly_partitions = dg.WeeklyPartitionsDefinition(
+    start_date=_settings.start_date, timezone=_settings.timezone, day_offset=1, end_offset=1
+)
+"""Weeks start on Monday; the current week can be scored before it ends (``run --as-of``)."""
+
+monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=_settings.start_date, timezone=_settings.timezone)
+"""Month K is fed by the latest drop dated in K, whose complete months end at K-1."""
+
+quarterly_partitions = dg.TimeWindowPartitionsDefinition(
+    start=_settings.start_date,
+    cron_schedule="0 0 1 1,4,7,10 *",
+    fmt="%Y-%m-%d",
+    timezone=_settings.timezone,
+)
+"""Quarters start on the 1st of January, April, July and October."""

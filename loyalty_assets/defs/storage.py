@@ -1,0 +1,179 @@
+"""Landing and lake resources, and the partition-aware lake IO managers.
+
+dagster-aws has no Parquet IO manager for S3, and its pickle IO manager cannot be pointed at
+a local folder, so the lake IO managers below serve both a folder and ``s3://`` through the
+same byte store (``domain.storage``), with S3 clients from dagster-aws ``S3Resource``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from dagster_aws.s3 import S3Resource
+
+from loyalty_assets.domain.ingest import SourceFile
+from loyalty_assets.domain.storage import (
+    ObjectStore,
+    dataframe_to_parquet_bytes,
+    joblib_bytes_to_object,
+    object_to_joblib_bytes,
+    open_store,
+    parquet_bytes_to_dataframe,
+)
+
+LAZY_PARTITIONS = {"lake/partitions": "lazy"}
+"""Input metadata: hand the asset a dict of partition key -> loader for the partitions that exist."""
+
+LANDING_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Where assets are persisted: a folder or ``s3://bucket/prefix`` (``LOYALTY_LAKE_URI``)."""
+
+    uri: str
+    s3: S3Resource
+
+    def store(self) -> ObjectStore:
+        return open_store(self.uri, self.s3.get_client() if self.uri.startswith("s3://") else None)
+
+
+class LandingResource(dg.ConfigurableResource):
+    """The landing zone of the daily drops (``LOYALTY_LANDING_URI``)."""
+
+    uri: str
+    s3: S3Resource
+
+    def store(self) -> ObjectStore:
+        return open_store(self.uri, self.s3.get_client() if self.uri.startswith("s3://") else None)
+
+    def drop_folder(self, table: str, drop_date: str) -> str:
+        return f"{table}/dt={drop_date}"
+
+    def drop_files(self, table: str, drop_date: str) -> tuple[str, list[SourceFile]]:
+        """The folder and every data file of one table's drop, in name order."""
+        store = self.store()
+        folder = self.drop_folder(table, drop_date)
+        keys = [key for key in store.list_keys(folder) if key.endswith(LANDING_SUFFIXES)]
+        return store.url(folder), [SourceFile(name=store.url(key), data=store.get_bytes(key)) for key in keys]
+
+    def drop_dates(self, table: str) -> list[date]:
+        """Every ``dt=`` date that holds files for ``table``."""
+        dates = {
+            date.fromisoformat(key.split("/")[1].removeprefix("dt="))
+            for key in self.store().list_keys(table)
+            if key.count("/") >= 2 and key.split("/")[1].startswith("dt=")
+        }
+        return sorted(dates)
+
+
+class LakeIOManagerBase(dg.ConfigurableIOManager):
+    """One object per asset partition: ``<asset>/<partition><suffix>``, or ``<asset><suffix>``.
+
+    Writes replace the whole object atomically, so re-materializing a partition never appends.
+    An output covering several partitions (a single-run backfill) is a dict keyed by partition.
+    An input with ``LAZY_PARTITIONS`` metadata receives ``{partition: loader}`` for the mapped
+    partitions that exist; any other input must map to exactly one partition.
+    """
+
+    lake: dg.ResourceDependency[LakeResource]
+
+    suffix: str = ""
+
+    def _serialize(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def _deserialize(self, data: bytes) -> Any:
+        raise NotImplementedError
+
+    def object_key(self, asset_key: dg.AssetKey, partition_key: str | None) -> str:
+        base = "/".join(asset_key.path)
+        return f"{base}/{partition_key}{self.suffix}" if partition_key else f"{base}{self.suffix}"
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        store = self.lake.store()
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            if not isinstance(obj, Mapping) or set(obj) != set(context.asset_partition_keys):
+                raise dg.Failure(
+                    f"{context.asset_key.to_user_string()}: an output for several partitions must be a dict "
+                    "with one value per partition key"
+                )
+            values = dict(obj)
+        else:
+            values = {context.asset_partition_key if context.has_asset_partitions else None: obj}
+        rows = 0
+        for partition_key, value in values.items():
+            key = self.object_key(context.asset_key, partition_key)
+            store.put_bytes(key, self._serialize(value))
+            if isinstance(value, pd.DataFrame):
+                rows += len(value)
+        metadata: dict[str, Any] = {"path": dg.MetadataValue.path(store.url(self.object_key(context.asset_key, next(iter(values)))))}
+        if all(isinstance(value, pd.DataFrame) for value in values.values()):
+            metadata["dagster/row_count"] = rows
+        context.add_output_metadata(metadata)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        store = self.lake.store()
+        asset_key = context.asset_key
+        name = asset_key.to_user_string()
+        if (context.definition_metadata or {}).get("lake/partitions") == "lazy":
+            existing = set(store.list_keys("/".join(asset_key.path)))
+            keys = context.asset_partition_keys if context.has_asset_partitions else []
+            return {
+                key: _loader(self, store, self.object_key(asset_key, key))
+                for key in sorted(keys)
+                if self.object_key(asset_key, key) in existing
+            }
+        partition_key = None
+        if context.has_asset_partitions:
+            keys = context.asset_partition_keys
+            if len(keys) != 1:
+                raise dg.Failure(f"{name}: expected one upstream partition, the mapping gave {len(keys)}")
+            partition_key = keys[0]
+        key = self.object_key(asset_key, partition_key)
+        try:
+            return self._deserialize(store.get_bytes(key))
+        except FileNotFoundError as error:
+            where = f" partition {partition_key}" if partition_key else ""
+            raise dg.Failure(f"{name}{where} is not in the lake ({store.url(key)}): materialize it first") from error
+
+
+def _loader(manager: LakeIOManagerBase, store: ObjectStore, key: str) -> Callable[[], Any]:
+    return lambda: manager._deserialize(store.get_bytes(key))
+
+
+class LakeParquetIOManager(LakeIOManagerBase):
+    """Tables (pandas DataFrames) as Parquet."""
+
+    suffix: str = ".parquet"
+
+    def _serialize(self, value: Any) -> bytes:
+        if not isinstance(value, pd.DataFrame):
+            raise TypeError(f"the Parquet IO manager stores DataFrames, got {type(value).__name__}")
+        return dataframe_to_parquet_bytes(value)
+
+    def _deserialize(self, data: bytes) -> Any:
+        return parquet_bytes_to_dataframe(data)
+
+
+class LakeModelIOManager(LakeIOManagerBase):
+    """Models and their records as joblib ``.pkl``."""
+
+    suffix: str = ".pkl"
+
+    def _serialize(self, value: Any) -> bytes:
+        return object_to_joblib_bytes(value)
+
+    def _deserialize(self, data: bytes) -> Any:
+        return joblib_bytes_to_object(data)
+
+
+def latest_partition(partitions: Mapping[str, Callable[[], Any]], what: str, window: str) -> tuple[str, Any]:
+    """The newest of the lazily loaded partitions, loaded; a clear failure when there is none."""
+    if not partitions:
+        raise dg.Failure(f"no materialized {what} partition in {window}: ingest a drop dated in that window first")
+    key = max(partitions)
+    return key, partitions[key]()

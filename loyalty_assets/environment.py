@@ -1,0 +1,46 @@
+"""One place chooses the environment: a dictionary of resources per ``LOYALTY_ENV``.
+
+``local`` is the embedded default (folders under ``LOYALTY_HOME`` and a DuckDB file); ``aws``
+uses S3 through dagster-aws ``S3Resource``. Secrets are read through ``dg.EnvVar`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dagster_aws.s3 import S3Resource
+
+from loyalty_assets.defs.storage import LakeModelIOManager, LakeParquetIOManager, LakeResource, LandingResource
+from loyalty_assets.settings import Settings
+
+
+def _storage_resources(settings: Settings) -> dict[str, Any]:
+    # boto3 itself honours AWS_ENDPOINT_URL and AWS_DEFAULT_REGION when these are left unset.
+    s3 = S3Resource()
+    lake = LakeResource(uri=settings.lake_uri, s3=s3)
+    return {
+        "s3": s3,
+        "landing": LandingResource(uri=settings.landing_uri, s3=s3),
+        "lake": lake,
+        "lake_io_manager": LakeParquetIOManager(lake=lake),
+        "model_io_manager": LakeModelIOManager(lake=lake),
+    }
+
+
+def local_resources(settings: Settings) -> dict[str, Any]:
+    return _storage_resources(settings)
+
+
+def aws_resources(settings: Settings) -> dict[str, Any]:
+    return _storage_resources(settings)
+
+
+RESOURCES_BY_ENV: dict[str, Callable[[Settings], dict[str, Any]]] = {
+    "local": local_resources,
+    "aws": aws_resources,
+}
+
+
+def resources_for(settings: Settings) -> dict[str, Any]:
+    return RESOURCES_BY_ENV[settings.env](settings)
