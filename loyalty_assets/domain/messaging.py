@@ -1,0 +1,329 @@
+"""The weekly marketing e-mail (SMTP, SES, .eml archive), failure alerts on SNS, run metrics on CloudWatch.
+
+Plain functions over boto3 clients and smtplib; nothing here knows about Dagster.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import smtplib
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any, Literal
+
+import pandas as pd
+
+from loyalty_assets.domain.storage import ObjectStore
+
+CRITICAL_TIER = "Critical"
+COUNT_KEYS = ["risk_tier", "segment"]
+TOP_MEMBER_COLUMNS = ["loyalty_number", "churn_risk_pct", "segment", "expected_loss"]
+
+
+@dataclass(frozen=True)
+class MarketingSummary:
+    """What the weekly marketing e-mail reports.
+
+    counts / previous_counts: columns ``risk_tier, segment, members`` (previous is None in the first week).
+    top_members: columns ``loyalty_number, churn_risk_pct, segment, expected_loss``, best first.
+    file_location: URL or path of the full prediction file.
+    """
+
+    week: str
+    counts: pd.DataFrame
+    previous_counts: pd.DataFrame | None
+    top_members: pd.DataFrame
+    file_location: str
+
+
+def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Members per risk tier and segment: ``risk_tier, segment, members``."""
+    return predictions.groupby(COUNT_KEYS, observed=True).size().rename("members").reset_index()
+
+
+def top_critical_members(predictions: pd.DataFrame, member_value: pd.Series, top_n: int = 10) -> pd.DataFrame:
+    """The ``top_n`` members of the Critical tier by expected loss = churn risk (fraction) x member value.
+
+    ``member_value`` is indexed by loyalty_number (e.g. a yearly revenue estimate chosen by the caller).
+    """
+    critical = predictions.loc[
+        predictions["risk_tier"] == CRITICAL_TIER, ["loyalty_number", "churn_risk_pct", "segment"]
+    ]
+    value = critical["loyalty_number"].map(member_value)
+    if value.isna().any():
+        missing = critical.loc[value.isna(), "loyalty_number"]
+        raise ValueError(f"no member value for {len(missing)} {CRITICAL_TIER} members, e.g. {missing.head(5).tolist()}")
+    ranked = critical.assign(expected_loss=critical["churn_risk_pct"] / 100.0 * value)
+    return ranked.nlargest(top_n, "expected_loss").reset_index(drop=True)[TOP_MEMBER_COLUMNS]
+
+
+def summarize_for_marketing(
+    predictions: pd.DataFrame,
+    member_value: pd.Series,
+    file_location: str,
+    previous_predictions: pd.DataFrame | None = None,
+    top_n: int = 10,
+) -> MarketingSummary:
+    """A MarketingSummary from one week of churn_predictions (and the previous week's, if any)."""
+    weeks = predictions["week"].astype(str).unique()
+    if len(weeks) != 1:
+        raise ValueError(f"predictions must hold exactly one week, found {sorted(weeks)}")
+    return MarketingSummary(
+        week=weeks[0],
+        counts=tier_segment_counts(predictions),
+        previous_counts=None if previous_predictions is None else tier_segment_counts(previous_predictions),
+        top_members=top_critical_members(predictions, member_value, top_n),
+        file_location=file_location,
+    )
+
+
+def _count_matrix(counts: pd.DataFrame, values: str) -> pd.DataFrame:
+    return counts.pivot_table(
+        index="risk_tier",
+        columns="segment",
+        values=values,
+        aggfunc="sum",
+        fill_value=0,
+        margins=True,
+        margins_name="Total",
+        observed=True,
+    )
+
+
+def _change_matrix(counts: pd.DataFrame, previous_counts: pd.DataFrame) -> pd.DataFrame:
+    merged = counts.merge(previous_counts, on=COUNT_KEYS, how="outer", suffixes=("", "_previous"))
+    merged[["members", "members_previous"]] = merged[["members", "members_previous"]].fillna(0).astype("int64")
+    return _count_matrix(merged.assign(change=merged["members"] - merged["members_previous"]), "change")
+
+
+def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Sequence[str]) -> EmailMessage:
+    """Plain-text e-mail with an HTML alternative: tier x segment counts, change, top Critical members."""
+    if isinstance(recipients, str) or not recipients:
+        raise ValueError("recipients must be a non-empty list of addresses")
+    counts = _count_matrix(summary.counts, "members")
+    change = None if summary.previous_counts is None else _change_matrix(summary.counts, summary.previous_counts)
+    top = summary.top_members.round({"churn_risk_pct": 1, "expected_loss": 2})
+    critical = int(summary.counts.loc[summary.counts["risk_tier"] == CRITICAL_TIER, "members"].sum())
+    total = int(summary.counts["members"].sum())
+    change_text = change.to_string() if change is not None else "first week"
+
+    text = "\n\n".join(
+        [
+            f"Loyalty churn report, week {summary.week}: {critical} {CRITICAL_TIER} members of {total} scored.",
+            "Members per risk tier and segment:\n" + counts.to_string(),
+            "Change from last week:\n" + change_text,
+            f"Top {CRITICAL_TIER} members by expected loss (risk x member value):\n" + top.to_string(index=False),
+            f"Full file: {summary.file_location}",
+        ]
+    )
+    location = html.escape(summary.file_location)
+    link = (
+        f'<a href="{location}">{location}</a>'
+        if re.match(r"https?://", summary.file_location)
+        else f"<code>{location}</code>"
+    )
+    change_html = change.to_html() if change is not None else "<p>First week: no previous week to compare.</p>"
+    body_html = (
+        f"<html><body><h2>Loyalty churn report, week {html.escape(summary.week)}</h2>"
+        f"<p>{critical} {CRITICAL_TIER} members of {total} scored.</p>"
+        f"<h3>Members per risk tier and segment</h3>{counts.to_html()}"
+        f"<h3>Change from last week</h3>{change_html}"
+        f"<h3>Top {CRITICAL_TIER} members by expected loss</h3>{top.to_html(index=False)}"
+        f"<p>Full file: {link}</p></body></html>"
+    )
+
+    message = EmailMessage()
+    message["Subject"] = f"Loyalty churn week {summary.week}: {critical} {CRITICAL_TIER} members"
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(datetime.now(timezone.utc))
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message.set_content(text)
+    message.add_alternative(body_html, subtype="html")
+    return message
+
+
+class EmailDeliveryError(RuntimeError):
+    """The SMTP server could not be reached or did not accept the message."""
+
+
+def send_smtp(
+    message: EmailMessage,
+    host: str,
+    port: int,
+    *,
+    security: Literal["none", "starttls", "ssl"] = "none",
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 30,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
+    """Send through SMTP; raises EmailDeliveryError naming host:port if any recipient is not accepted.
+
+    ``ssl`` is implicit TLS (port 465), ``starttls`` upgrades a plain connection (port 587).
+    Credentials are only sent over TLS. ``ssl_context`` defaults to the system trust store.
+    """
+    if security not in ("none", "starttls", "ssl"):
+        raise ValueError(f"security must be 'none', 'starttls' or 'ssl', got {security!r}")
+    if (username is None) != (password is None):
+        raise ValueError("username and password go together")
+    if username is not None and security == "none":
+        raise ValueError(f"refusing to send SMTP credentials to {host}:{port} without TLS")
+    context = ssl_context or ssl.create_default_context()
+    server = f"SMTP server {host}:{port} (security={security})"
+    try:
+        if security == "ssl":
+            connection = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+        else:
+            connection = smtplib.SMTP(host, port, timeout=timeout)
+    except OSError as error:
+        raise EmailDeliveryError(f"could not connect to {server}: {error}") from error
+    try:
+        with connection:
+            if security == "starttls":
+                connection.starttls(context=context)
+            if username is not None:
+                connection.login(username, password)
+            refused = connection.send_message(message)
+    except (smtplib.SMTPException, OSError) as error:
+        raise EmailDeliveryError(f"{server} did not accept the message: {error}") from error
+    if refused:
+        raise EmailDeliveryError(f"{server} refused recipients: {refused}")
+
+
+def send_ses(client: Any, message: EmailMessage) -> str:
+    """Send through Amazon SES (``send_raw_email``, sender and recipients from the headers); returns its MessageId."""
+    response = client.send_raw_email(RawMessage={"Data": message.as_bytes(policy=policy.SMTP)})
+    return response["MessageId"]
+
+
+def write_eml(store: ObjectStore, key: str, message: EmailMessage) -> str:
+    """Archive the message as an RFC 5322 ``.eml`` object; returns its URL or path."""
+    store.put_bytes(key, message.as_bytes(policy=policy.SMTP))
+    return store.url(key)
+
+
+SEVERITIES = ("info", "warning", "error", "critical")
+SNS_SUBJECT_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A failed run, asset or check. ``partition`` is None for unpartitioned jobs."""
+
+    title: str
+    job: str
+    asset_or_check: str
+    partition: str | None
+    ui_url: str
+    details: str
+    severity: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+
+def format_alert(alert: Alert) -> tuple[str, str]:
+    """(subject, body): the subject fits SNS (ASCII, one line, <= 100 characters)."""
+    partition = alert.partition or "unpartitioned"
+    subject = f"[{alert.severity.upper()}] {alert.job} / {alert.asset_or_check} / {partition}: {alert.title}"
+    subject = re.sub(r"[^\x20-\x7e]", "?", re.sub(r"\s+", " ", subject)).strip()
+    if len(subject) > SNS_SUBJECT_LIMIT:
+        subject = subject[: SNS_SUBJECT_LIMIT - 3] + "..."
+    body = "\n".join(
+        [
+            alert.title,
+            "",
+            f"Severity:     {alert.severity}",
+            f"Job:          {alert.job}",
+            f"Asset/check:  {alert.asset_or_check}",
+            f"Partition:    {partition}",
+            f"Dagster UI:   {alert.ui_url}",
+            "",
+            alert.details,
+        ]
+    )
+    return subject, body
+
+
+def publish_sns(client: Any, topic_arn: str, alert: Alert) -> str:
+    """Publish the alert; severity, job and partition also go as message attributes for filtering."""
+    subject, body = format_alert(alert)
+    attributes = {"severity": alert.severity, "job": alert.job, "partition": alert.partition}
+    response = client.publish(
+        TopicArn=topic_arn,
+        Subject=subject,
+        Message=body,
+        MessageAttributes={
+            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items() if value
+        },
+    )
+    return response["MessageId"]
+
+
+CLOUDWATCH_BATCH_SIZE = 1000
+CLOUDWATCH_MAX_DIMENSIONS = 30
+# Unit from the metric name's suffix, e.g. ``scoring_seconds`` -> Seconds.
+UNIT_BY_SUFFIX = {
+    "_seconds": "Seconds",
+    "_ms": "Milliseconds",
+    "_bytes": "Bytes",
+    "_mb": "Megabytes",
+    "_pct": "Percent",
+    "_percent": "Percent",
+    "_rows": "Count",
+    "_count": "Count",
+    "_members": "Count",
+}
+
+
+def metric_unit(name: str) -> str:
+    """The CloudWatch unit implied by the metric name's suffix, or ``None``."""
+    return next((unit for suffix, unit in UNIT_BY_SUFFIX.items() if name.endswith(suffix)), "None")
+
+
+def put_run_metrics(
+    client: Any,
+    namespace: str,
+    metrics: Mapping[str, float],
+    dimensions: Mapping[str, str],
+    *,
+    units: Mapping[str, str] | None = None,
+    timestamp: datetime | None = None,
+) -> int:
+    """Send one datapoint per metric (same dimensions and timestamp), <= 1000 per call; returns the count.
+
+    Units come from ``units`` or else from the name's suffix (see UNIT_BY_SUFFIX).
+    """
+    if len(dimensions) > CLOUDWATCH_MAX_DIMENSIONS:
+        raise ValueError(f"CloudWatch allows {CLOUDWATCH_MAX_DIMENSIONS} dimensions, got {len(dimensions)}")
+    empty = [name for name, value in dimensions.items() if not name or not value]
+    if empty:
+        raise ValueError(f"CloudWatch dimensions need a non-empty name and value: {empty}")
+    not_finite = [name for name, value in metrics.items() if not math.isfinite(value)]
+    if not_finite:
+        raise ValueError(f"CloudWatch rejects non-finite values; metrics {not_finite} are NaN or infinite")
+    units = dict(units or {})
+    when = timestamp or datetime.now(timezone.utc)
+    dimension_list = [{"Name": name, "Value": value} for name, value in dimensions.items()]
+    datapoints = [
+        {
+            "MetricName": name,
+            "Value": float(value),
+            "Unit": units.get(name, metric_unit(name)),
+            "Dimensions": dimension_list,
+            "Timestamp": when,
+        }
+        for name, value in metrics.items()
+    ]
+    for start in range(0, len(datapoints), CLOUDWATCH_BATCH_SIZE):
+        client.put_metric_data(Namespace=namespace, MetricData=datapoints[start : start + CLOUDWATCH_BATCH_SIZE])
+    return len(datapoints)

@@ -1,0 +1,263 @@
+"""Loading weekly partitions into PostgreSQL (RDS) and Redshift, and handing the CRM file to AppFlow.
+
+Every load replaces one partition (all rows whose ``partition_column`` equals ``partition_value``)
+in a single transaction: the frame goes into a temporary staging table, is checked, then the
+partition's old rows are deleted and the staged rows inserted. A rerun replaces, never duplicates;
+any failure rolls back and leaves the previous rows in place.
+
+Identifiers (schema, table, column names) are validated and double-quoted, never formatted in from
+data; values travel as bind parameters or through COPY.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import psycopg2.extensions
+from pandas.api import types as pdt
+
+IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# A SQL type name such as ``bigint``, ``double precision``, ``numeric(5, 2)`` or ``varchar(65535)``.
+SQL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
+STAGING_TABLE = "loyalty_partition_staging"
+
+CRM_COLUMNS = ["loyalty_number", "week", "churn_risk_pct", "risk_tier", "segment", "recommended_action"]
+
+# Type names valid in both PostgreSQL and Redshift, except the string type: Redshift turns TEXT
+# into VARCHAR(256), so it gets the widest VARCHAR instead.
+POSTGRES_STRING_TYPE = "text"
+REDSHIFT_STRING_TYPE = "varchar(65535)"
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` double-quoted, after checking it is a plain identifier (letters, digits, _; <= 63)."""
+    if not isinstance(name, str) or not IDENTIFIER_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"unsafe SQL identifier {name!r}: expected a letter or _ followed by up to 62 letters, digits or _"
+        )
+    return f'"{name}"'
+
+
+def qualified_table(table: str, schema: str | None = None) -> str:
+    """``"schema"."table"`` or ``"table"``, each part validated."""
+    return f"{quote_identifier(schema)}.{quote_identifier(table)}" if schema else quote_identifier(table)
+
+
+def connect_postgres(dsn: str, **options: Any) -> psycopg2.extensions.connection:
+    """A psycopg2 connection (autocommit off); connection errors name the server, never the password."""
+    try:
+        return psycopg2.connect(dsn, **options)
+    except psycopg2.OperationalError as error:
+        target = {key: value for key, value in psycopg2.extensions.parse_dsn(dsn).items() if key != "password"}
+        raise ConnectionError(f"could not connect to PostgreSQL {target}: {str(error).strip()}") from error
+
+
+def sql_column_types(
+    frame: pd.DataFrame, overrides: Mapping[str, str] | None = None, string_type: str = POSTGRES_STRING_TYPE
+) -> dict[str, str]:
+    """SQL type per column from the pandas dtypes; ``overrides`` (column -> SQL type) take precedence."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(frame.columns))
+    if unknown:
+        raise ValueError(f"column type overrides for columns not in the frame: {unknown}")
+    column_types = {}
+    for column, dtype in frame.dtypes.items():
+        quote_identifier(column)
+        if column in overrides:
+            if not SQL_TYPE_PATTERN.fullmatch(overrides[column]):
+                raise ValueError(f"unsafe SQL type {overrides[column]!r} for column {column!r}")
+            column_types[column] = overrides[column]
+        else:
+            column_types[column] = _sql_type_for_dtype(column, dtype, string_type)
+    return column_types
+
+
+def _sql_type_for_dtype(column: str, dtype: Any, string_type: str) -> str:
+    if pdt.is_bool_dtype(dtype):
+        return "boolean"
+    if pdt.is_integer_dtype(dtype):
+        return "bigint"
+    if pdt.is_float_dtype(dtype):
+        return "double precision"
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return "timestamptz"
+    if pdt.is_datetime64_dtype(dtype):
+        return "timestamp"
+    if pdt.is_object_dtype(dtype) or pdt.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+        return string_type
+    raise ValueError(f"no SQL type for column {column!r} of dtype {dtype}; pass one in columns_sql")
+
+
+def replace_partition_postgres(
+    conn: psycopg2.extensions.connection,
+    table: str,
+    frame: pd.DataFrame,
+    partition_column: str,
+    partition_value: Any,
+    schema: str | None = None,
+    columns_sql: Mapping[str, str] | None = None,
+) -> int:
+    """Replace one partition of ``schema.table`` with ``frame``; returns the rows written.
+
+    Creates the table when missing (types from the dtypes, ``columns_sql`` overrides per column),
+    COPYs the frame into a temporary staging table, then deletes the partition and inserts the
+    staged rows, all in one transaction that is committed on ``conn``.
+    """
+    column_types = sql_column_types(frame, columns_sql, POSTGRES_STRING_TYPE)
+
+    def load_staging(cursor) -> None:
+        _copy_frame_from_stdin(cursor, frame)
+
+    return _replace_partition(conn, table, schema, frame, column_types, partition_column, partition_value, load_staging)
+
+
+def redshift_copy_parquet_sql(table: str, s3_uri: str, iam_role: str, schema: str | None = None) -> str:
+    """``COPY "schema"."table" FROM 's3://...' IAM_ROLE 'arn:aws:iam::...' FORMAT AS PARQUET``."""
+    if not isinstance(s3_uri, str) or not s3_uri.startswith("s3://") or len(s3_uri) <= len("s3://"):
+        raise ValueError(f"Redshift COPY needs an s3:// URI, got {s3_uri!r}")
+    if not isinstance(iam_role, str) or not iam_role.startswith("arn:aws:iam::"):
+        raise ValueError(f"Redshift COPY needs an IAM role ARN (arn:aws:iam::...), got {iam_role!r}")
+    return (
+        f"COPY {qualified_table(table, schema)} FROM {_sql_string_literal(s3_uri)} "
+        f"IAM_ROLE {_sql_string_literal(iam_role)} FORMAT AS PARQUET"
+    )
+
+
+def replace_partition_redshift(
+    conn: psycopg2.extensions.connection,
+    table: str,
+    frame: pd.DataFrame,
+    partition_column: str,
+    partition_value: Any,
+    *,
+    s3_uri: str | None = None,
+    iam_role: str | None = None,
+    schema: str | None = None,
+) -> int:
+    """Replace one partition of a Redshift table with ``frame``; returns the rows written.
+
+    With ``s3_uri`` and ``iam_role`` the staging table is filled by ``COPY ... FORMAT AS PARQUET``:
+    the object at ``s3_uri`` must already hold ``frame`` as Parquet, columns in frame order (its row
+    count is checked against ``len(frame)``). Without them the frame is sent with COPY FROM STDIN,
+    which works on a PostgreSQL-protocol endpoint without S3 access (local tests).
+    """
+    if (s3_uri is None) != (iam_role is None):
+        raise ValueError("s3_uri and iam_role go together: give both for COPY FROM S3, or neither")
+    column_types = sql_column_types(frame, string_type=REDSHIFT_STRING_TYPE)
+
+    def load_staging(cursor) -> None:
+        if s3_uri is None:
+            _copy_frame_from_stdin(cursor, frame)
+        else:
+            cursor.execute(redshift_copy_parquet_sql(STAGING_TABLE, s3_uri, iam_role))
+
+    return _replace_partition(conn, table, schema, frame, column_types, partition_column, partition_value, load_staging)
+
+
+def _replace_partition(
+    conn: psycopg2.extensions.connection,
+    table: str,
+    schema: str | None,
+    frame: pd.DataFrame,
+    column_types: Mapping[str, str],
+    partition_column: str,
+    partition_value: Any,
+    load_staging: Callable[[Any], None],
+) -> int:
+    if partition_column not in frame.columns:
+        raise ValueError(f"partition column {partition_column!r} is not in the frame: {list(frame.columns)}")
+    if partition_value is None:
+        raise ValueError("partition_value must not be None")
+    if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        raise RuntimeError(
+            "the connection has an open transaction; commit or roll it back first, "
+            "the partition swap must run in a transaction of its own"
+        )
+    if isinstance(partition_value, np.generic):
+        partition_value = partition_value.item()  # psycopg2 cannot adapt numpy scalars
+    target = qualified_table(table, schema)
+    staging = quote_identifier(STAGING_TABLE)
+    column_definitions = ", ".join(
+        f"{quote_identifier(column)} {sql_type}" for column, sql_type in column_types.items()
+    )
+    column_list = ", ".join(quote_identifier(column) for column in frame.columns)
+    partition = quote_identifier(partition_column)
+
+    autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} ({column_definitions})")
+            cursor.execute(f"CREATE TEMP TABLE {staging} ({column_definitions})")
+            load_staging(cursor)
+            # CASE rather than FILTER / IS DISTINCT FROM, which Redshift lacks; NULL counts as foreign.
+            cursor.execute(
+                f"SELECT count(*), coalesce(sum(CASE WHEN {partition} = %s THEN 0 ELSE 1 END), 0) FROM {staging}",
+                (partition_value,),
+            )
+            staged_rows, foreign_rows = cursor.fetchone()
+            if staged_rows != len(frame):
+                raise ValueError(f"staging for {target} holds {staged_rows} rows, the frame has {len(frame)}")
+            if foreign_rows:
+                raise ValueError(
+                    f"{foreign_rows} rows have {partition_column} other than {partition_value!r}; "
+                    f"a load into {target} may only hold the partition it replaces"
+                )
+            cursor.execute(f"DELETE FROM {target} WHERE {partition} = %s", (partition_value,))
+            cursor.execute(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {staging}")
+            written = cursor.rowcount
+            cursor.execute(f"DROP TABLE {staging}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.autocommit = autocommit
+    return written
+
+
+def _copy_frame_from_stdin(cursor, frame: pd.DataFrame) -> None:
+    """COPY ``frame`` into the staging table as CSV; missing values (and empty strings) load as NULL."""
+    column_list = ", ".join(quote_identifier(column) for column in frame.columns)
+    buffer = io.StringIO(frame.to_csv(index=False, header=True))
+    cursor.copy_expert(
+        f"COPY {quote_identifier(STAGING_TABLE)} ({column_list}) FROM STDIN WITH (FORMAT csv, HEADER true)", buffer
+    )
+
+
+def _sql_string_literal(value: str) -> str:
+    if "\\" in value or "\x00" in value:
+        raise ValueError(f"refusing a SQL literal with a backslash or NUL: {value!r}")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def crm_export(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Only the columns the CRM needs, in a fixed order (no salary, address or other attributes)."""
+    missing = [column for column in CRM_COLUMNS if column not in predictions.columns]
+    if missing:
+        raise ValueError(f"predictions lack the CRM columns {missing}")
+    return predictions.loc[:, CRM_COLUMNS].reset_index(drop=True)
+
+
+def start_appflow(client: Any, flow_name: str, client_token: str | None = None) -> str:
+    """Start an on-demand AppFlow flow (e.g. S3 -> Salesforce); returns the execution id.
+
+    ``client_token`` makes a retried start idempotent (AppFlow runs the flow once per token).
+    """
+    request = {"flowName": flow_name}
+    if client_token is not None:
+        request["clientToken"] = client_token
+    response = client.start_flow(**request)
+    execution_id = response.get("executionId")
+    if not execution_id:
+        raise RuntimeError(
+            f"AppFlow accepted flow {flow_name!r} but returned no executionId "
+            f"(flowStatus={response.get('flowStatus')!r}); only on-demand flows return one"
+        )
+    return execution_id
