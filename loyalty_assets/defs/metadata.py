@@ -16,3 +16,7 @@ def table_metadata(frame: pd.DataFrame) -> dict[str, dg.MetadataValue]:
             )
         ),
     }
+
+
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    return frame.to_markdown(index=False, floatfmt=floatfmt)

@@ -5,7 +5,6 @@ a local folder, so the lake IO managers below serve both a folder and ``s3://`` 
 same byte store (``domain.storage``), with S3 clients from dagster-aws ``S3Resource``.
 """
 
-from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import date
@@ -79,7 +78,7 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
     partitions that exist; any other input must map to exactly one partition.
     """
 
-    lake: dg.ResourceDependency[LakeResource]
+    lake: LakeResource
 
     suffix: str = ""
 
@@ -110,7 +109,9 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
             store.put_bytes(key, self._serialize(value))
             if isinstance(value, pd.DataFrame):
                 rows += len(value)
-        metadata: dict[str, Any] = {"path": dg.MetadataValue.path(store.url(self.object_key(context.asset_key, next(iter(values)))))}
+        metadata: dict[str, Any] = {
+            "path": dg.MetadataValue.path(store.url(self.object_key(context.asset_key, next(iter(values)))))
+        }
         if all(isinstance(value, pd.DataFrame) for value in values.values()):
             metadata["dagster/row_count"] = rows
         context.add_output_metadata(metadata)
@@ -177,3 +178,10 @@ def latest_partition(partitions: Mapping[str, Callable[[], Any]], what: str, win
         raise dg.Failure(f"no materialized {what} partition in {window}: ingest a drop dated in that window first")
     key = max(partitions)
     return key, partitions[key]()
+
+
+def read_champion(lake: LakeResource, asset_name: str) -> Any:
+    """The promoted model bundle stored by ``LakeModelIOManager`` for ``asset_name``, or None before the first."""
+    store = lake.store()
+    key = LakeModelIOManager(lake=lake).object_key(dg.AssetKey(asset_name), None)
+    return joblib_bytes_to_object(store.get_bytes(key)) if store.exists(key) else None

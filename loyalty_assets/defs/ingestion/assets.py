@@ -1,10 +1,10 @@
 """Daily ingestion: one landing drop -> validated raw tables, a quarantine table and blocking gates."""
 
-from __future__ import annotations
 
 import dagster as dg
 from pydantic import Field
 
+from loyalty_assets.defs.gates import check_result, gated_outputs
 from loyalty_assets.defs.metadata import table_metadata
 from loyalty_assets.defs.partitions import daily_partitions
 from loyalty_assets.defs.storage import LandingResource
@@ -16,7 +16,8 @@ OWNERS = ["team:data-engineering"]
 
 class IngestConfig(dg.Config):
     max_quarantine_share: float = Field(
-        default=0.02, description="Largest share of rows (both files) that may be quarantined before the drop is rejected."
+        default=0.02,
+        description="Largest share of rows (both files) that may be quarantined before the drop is rejected.",
     )
 
 
@@ -30,7 +31,9 @@ RAW_CHECKS = [
     _check("raw_flight_activity", "columns_and_types", "Every required column is present with its contract type."),
     _check("raw_flight_activity", "unique_member_month", "One row per member and month after de-duplication."),
     _check("raw_flight_activity", "members_in_loyalty_history", "Every activity member exists in the loyalty history."),
-    _check("raw_quarantine", "quarantine_share_within_limit", "Quarantined rows stay at or below the configured share."),
+    _check(
+        "raw_quarantine", "quarantine_share_within_limit", "Quarantined rows stay at or below the configured share."
+    ),
 ]
 
 
@@ -40,13 +43,25 @@ def _gate_results(result: IngestResult, config: IngestConfig) -> list[dg.AssetCh
     duplicated_members = int(loyalty["loyalty_number"].duplicated().sum())
     duplicated_months = int(activity.duplicated(["loyalty_number", "year", "month"]).sum())
     orphans = int((~activity["loyalty_number"].isin(loyalty["loyalty_number"])).sum())
-    outcomes = [
-        ("raw_loyalty_history", "columns_and_types", schema_violations(loyalty, "loyalty_history"), {}),
-        ("raw_loyalty_history", "unique_loyalty_number", [f"{duplicated_members} duplicated loyalty numbers"] if duplicated_members else [], {}),
-        ("raw_flight_activity", "columns_and_types", schema_violations(activity, "flight_activity"), {}),
-        ("raw_flight_activity", "unique_member_month", [f"{duplicated_months} duplicated member-months"] if duplicated_months else [], {}),
-        ("raw_flight_activity", "members_in_loyalty_history", [f"{orphans} activity rows of unknown members"] if orphans else [], {}),
-        (
+    return [
+        check_result("raw_loyalty_history", "columns_and_types", schema_violations(loyalty, "loyalty_history")),
+        check_result(
+            "raw_loyalty_history",
+            "unique_loyalty_number",
+            [f"{duplicated_members} duplicated loyalty numbers"] if duplicated_members else [],
+        ),
+        check_result("raw_flight_activity", "columns_and_types", schema_violations(activity, "flight_activity")),
+        check_result(
+            "raw_flight_activity",
+            "unique_member_month",
+            [f"{duplicated_months} duplicated member-months"] if duplicated_months else [],
+        ),
+        check_result(
+            "raw_flight_activity",
+            "members_in_loyalty_history",
+            [f"{orphans} activity rows of unknown members"] if orphans else [],
+        ),
+        check_result(
             "raw_quarantine",
             "quarantine_share_within_limit",
             [f"quarantine share {share:.2%} is above the limit {config.max_quarantine_share:.2%}"]
@@ -54,17 +69,6 @@ def _gate_results(result: IngestResult, config: IngestConfig) -> list[dg.AssetCh
             else [],
             {"quarantine_share": float(share), "limit": config.max_quarantine_share},
         ),
-    ]
-    return [
-        dg.AssetCheckResult(
-            asset_key=asset,
-            check_name=check,
-            passed=not problems,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description="; ".join(problems) or "passed",
-            metadata=extra,
-        )
-        for asset, check, problems, extra in outcomes
     ]
 
 
@@ -118,42 +122,32 @@ def raw_loyalty_tables(context: dg.AssetExecutionContext, config: IngestConfig, 
             "quarantined_by_reason": dg.MetadataValue.json(stats["quarantined_by_reason"]),
         },
     )
-    failed = [gate for gate in gates if not gate.passed]
-    if failed:
-        # A rejected drop keeps its quarantine table for inspection, but its clean tables are
-        # not written: the previous version stays and nothing downstream reads this drop.
-        yield quarantine
-        yield from gates
-        raise dg.Failure(
-            description=f"drop {drop_date} rejected: " + "; ".join(
-                f"{gate.asset_key.to_user_string()}.{gate.check_name}: {gate.description}" for gate in failed
-            )
-        )
-    yield dg.Output(
-        result.loyalty,
-        output_name="raw_loyalty_history",
-        metadata={
-            **table_metadata(result.loyalty),
-            "drop_date": drop_date,
-            "source_files": dg.MetadataValue.json(stats["source_files"]["loyalty_history"]),
-            "negative_salary": stats["negative_salary"],
-            "unknown_category": stats["unknown_category"],
-        },
-    )
-    yield dg.Output(
-        result.activity,
-        output_name="raw_flight_activity",
-        metadata={
-            **table_metadata(result.activity),
-            "drop_date": drop_date,
-            "source_files": dg.MetadataValue.json(stats["source_files"]["flight_activity"]),
-            "activity_variant": stats["activity_variant"],
-            "exact_duplicates_dropped": stats["exact_duplicates_dropped"],
-            "conflicting_keys_resolved": stats["conflicting_keys_resolved"],
-            "conflicting_rows_dropped": stats["conflicting_rows_dropped"],
-            "flights_before_enrollment": stats["flights_before_enrollment"],
-        },
-    )
-    yield quarantine
-    yield from gates
-
+    clean_tables = [
+        dg.Output(
+            result.loyalty,
+            output_name="raw_loyalty_history",
+            metadata={
+                **table_metadata(result.loyalty),
+                "drop_date": drop_date,
+                "source_files": dg.MetadataValue.json(stats["source_files"]["loyalty_history"]),
+                "negative_salary": stats["negative_salary"],
+                "unknown_category": stats["unknown_category"],
+            },
+        ),
+        dg.Output(
+            result.activity,
+            output_name="raw_flight_activity",
+            metadata={
+                **table_metadata(result.activity),
+                "drop_date": drop_date,
+                "source_files": dg.MetadataValue.json(stats["source_files"]["flight_activity"]),
+                "activity_variant": stats["activity_variant"],
+                "exact_duplicates_dropped": stats["exact_duplicates_dropped"],
+                "conflicting_keys_resolved": stats["conflicting_keys_resolved"],
+                "conflicting_rows_dropped": stats["conflicting_rows_dropped"],
+                "flights_before_enrollment": stats["flights_before_enrollment"],
+            },
+        ),
+    ]
+    # A rejected drop keeps its quarantine table for inspection; its clean tables are not written.
+    yield from gated_outputs(clean_tables, gates, f"drop {drop_date}", rejected=[quarantine])
