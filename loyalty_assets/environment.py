@@ -11,7 +11,13 @@ from typing import Any
 
 from dagster_aws.s3 import S3Resource
 
-from loyalty_assets.defs.storage import LakeModelIOManager, LakeParquetIOManager, LakeResource, LandingResource
+from loyalty_assets.defs.distribution.resources import aws_distribution_resources, local_distribution_resources
+from loyalty_assets.defs.storage import (
+    LakeModelIOManager,
+    LakeParquetIOManager,
+    LakeResource,
+    LandingResource,
+)
 from loyalty_assets.settings import Settings
 
 
@@ -29,11 +35,13 @@ def _storage_resources(settings: Settings) -> dict[str, Any]:
 
 
 def local_resources(settings: Settings) -> dict[str, Any]:
-    return _storage_resources(settings)
+    storage = _storage_resources(settings)
+    return {**storage, **local_distribution_resources(settings, storage["s3"])}
 
 
 def aws_resources(settings: Settings) -> dict[str, Any]:
-    return _storage_resources(settings)
+    storage = _storage_resources(settings)
+    return {**storage, **aws_distribution_resources(settings, storage["s3"])}
 
 
 RESOURCES_BY_ENV: dict[str, Callable[[Settings], dict[str, Any]]] = {

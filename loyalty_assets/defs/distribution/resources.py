@@ -1,0 +1,311 @@
+"""Destinations of the weekly churn predictions: dashboard database, AppFlow source, marketing mailer.
+
+Environment variables (secrets are read through ``dg.EnvVar`` at run time, never stored):
+
+| variable | meaning | default |
+|---|---|---|
+| `LOYALTY_RDS_DSN` | aws: libpq connection string of the dashboard PostgreSQL (RDS), a secret | required in aws |
+| `LOYALTY_RDS_SCHEMA` | aws: existing schema of the dashboard table `churn_predictions` | `public` |
+| `LOYALTY_REDSHIFT_HOST`, `LOYALTY_REDSHIFT_USER`, `LOYALTY_REDSHIFT_PASSWORD` | aws: Redshift endpoint and login (the password is a secret) | required in aws |
+| `LOYALTY_REDSHIFT_PORT`, `LOYALTY_REDSHIFT_DATABASE`, `LOYALTY_REDSHIFT_SCHEMA`, `LOYALTY_REDSHIFT_SSLMODE` | aws: Redshift port, database, schema, libpq sslmode | `5439`, `dev`, `analytics`, `require` |
+| `LOYALTY_REDSHIFT_S3_STAGING_URI`, `LOYALTY_REDSHIFT_IAM_ROLE` | aws: `s3://` prefix for staged Parquet and the IAM role ARN Redshift reads it with; both or neither (neither: COPY FROM STDIN) | unset |
+| `LOYALTY_APPFLOW_SOURCE_URI` | folder or `s3://` prefix the S3 -> Salesforce AppFlow flow reads | `$LOYALTY_HOME/appflow` locally, required in aws |
+| `LOYALTY_APPFLOW_FLOW_NAME` | on-demand AppFlow flow started after each export | unset locally (file only), required in aws |
+| `LOYALTY_EMAIL_TRANSPORT` | `outbox` (write `.eml` files), `smtp` or `ses` | `outbox` locally, `smtp` in aws |
+| `LOYALTY_EMAIL_SENDER` | From address of the marketing e-mail | `churn-reports@localhost` locally, required in aws |
+| `LOYALTY_MARKETING_RECIPIENTS` | comma-separated marketing addresses | `marketing@localhost` locally, required in aws |
+| `LOYALTY_SMTP_HOST` | SMTP server (transport `smtp`) | required with `smtp` |
+| `LOYALTY_SMTP_PORT`, `LOYALTY_SMTP_SECURITY` | SMTP port and `starttls`, `ssl` or `none` | `587`, `starttls` |
+| `LOYALTY_SMTP_USER`, `LOYALTY_SMTP_PASSWORD` | SMTP login, only sent over TLS (the password is a secret) | unset: no login |
+
+Locally the dashboard table lives in `$LOYALTY_HOME/dashboard.duckdb`, the warehouse table in
+`$LOYALTY_HOME/warehouse.duckdb` (schema `analytics`) and the marketing e-mail in
+`$LOYALTY_HOME/outbox/marketing_<week>.eml`. SES uses boto3's own region and endpoint settings
+(`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`).
+"""
+
+import os
+from abc import abstractmethod
+from datetime import date
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import boto3
+import dagster as dg
+import duckdb
+import pandas as pd
+import psycopg2.extensions
+from dagster_aws.s3 import S3Resource
+from dagster_duckdb_pandas import DuckDBPandasIOManager
+from pydantic import Field
+
+from loyalty_assets.defs.distribution.redshift import RedshiftPandasIOManager
+from loyalty_assets.domain.messaging import send_ses, send_smtp, write_eml
+from loyalty_assets.domain.storage import ObjectStore, open_store
+from loyalty_assets.domain.warehouse import (
+    connect_postgres,
+    qualified_table,
+    quote_identifier,
+    replace_partition_postgres,
+)
+from loyalty_assets.settings import Settings, SettingsError
+
+WEEK_COLUMN = "week"
+EMAIL_TRANSPORTS = ("outbox", "smtp", "ses")
+
+
+class DashboardDatabase(dg.ConfigurableResource):
+    """The database behind the dashboards. ``replace_week`` swaps one week of a table atomically."""
+
+    @abstractmethod
+    def replace_week(self, table: str, frame: pd.DataFrame, week: date) -> int:
+        """Replace the rows of ``week`` in ``table`` with ``frame`` in one transaction; returns rows written.
+
+        ``frame`` has a ``week`` column (date, timestamp or ``YYYY-MM-DD`` text) equal to ``week`` on
+        every row; the table stores it as DATE and is created from the frame's columns when missing.
+        """
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where the database is, for messages and metadata (never a password)."""
+
+    @abstractmethod
+    def table_name(self, table: str) -> str:
+        """The qualified name of ``table`` in this database."""
+
+
+class PostgresDashboardDatabase(DashboardDatabase):
+    """PostgreSQL (RDS): COPY into a staging table, then delete the week and insert, in one transaction."""
+
+    dsn: str = Field(description="libpq connection string (key=value or postgresql:// URI).")
+    db_schema: str = Field(default="public", description="Existing schema that holds the tables.")
+    connect_timeout: int = Field(default=10, description="Seconds to wait for the server.")
+
+    def replace_week(self, table: str, frame: pd.DataFrame, week: date) -> int:
+        conn = connect_postgres(self.dsn, connect_timeout=self.connect_timeout)
+        try:
+            return replace_partition_postgres(
+                conn, table, frame, WEEK_COLUMN, week, schema=self.db_schema, columns_sql={WEEK_COLUMN: "date"}
+            )
+        finally:
+            conn.close()
+
+    def location(self) -> str:
+        parts = psycopg2.extensions.parse_dsn(self.dsn)
+        return f"postgresql {parts.get('host', 'localhost')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
+
+    def table_name(self, table: str) -> str:
+        return f"{self.db_schema}.{table}"
+
+
+class DuckDBDashboardDatabase(DashboardDatabase):
+    """A local DuckDB file: delete the week and insert the frame in one DuckDB transaction."""
+
+    path: str = Field(description="The DuckDB database file; its folder is created when missing.")
+    db_schema: str = Field(default="main", description="Schema of the tables (created when missing).")
+
+    def replace_week(self, table: str, frame: pd.DataFrame, week: date) -> int:
+        target = qualified_table(table, self.db_schema)
+        week_column = quote_identifier(WEEK_COLUMN)
+        for column in frame.columns:  # the same identifier rules as the PostgreSQL variant
+            quote_identifier(column)
+        if WEEK_COLUMN not in frame.columns:
+            raise ValueError(f"the frame has no {WEEK_COLUMN!r} column: {list(frame.columns)}")
+        rows = f"SELECT * REPLACE (CAST({week_column} AS DATE) AS {week_column}) FROM incoming_week"
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with duckdb.connect(self.path) as conn:
+            conn.register("incoming_week", frame)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.db_schema)}")
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS {rows} LIMIT 0")
+                (foreign,) = conn.execute(
+                    f"SELECT count(*) FROM incoming_week WHERE CAST({week_column} AS DATE) IS DISTINCT FROM ?", [week]
+                ).fetchone()
+                if foreign:
+                    raise ValueError(f"{foreign} rows have a {WEEK_COLUMN} other than {week}; {target} takes one week")
+                conn.execute(f"DELETE FROM {target} WHERE {week_column} = ?", [week])
+                (written,) = conn.execute(f"INSERT INTO {target} BY NAME {rows}").fetchone()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return written
+
+    def location(self) -> str:
+        return f"duckdb {self.path}"
+
+    def table_name(self, table: str) -> str:
+        return f"{self.db_schema}.{table}"
+
+
+class AppFlowResource(dg.ConfigurableResource):
+    """The S3 -> Salesforce AppFlow flow: the location it reads and the on-demand flow to start.
+
+    Without ``flow_name`` the export is only written (the local environment).
+    """
+
+    source_uri: str = Field(description="Folder or s3://bucket/prefix the flow reads.")
+    flow_name: str | None = Field(default=None, description="On-demand AppFlow flow; None: not configured.")
+    region_name: str | None = Field(default=None, description="AppFlow region; None: boto3's default.")
+    s3: S3Resource
+
+    def source_store(self) -> ObjectStore:
+        return open_store(self.source_uri, self.s3.get_client() if self.source_uri.startswith("s3://") else None)
+
+    def client(self) -> Any:
+        """A boto3 AppFlow client (boto3 honours ``AWS_ENDPOINT_URL`` and the usual credentials)."""
+        return boto3.client("appflow", region_name=self.region_name)
+
+
+class MarketingMailer(dg.ConfigurableResource):
+    """Who sends the marketing e-mail to whom, and how it is delivered."""
+
+    sender: str = Field(description="From address.")
+    recipients: str = Field(description="Comma-separated recipient addresses.")
+
+    def recipient_list(self) -> list[str]:
+        addresses = [address.strip() for address in self.recipients.split(",") if address.strip()]
+        if not addresses:
+            raise ValueError("no marketing recipients configured (LOYALTY_MARKETING_RECIPIENTS is empty)")
+        return addresses
+
+    @abstractmethod
+    def deliver(self, message: EmailMessage, name: str) -> str:
+        """Deliver ``message``; ``name`` identifies it (e.g. ``marketing_2024-01-08``). Returns where it went."""
+
+
+class SmtpMailer(MarketingMailer):
+    """Delivery through an SMTP server; a refusal raises with the server's host:port."""
+
+    host: str
+    port: int = 587
+    security: str = Field(default="starttls", description="starttls, ssl or none.")
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30
+
+    def deliver(self, message: EmailMessage, name: str) -> str:
+        send_smtp(
+            message,
+            self.host,
+            self.port,
+            security=self.security,
+            username=self.username,
+            password=self.password,
+            timeout=self.timeout,
+        )
+        return f"smtp://{self.host}:{self.port}"
+
+
+class SesMailer(MarketingMailer):
+    """Delivery through Amazon SES (``send_raw_email``)."""
+
+    region_name: str | None = Field(default=None, description="SES region; None: boto3's default.")
+
+    def deliver(self, message: EmailMessage, name: str) -> str:
+        message_id = send_ses(boto3.client("ses", region_name=self.region_name), message)
+        return f"ses:{message_id}"
+
+
+class OutboxMailer(MarketingMailer):
+    """No delivery: the message is written as ``<outbox>/<name>.eml`` (the local environment)."""
+
+    outbox_uri: str = Field(description="Folder or s3://bucket/prefix of the .eml files.")
+    s3: S3Resource
+
+    def deliver(self, message: EmailMessage, name: str) -> str:
+        store = open_store(self.outbox_uri, self.s3.get_client() if self.outbox_uri.startswith("s3://") else None)
+        return write_eml(store, f"{name}.eml", message)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _int_env(name: str, default: int) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as error:
+        raise SettingsError(f"{name}={value!r}: use a whole number") from error
+
+
+def _marketing_mailer(
+    settings: Settings, s3: S3Resource, transport: str, sender: Any, recipients: Any
+) -> MarketingMailer:
+    if transport not in EMAIL_TRANSPORTS:
+        raise SettingsError(f"LOYALTY_EMAIL_TRANSPORT={transport!r}: use one of {', '.join(EMAIL_TRANSPORTS)}")
+    if transport == "outbox":
+        return OutboxMailer(sender=sender, recipients=recipients, outbox_uri=settings.outbox_uri, s3=s3)
+    if transport == "ses":
+        return SesMailer(sender=sender, recipients=recipients)
+    username = _env("LOYALTY_SMTP_USER")
+    return SmtpMailer(
+        sender=sender,
+        recipients=recipients,
+        host=dg.EnvVar("LOYALTY_SMTP_HOST"),
+        port=_int_env("LOYALTY_SMTP_PORT", 587),
+        security=_env("LOYALTY_SMTP_SECURITY", "starttls"),
+        username=username,
+        password=dg.EnvVar("LOYALTY_SMTP_PASSWORD") if username else None,
+    )
+
+
+def local_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
+    """Embedded destinations: DuckDB files, a folder for AppFlow, an outbox of .eml files."""
+    return {
+        "dashboard_database": DuckDBDashboardDatabase(path=str(settings.home / "dashboard.duckdb")),
+        "warehouse_io_manager": DuckDBPandasIOManager(database=str(settings.warehouse_path), schema="analytics"),
+        "appflow": AppFlowResource(
+            source_uri=_env("LOYALTY_APPFLOW_SOURCE_URI", str(settings.home / "appflow")),
+            flow_name=_env("LOYALTY_APPFLOW_FLOW_NAME"),
+            s3=s3,
+        ),
+        "marketing_mailer": _marketing_mailer(
+            settings,
+            s3,
+            _env("LOYALTY_EMAIL_TRANSPORT", "outbox"),
+            _env("LOYALTY_EMAIL_SENDER", "churn-reports@localhost"),
+            _env("LOYALTY_MARKETING_RECIPIENTS", "marketing@localhost"),
+        ),
+    }
+
+
+def aws_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
+    """RDS PostgreSQL, Redshift, AppFlow from S3, and SMTP or SES."""
+    staging_uri = _env("LOYALTY_REDSHIFT_S3_STAGING_URI")
+    iam_role = _env("LOYALTY_REDSHIFT_IAM_ROLE")
+    if (staging_uri is None) != (iam_role is None):
+        raise SettingsError("set LOYALTY_REDSHIFT_S3_STAGING_URI and LOYALTY_REDSHIFT_IAM_ROLE together, or neither")
+    return {
+        "dashboard_database": PostgresDashboardDatabase(
+            dsn=dg.EnvVar("LOYALTY_RDS_DSN"), db_schema=_env("LOYALTY_RDS_SCHEMA", "public")
+        ),
+        "warehouse_io_manager": RedshiftPandasIOManager(
+            host=dg.EnvVar("LOYALTY_REDSHIFT_HOST"),
+            port=_int_env("LOYALTY_REDSHIFT_PORT", 5439),
+            user=dg.EnvVar("LOYALTY_REDSHIFT_USER"),
+            password=dg.EnvVar("LOYALTY_REDSHIFT_PASSWORD"),
+            database=_env("LOYALTY_REDSHIFT_DATABASE", "dev"),
+            schema=_env("LOYALTY_REDSHIFT_SCHEMA", "analytics"),
+            sslmode=_env("LOYALTY_REDSHIFT_SSLMODE", "require"),
+            s3_staging_uri=staging_uri,
+            iam_role=iam_role,
+            s3=s3,
+        ),
+        "appflow": AppFlowResource(
+            source_uri=dg.EnvVar("LOYALTY_APPFLOW_SOURCE_URI"), flow_name=dg.EnvVar("LOYALTY_APPFLOW_FLOW_NAME"), s3=s3
+        ),
+        "marketing_mailer": _marketing_mailer(
+            settings,
+            s3,
+            _env("LOYALTY_EMAIL_TRANSPORT", "smtp"),
+            dg.EnvVar("LOYALTY_EMAIL_SENDER"),
+            dg.EnvVar("LOYALTY_MARKETING_RECIPIENTS"),
+        ),
+    }
