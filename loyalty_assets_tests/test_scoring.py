@@ -1,0 +1,245 @@
+"""Weekly scoring: capacity tiers, action rule table, forest attributions and the predictions table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from loyalty_assets.domain.scoring import (
+    PREDICTION_COLUMNS,
+    RISK_TIERS,
+    assign_tiers,
+    feature_contributions,
+    load_action_table,
+    recommend_actions,
+    score_members,
+    tier_cutoffs,
+    tier_segment_counts,
+    top_reasons,
+    unwrap_forest_pipeline,
+)
+from loyalty_assets.domain.segmentation import SEGMENT_NAMES
+
+DRIVER = "months_since_last_flight"
+FEATURES = [DRIVER, "tenure_months", "distance_12m", "companion_share_12m", "loyalty_card_tier"]
+
+
+def synthetic_members(count: int, seed: int) -> pd.DataFrame:
+    """Members whose churn depends on the months since the last flight only; one column has NaN."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "loyalty_number": 100_000 + np.arange(count, dtype=np.int64),
+            "snapshot_month": pd.Timestamp("2018-11-01"),
+            DRIVER: rng.integers(0, 13, count).astype(float),
+            "tenure_months": rng.integers(1, 80, count).astype(float),
+            "distance_12m": rng.lognormal(8, 1, count),
+            "companion_share_12m": np.where(rng.random(count) < 0.2, np.nan, rng.random(count)),
+            "loyalty_card_tier": rng.integers(0, 3, count).astype(float),
+        }
+    )
+    churn_probability = 1 / (1 + np.exp(-(-5.0 + 0.55 * frame[DRIVER])))
+    frame["churned"] = (rng.random(count) < churn_probability).astype(int)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def champion():
+    """Calibrated frozen forest pipeline, shaped like the churn champion."""
+    train = synthetic_members(4000, seed=1)
+    validation = synthetic_members(2000, seed=2)
+    pipeline = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("forest", RandomForestClassifier(n_estimators=40, min_samples_leaf=20, random_state=0, n_jobs=1)),
+        ]
+    ).fit(train[FEATURES], train["churned"])
+    model = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
+    model.fit(validation[FEATURES], validation["churned"])
+    cutoffs = tier_cutoffs(model.predict_proba(validation[FEATURES])[:, 1])
+    return pipeline, model, cutoffs
+
+
+@pytest.fixture(scope="module")
+def week_features() -> pd.DataFrame:
+    return synthetic_members(3000, seed=3).drop(columns="churned")
+
+
+def test_tiers_are_ordered_and_shares_match_reference_quantiles():
+    scores = np.random.default_rng(0).beta(1, 25, 20_000)
+    cutoffs = tier_cutoffs(scores)
+    assert list(cutoffs) == ["Medium", "High", "Critical"]
+    assert cutoffs == pytest.approx(dict(zip(cutoffs, np.quantile(scores, [0.60, 0.85, 0.95]))))
+    tiers = assign_tiers(scores, cutoffs)
+    assert tiers.ordered and list(tiers.categories) == list(RISK_TIERS)
+    shares = pd.Series(tiers).value_counts(normalize=True).reindex(list(RISK_TIERS))
+    assert shares.to_numpy() == pytest.approx([0.60, 0.25, 0.10, 0.05], abs=1e-3)
+    # Higher tier always means higher score.
+    frame = pd.DataFrame({"score": scores, "tier": tiers})
+    bounds = frame.groupby("tier", observed=True)["score"].agg(["min", "max"])
+    assert (bounds["max"].to_numpy()[:-1] < bounds["min"].to_numpy()[1:]).all()
+
+
+def test_assign_tiers_keeps_ties_in_the_lower_tier_and_compares_in_order():
+    tiers = assign_tiers([0.1, 0.2, 0.3, 0.4, 0.05], {"Medium": 0.1, "High": 0.2, "Critical": 0.3})
+    assert list(tiers) == ["Low", "Medium", "High", "Critical", "Low"]
+    assert list(tiers >= "High") == [False, False, True, True, False]
+
+
+def test_tier_cutoffs_and_assign_tiers_reject_bad_input():
+    with pytest.raises(ValueError, match="summing to 1"):
+        tier_cutoffs([0.1, 0.2], shares=(0.5, 0.3, 0.1, 0.05))
+    with pytest.raises(ValueError, match="without NaN"):
+        tier_cutoffs([0.1, np.nan])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        assign_tiers([0.1], {"Medium": 0.3, "High": 0.2, "Critical": 0.4})
+    with pytest.raises(ValueError, match="exactly the keys"):
+        assign_tiers([0.1], {"Medium": 0.3, "High": 0.4})
+
+
+def test_packaged_action_table_covers_every_segment_and_tier():
+    table = load_action_table()
+    assert list(table.columns) == ["version", "segment", "risk_tier", "recommended_action"]
+    assert table["version"].nunique() == 1
+    combos = set(zip(table["segment"], table["risk_tier"]))
+    assert combos == {(segment, tier) for segment in SEGMENT_NAMES for tier in RISK_TIERS}
+    assert (table["recommended_action"].str.len() > 10).all()
+
+
+def _write_table(tmp_path, table: pd.DataFrame):
+    path = tmp_path / "actions.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def test_action_table_missing_combination_fails(tmp_path):
+    table = load_action_table()
+    incomplete = table[~((table["segment"] == "Dabblers") & (table["risk_tier"] == "High"))]
+    with pytest.raises(ValueError, match=r"lacks rows for .*Dabblers.*High"):
+        load_action_table(_write_table(tmp_path, incomplete))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.assign(version=["v1"] * 6 + ["v2"] * 6), "exactly one version"),
+        (lambda t: pd.concat([t, t.iloc[[0]]]), "several rows"),
+        (lambda t: t.assign(segment=t["segment"].replace("Dabblers", "Casuals")), "unknown segments"),
+        (lambda t: t.assign(recommended_action=[""] + t["recommended_action"].tolist()[1:]), "empty cells"),
+        (lambda t: t.drop(columns="version"), "lacks columns"),
+    ],
+)
+def test_action_table_validation_errors(tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        load_action_table(_write_table(tmp_path, change(load_action_table())))
+
+
+def test_recommend_actions_looks_up_the_rule_table():
+    table = load_action_table()
+    segments = pd.Series(["Dabblers", "Road Warriors", "Loyal Regulars"], index=[7, 8, 9])
+    tiers = pd.Categorical(["Critical", "Low", "High"], categories=list(RISK_TIERS), ordered=True)
+    actions = recommend_actions(segments, tiers, table)
+    expected = table.set_index(["segment", "risk_tier"])["recommended_action"]
+    assert list(actions.index) == [7, 8, 9]
+    assert actions.tolist() == [
+        expected[("Dabblers", "Critical")],
+        expected[("Road Warriors", "Low")],
+        expected[("Loyal Regulars", "High")],
+    ]
+    with pytest.raises(ValueError, match="Casuals"):
+        recommend_actions(["Casuals"], ["Low"], table)
+
+
+def test_unwrap_reaches_the_forest_pipeline(champion):
+    pipeline, model, _ = champion
+    assert unwrap_forest_pipeline(model) is pipeline
+    assert unwrap_forest_pipeline(FrozenEstimator(pipeline)) is pipeline
+    assert unwrap_forest_pipeline(pipeline) is pipeline
+    with pytest.raises(TypeError, match="RandomForestClassifier"):
+        unwrap_forest_pipeline(Pipeline([("logistic", LogisticRegression())]))
+
+
+def test_contributions_add_up_to_the_forest_probability(champion, week_features):
+    pipeline, _, _ = champion
+    X = week_features[FEATURES].iloc[:500]
+    bias, contributions = feature_contributions(pipeline, X, FEATURES)
+    assert list(contributions.columns) == FEATURES
+    assert (contributions.index == X.index).all()
+    np.testing.assert_allclose(bias + contributions.sum(axis=1), pipeline.predict_proba(X)[:, 1], atol=1e-9)
+    # The driver explains most of the spread of the forest's probability.
+    assert contributions.abs().mean().idxmax() == DRIVER
+
+
+def test_top_reasons_name_the_planted_driver_for_high_risk_rows_only(champion, week_features):
+    pipeline, model, cutoffs = champion
+    X = week_features[FEATURES]
+    tiers = assign_tiers(model.predict_proba(X)[:, 1], cutoffs)
+    high = np.asarray(tiers >= "High")
+    assert 0 < high.sum() < len(X)
+    reasons = top_reasons(pipeline, X, high, FEATURES, k=3)
+    assert (reasons.index == X.index).all()
+    assert (reasons[~high] == "").all()
+    named = reasons[high].str.split(", ")
+    assert named.map(len).between(1, 3).all()
+    assert named.map(lambda names: names[0] == DRIVER).all()
+    assert named.map(lambda names: set(names) <= set(FEATURES)).all()
+
+
+def test_score_members_columns_dtypes_and_ranges(champion, week_features):
+    _, model, cutoffs = champion
+    features = week_features.iloc[::-1]  # non-default index order: segments align by index
+    segments = pd.Series(
+        np.array(SEGMENT_NAMES, dtype=object)[features["loyalty_number"].to_numpy() % 3], index=features.index
+    ).sample(frac=1.0, random_state=0)
+    predictions = score_members(
+        model, features, FEATURES, cutoffs, segments, load_action_table(), "2018-12-03", "churn-v7", "seg-v2"
+    )
+    assert list(predictions.columns) == PREDICTION_COLUMNS
+    assert len(predictions) == len(features)
+    assert predictions["loyalty_number"].tolist() == features["loyalty_number"].tolist()
+    assert predictions["loyalty_number"].dtype == np.int64
+    assert (predictions["week"] == "2018-12-03").all()
+    assert predictions["snapshot_month"].dtype == "datetime64[ns]"
+    risk = predictions["churn_risk_pct"]
+    assert risk.dtype == np.float64 and risk.between(0, 100).all()
+    assert np.allclose(risk, risk.round(1))
+    expected_risk = np.round(model.predict_proba(features[FEATURES])[:, 1] * 100, 1)
+    np.testing.assert_allclose(risk, expected_risk)
+    assert isinstance(predictions["risk_tier"].dtype, pd.CategoricalDtype)
+    assert predictions["risk_tier"].cat.ordered
+    assert list(predictions["risk_tier"].cat.categories) == list(RISK_TIERS)
+    expected_segments = np.array(SEGMENT_NAMES, dtype=object)[predictions["loyalty_number"].to_numpy() % 3]
+    assert (predictions["segment"].to_numpy() == expected_segments).all()
+    table = load_action_table().set_index(["segment", "risk_tier"])["recommended_action"]
+    looked_up = table.reindex(pd.MultiIndex.from_arrays([predictions["segment"], predictions["risk_tier"].astype(str)]))
+    assert (predictions["recommended_action"].to_numpy() == looked_up.to_numpy()).all()
+    explained = predictions["risk_tier"].isin(["High", "Critical"])
+    assert (predictions.loc[explained, "top_reasons"] != "").all()
+    assert (predictions.loc[~explained, "top_reasons"] == "").all()
+    assert (predictions["churn_model_version"] == "churn-v7").all()
+    assert (predictions["segmentation_model_version"] == "seg-v2").all()
+
+    counts = tier_segment_counts(predictions)
+    assert list(counts.index) == list(RISK_TIERS) and list(counts.columns) == list(SEGMENT_NAMES)
+    assert counts.to_numpy().sum() == len(predictions)
+    assert counts.loc["Critical"].sum() == (predictions["risk_tier"] == "Critical").sum()
+
+
+def test_score_members_rejects_members_without_segment_and_duplicates(champion, week_features):
+    _, model, cutoffs = champion
+    segments = pd.Series("Dabblers", index=week_features.index[1:])
+    arguments = (FEATURES, cutoffs)
+    with pytest.raises(ValueError, match="1 scored members have no segment"):
+        score_members(model, week_features, *arguments, segments, load_action_table(), "2018-12-03", "c", "s")
+    doubled = pd.concat([week_features, week_features.iloc[[0]]], ignore_index=True)
+    with pytest.raises(ValueError, match="several rows for members"):
+        score_members(
+            model, doubled, *arguments, ["Dabblers"] * len(doubled), load_action_table(), "2018-12-03", "c", "s"
+        )
