@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from datetime import date, timedelta
+from datetime import date
 
 from loyalty_assets.settings import SettingsError, load_settings
 
@@ -26,7 +25,11 @@ def _parse_dates(text: str) -> list[date]:
 
 
 def _sample_data(args: argparse.Namespace) -> None:
-    from loyalty_assets.domain.sample_data import SampleConfig, default_drop_dates, write_drops
+    from loyalty_assets.domain.sample_data import (
+        SampleConfig,
+        default_drop_dates,
+        write_drops,
+    )
     from loyalty_assets.runner import landing_store
 
     settings = load_settings()
@@ -47,6 +50,12 @@ def _run(args: argparse.Namespace) -> None:
     from loyalty_assets.runner import run_as_of
 
     run_as_of(args.as_of, echo=print)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from loyalty_assets.runner import demo
+
+    demo(args.as_of, echo=print)
 
 
 def _model_promote(args: argparse.Namespace) -> None:
@@ -72,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--months", type=int, default=24, help="complete months of activity history")
     sample.add_argument("--end", type=_parse_date, default=date.today(), help="last drop date (default today)")
     sample.add_argument("--days", type=int, default=7, help="number of daily drops ending on --end")
-    sample.add_argument("--dates", type=_parse_dates, help="explicit comma-separated drop dates (overrides --end/--days)")
+    sample.add_argument(
+        "--dates", type=_parse_dates, help="explicit comma-separated drop dates (overrides --end/--days)"
+    )
     sample.add_argument("--seed", type=int, default=7)
     sample.add_argument("--landing", help="landing root, a folder or s3://bucket/prefix (default LOYALTY_LANDING_URI)")
     sample.add_argument("--variant", choices=["10-column", "8-column"], default="10-column")
@@ -82,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="materialize the graph through Dagster for the partitions of a date")
     run.add_argument("--as-of", type=_parse_date, required=True, dest="as_of")
     run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help="sample data if the landing zone is empty, run --as-of, summary")
+    demo.add_argument("--as-of", type=_parse_date, default=date.today(), dest="as_of")
+    demo.set_defaults(handler=_demo)
 
     model = commands.add_parser("model", help="list model versions, promote or roll back")
     model_commands = model.add_subparsers(dest="model_command", required=True)
@@ -98,12 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from loyalty_assets.domain.registry import RegistryError
+    from loyalty_assets.runner import RunFailed
+
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (UserError, SettingsError) as error:
+    except (UserError, SettingsError, RegistryError) as error:
         print(f"loyalty-assets: {error}", file=sys.stderr)
         return 2
+    except RunFailed as error:
+        print(f"loyalty-assets: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

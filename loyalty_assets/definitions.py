@@ -1,16 +1,42 @@
-"""Assembles the domains into one code location."""
-
-from __future__ import annotations
+"""Assembles the domains into one code location, with the resources of the chosen environment."""
 
 import dagster as dg
 
+from loyalty_assets.defs.churn.assets import churn_model, churn_model_candidate
+from loyalty_assets.defs.churn.checks import CHURN_CHECKS
+from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
+from loyalty_assets.defs.features.assets import churn_training_set, customer_features, scoring_features
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
+from loyalty_assets.defs.orchestration.jobs import JOBS
+from loyalty_assets.defs.orchestration.schedules import SCHEDULES
+from loyalty_assets.defs.scoring.assets import churn_predictions
+from loyalty_assets.defs.segmentation.assets import segmentation_model, segmentation_model_candidate
+from loyalty_assets.defs.segmentation.checks import SEGMENTATION_CHECKS
 from loyalty_assets.environment import resources_for
-from loyalty_assets.settings import load_settings
+from loyalty_assets.settings import Settings, load_settings
 
-settings = load_settings()
 
-defs = dg.Definitions(
-    assets=[raw_loyalty_tables],
-    resources=resources_for(settings),
-)
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The code location with the resources of ``settings.env`` (partitions and schedules use the
+    start date and timezone read when the package was imported)."""
+    return dg.Definitions(
+        assets=[
+            raw_loyalty_tables,
+            customer_features,
+            churn_training_set,
+            scoring_features,
+            churn_model_candidate,
+            churn_model,
+            segmentation_model_candidate,
+            segmentation_model,
+            churn_predictions,
+            *DISTRIBUTION_ASSETS,
+        ],
+        asset_checks=[*CHURN_CHECKS, *SEGMENTATION_CHECKS],
+        jobs=JOBS,
+        schedules=SCHEDULES,
+        resources=resources_for(settings),
+    )
+
+
+defs = build_defs(load_settings())

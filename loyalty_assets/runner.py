@@ -8,6 +8,11 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from loyalty_assets.defs.orchestration.schedules import (
+    previous_month,
+    previous_quarter,
+    quarter_start,
+)
 from loyalty_assets.domain.storage import ObjectStore, open_store
 from loyalty_assets.settings import Settings, load_settings
 
@@ -35,6 +40,8 @@ def failure_summary(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
             lines.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
@@ -59,26 +66,29 @@ def execute_job(
 
 def as_of_plan(as_of: date, drops_to_ingest: list[date], needs_segmentation: bool) -> list[tuple[str, str]]:
     """(job, partition) in the order the as-of run executes them."""
-    previous_month = (as_of.replace(day=1) - timedelta(days=1)).replace(day=1)
-    quarter_start = as_of.replace(month=3 * ((as_of.month - 1) // 3) + 1, day=1)
-    previous_quarter = (quarter_start - timedelta(days=1)).replace(day=1)
-    previous_quarter = previous_quarter.replace(month=3 * ((previous_quarter.month - 1) // 3) + 1)
-    week = as_of - timedelta(days=as_of.weekday())
     plan = [("daily_ingest_job", drop.isoformat()) for drop in drops_to_ingest]
     if needs_segmentation:
-        plan.append(("quarterly_segmentation_job", previous_quarter.isoformat()))
-    plan.append(("monthly_churn_training_job", previous_month.isoformat()))
-    plan.append(("weekly_scoring_job", week.isoformat()))
+        plan.append(("quarterly_segmentation_job", previous_quarter(as_of).isoformat()))
+    plan.append(("monthly_churn_training_job", previous_month(as_of).isoformat()))
+    plan.append(("weekly_scoring_job", (as_of - timedelta(days=as_of.weekday())).isoformat()))
     return plan
+
+
+def demo_drop_dates(as_of: date) -> list[date]:
+    """The week of drops ending on ``as_of``, plus the last drop of the previous month and quarter,
+    which the monthly training and quarterly segmentation partitions of ``run --as-of`` read."""
+    month_end = as_of.replace(day=1) - timedelta(days=1)
+    quarter_end = quarter_start(as_of) - timedelta(days=1)
+    return sorted({month_end, quarter_end, *(as_of - timedelta(days=back) for back in range(7))})
 
 
 def run_as_of(as_of: date, echo: Callable[[str], None]) -> None:
     from loyalty_assets.cli import UserError
-    from loyalty_assets.definitions import defs
-    from loyalty_assets.environment import resources_for
+    from loyalty_assets.definitions import build_defs
 
     settings = load_settings()
-    resources = resources_for(settings)
+    defs = build_defs(settings)
+    resources = defs.resources
     landing_dates = [day for day in resources["landing"].drop_dates("flight_activity") if day <= as_of]
     if as_of not in landing_dates:
         raise UserError(
@@ -94,3 +104,97 @@ def run_as_of(as_of: date, echo: Callable[[str], None]) -> None:
         echo(f"running {job_name} for {partition_key}")
         execute_job(defs, instance, job_name, partition_key)
     echo(f"done: lake {settings.lake_uri}, Dagster instance {settings.dagster_home}")
+
+
+def write_sample_drops(as_of: date, echo: Callable[[str], None], customers: int = 15000) -> None:
+    from loyalty_assets.domain.sample_data import SampleConfig, write_drops
+
+    settings = load_settings()
+    dates = demo_drop_dates(as_of)
+    write_drops(landing_store(settings.landing_uri), dates, SampleConfig(customers=customers))
+    echo(f"wrote sample drops {dates[0]} .. {dates[-1]} ({len(dates)} days) to {settings.landing_uri}")
+
+
+def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
+    from loyalty_assets.defs.scoring.exports import predictions_export_key
+    from loyalty_assets.domain.scoring import tier_segment_counts
+    from loyalty_assets.domain.storage import parquet_bytes_to_dataframe
+
+    settings = load_settings()
+    lake = (
+        open_store(settings.lake_uri, None)
+        if not settings.lake_uri.startswith("s3://")
+        else landing_store(settings.lake_uri)
+    )
+    week = (as_of - timedelta(days=as_of.weekday())).isoformat()
+    predictions = parquet_bytes_to_dataframe(lake.get_bytes(f"churn_predictions/{week}.parquet"))
+    echo(f"\nweek {week}: {len(predictions)} members scored (rows: risk tier, columns: segment)")
+    echo(tier_segment_counts(predictions).to_string())
+    echo("\noutputs:")
+    echo(f"  predictions CSV   {lake.url(predictions_export_key(week, 'csv'))}")
+    echo(f"  lake              {settings.lake_uri}")
+    echo(f"  warehouse DuckDB  {settings.warehouse_path} (analytics.redshift_churn_predictions)")
+    echo(f"  dashboard DuckDB  {settings.home / 'dashboard.duckdb'}")
+    echo(f"  CRM export        {settings.home / 'appflow'}")
+    echo(f"  marketing e-mail  {settings.outbox_uri}/marketing_{week}.eml")
+    echo(f"  Dagster instance  {settings.dagster_home}  (make dev, then http://127.0.0.1:3000)")
+
+
+def demo(as_of: date, echo: Callable[[str], None]) -> None:
+    """Sample data if the landing zone is empty, the whole graph as of ``as_of``, then a summary."""
+    from loyalty_assets.environment import resources_for
+
+    if not resources_for(load_settings())["landing"].drop_dates("flight_activity"):
+        write_sample_drops(as_of, echo)
+    run_as_of(as_of, echo)
+    print_summary(as_of, echo)
+
+
+def prepare_e2e_home(as_of: date, customers: int = 4000) -> None:
+    """A small, fully materialized home (sample data, models, one scored week) for end-to-end tests."""
+    write_sample_drops(as_of, echo=lambda line: None, customers=customers)
+    run_as_of(as_of, echo=lambda line: None)
+
+
+CHAMPION_ASSETS = {"churn": "churn_model", "segmentation": "segmentation_model"}
+
+
+def promote_model_version(kind: str, version: str, *, reason: str | None, force: bool, echo) -> None:
+    """Materialize the champion asset with a registered version, recorded in the Dagster instance."""
+    from loyalty_assets.definitions import build_defs
+    from loyalty_assets.domain import registry
+
+    settings = load_settings()
+    defs = build_defs(settings)
+    resources = defs.resources
+    reason = reason or "manual promotion"
+    registry.check_promotable(resources["lake"].store(), kind, version, force=force, reason=reason)
+    asset_name = CHAMPION_ASSETS[kind]
+    result = dg.materialize(
+        list(defs.assets),
+        selection=[asset_name],
+        instance=_instance(settings),
+        resources=resources,
+        run_config={"ops": {asset_name: {"config": {"version": version, "reason": reason, "force": force}}}},
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise RunFailed(f"promoting {kind} {version} failed (run {result.run_id}):\n{failure_summary(result)}")
+    echo(f"{kind} champion is now {version} ({reason})")
+
+
+def list_model_versions(kind: str, echo) -> None:
+    from loyalty_assets.domain import registry
+    from loyalty_assets.environment import resources_for
+
+    store = resources_for(load_settings())["lake"].store()
+    champion = (registry.history(store, kind) or [{"version": None}])[-1]["version"]
+    for entry in registry.versions(store, kind):
+        marker = "*" if entry["version"] == champion else " "
+        metrics = entry.get("metrics", {})
+        score = metrics.get("roc_auc", metrics.get("silhouette"))
+        echo(
+            f"{marker} {entry['version']}  partition {entry['source_partition']}  gates passed: "
+            f"{entry['gates_passed']}  {'roc_auc' if 'roc_auc' in metrics else 'silhouette'} "
+            f"{score if score is None else round(score, 4)}"
+        )

@@ -5,7 +5,6 @@ a local folder, so the lake IO managers below serve both a folder and ``s3://`` 
 same byte store (``domain.storage``), with S3 clients from dagster-aws ``S3Resource``.
 """
 
-
 from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any

@@ -168,3 +168,32 @@ def positive_rate(training_set: pd.DataFrame) -> float:
     if training_set.empty:
         raise ValueError("training set is empty: positive rate undefined")
     return float(training_set[LABEL_COLUMN].mean())
+
+
+def _enrollment_and_cancellation(loyalty: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Month numbers of enrollment and cancellation per loyalty row (int64 max when not cancelled)."""
+    enrollment = month_number(
+        loyalty["enrollment_year"].to_numpy(dtype="int64"), loyalty["enrollment_month"].to_numpy(dtype="int64")
+    )
+    return enrollment, _cancellation_month_numbers(loyalty, loyalty["loyalty_number"].to_numpy(dtype="int64"))
+
+
+def eligible_member_counts(loyalty: pd.DataFrame, snapshots) -> pd.Series:
+    """Members eligible at each snapshot (enrolled by it, not cancelled by it), indexed by snapshot."""
+    enrollment, cancellation = _enrollment_and_cancellation(loyalty)
+    months = [pd.Timestamp(snapshot) for snapshot in snapshots]
+    return pd.Series(
+        [
+            int(((enrollment <= timestamp_month_number(s)) & (cancellation > timestamp_month_number(s))).sum())
+            for s in months
+        ],
+        index=pd.DatetimeIndex(months, name="snapshot_month"),
+        dtype="int64",
+    )
+
+
+def members_enrolled_on(loyalty: pd.DataFrame, day) -> pd.Series:
+    """Loyalty numbers of members enrolled and not cancelled in or before ``day``'s month."""
+    enrollment, cancellation = _enrollment_and_cancellation(loyalty)
+    month = timestamp_month_number(pd.Timestamp(day))
+    return loyalty["loyalty_number"][(enrollment <= month) & (cancellation > month)]

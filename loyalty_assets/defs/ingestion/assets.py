@@ -1,6 +1,5 @@
 """Daily ingestion: one landing drop -> validated raw tables, a quarantine table and blocking gates."""
 
-
 import dagster as dg
 from pydantic import Field
 

@@ -1,0 +1,40 @@
+"""Which drop feeds a coarse partition: the latest ingested drop dated inside its window.
+
+Every drop is a full extract, so one drop is all a monthly, quarterly or weekly partition
+needs. The raw inputs are declared with a time-window partition mapping (lineage and
+backfills stay right) and loaded lazily, so only the chosen drop is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from loyalty_assets.defs.storage import LAZY_PARTITIONS
+
+RAW_DROP_INS = {
+    "raw_loyalty_history": dg.AssetIn(metadata=LAZY_PARTITIONS),
+    "raw_flight_activity": dg.AssetIn(metadata=LAZY_PARTITIONS),
+}
+
+
+def latest_drop(
+    context: dg.AssetExecutionContext,
+    raw_loyalty_history: Mapping[str, Callable[[], Any]],
+    raw_flight_activity: Mapping[str, Callable[[], Any]],
+) -> tuple[date, pd.DataFrame, pd.DataFrame]:
+    """The newest drop with both tables ingested in the partition's window, loaded."""
+    common = sorted(set(raw_loyalty_history) & set(raw_flight_activity))
+    if not common:
+        window = context.partition_time_window
+        raise dg.Failure(
+            f"no ingested drop dated {window.start.date()} .. {window.end.date()} (exclusive) for partition "
+            f"{context.partition_key}: run daily_ingest_job for a day in that window first"
+        )
+    key = common[-1]
+    context.log.info(f"partition {context.partition_key} reads the drop dt={key}")
+    return date.fromisoformat(key), raw_loyalty_history[key](), raw_flight_activity[key]()

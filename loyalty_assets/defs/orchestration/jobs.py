@@ -1,0 +1,33 @@
+"""The four cadences as asset jobs (names from the public interface)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+daily_ingest_job = dg.define_asset_job(
+    "daily_ingest_job",
+    selection=dg.AssetSelection.groups("ingestion"),
+    description="Ingest one day's landing drop into validated raw tables behind data-quality gates.",
+)
+
+monthly_churn_training_job = dg.define_asset_job(
+    "monthly_churn_training_job",
+    selection=dg.AssetSelection.assets(
+        "customer_features", "churn_training_set", "churn_model_candidate", "churn_model"
+    ),
+    description="Features, training set, candidate, gates and promotion for one month.",
+)
+
+quarterly_segmentation_job = dg.define_asset_job(
+    "quarterly_segmentation_job",
+    selection=dg.AssetSelection.assets("segmentation_model_candidate", "segmentation_model"),
+    description="Fit, gate and promote the K-Means segmentation for one quarter.",
+)
+
+weekly_scoring_job = dg.define_asset_job(
+    "weekly_scoring_job",
+    selection=dg.AssetSelection.groups("predictions", "distribution", "monitoring"),
+    description="Score every eligible member with the champions and distribute the week's results.",
+)
+
+JOBS = [daily_ingest_job, weekly_scoring_job, monthly_churn_training_job, quarterly_segmentation_job]

@@ -1,0 +1,56 @@
+"""Promotion of a gated candidate (or a registered version) to the unpartitioned champion asset."""
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from loyalty_assets.defs.storage import LakeResource
+from loyalty_assets.domain import registry
+
+
+class PromotionConfig(dg.Config):
+    version: Optional[str] = Field(
+        default=None,
+        description="Promote this registered version (roll back or forward) instead of the run's candidate.",
+    )
+    reason: str = Field(default="passed every gate", description="Why, recorded in the promotion history.")
+    force: bool = Field(default=False, description="Allow a version that never passed its gates (needs a reason).")
+
+
+def promote(
+    context: dg.AssetExecutionContext,
+    kind: str,
+    gates: list[str],
+    config: PromotionConfig,
+    candidates,
+    lake: LakeResource,
+) -> dg.Output:
+    """The champion for ``kind``: the run's gated candidate, or a registered version by config."""
+    store = lake.store()
+    if config.version:
+        registry.check_promotable(store, kind, config.version, force=config.force, reason=config.reason)
+        bundle = registry.load_bundle(store, kind, config.version)
+    else:
+        if not context.has_partition_key or context.partition_key not in candidates:
+            raise dg.Failure(
+                f"{kind} promotion needs the candidate of this run's partition: materialize it together with "
+                "its candidate, or set config `version` to promote a registered version"
+            )
+        bundle = candidates[context.partition_key]()
+        registry.mark_gates_passed(store, kind, bundle["version"], gates)
+    history = registry.log_promotion(
+        store, kind, bundle["version"], reason=config.reason, forced=config.force, run_id=context.run_id
+    )
+    record = registry.record(store, kind, bundle["version"])
+    return dg.Output(
+        bundle,
+        metadata={
+            "version": bundle["version"],
+            "previous_version": history[-1]["previous"] or "none",
+            "source_partition": record["source_partition"],
+            "reason": config.reason,
+            "forced": config.force,
+            "registry_record": dg.MetadataValue.json(record),
+        },
+    )

@@ -1,0 +1,58 @@
+"""Weekly scoring with the promoted champions only, saved to the lake and as CSV and Parquet files."""
+
+import dagster as dg
+
+from loyalty_assets.defs.metadata import markdown_table, table_metadata
+from loyalty_assets.defs.partitions import weekly_partitions
+from loyalty_assets.defs.scoring.exports import predictions_export_key
+from loyalty_assets.defs.storage import LakeResource
+from loyalty_assets.domain.scoring import load_action_table, score_members, tier_segment_counts
+from loyalty_assets.domain.segmentation import assign_segments
+from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
+
+
+@dg.asset(
+    partitions_def=weekly_partitions,
+    io_manager_key="lake_io_manager",
+    group_name="predictions",
+    kinds={"scikit-learn", "pandas", "s3"},
+    owners=["team:ml-engineering"],
+)
+def churn_predictions(
+    context: dg.AssetExecutionContext, scoring_features, churn_model, segmentation_model, lake: LakeResource
+) -> dg.Output:
+    """Every member enrolled on the week's latest drop date, scored by the promoted champions: churn risk
+    (0-100%, calibrated), risk tier, segment, recommended action and the top reasons for High and
+    Critical members. Also written as CSV and Parquet to a stable per-week key in the lake."""
+    week = context.partition_key
+    segments = assign_segments(segmentation_model["model"], scoring_features)
+    predictions = score_members(
+        churn_model["model"],
+        scoring_features,
+        churn_model["feature_columns"],
+        churn_model["tier_cutoffs"],
+        segments,
+        load_action_table(),
+        week,
+        churn_model["version"],
+        segmentation_model["version"],
+    )
+    store = lake.store()
+    csv_key, parquet_key = predictions_export_key(week, "csv"), predictions_export_key(week, "parquet")
+    store.put_bytes(csv_key, predictions.to_csv(index=False).encode("utf-8"))
+    store.put_bytes(parquet_key, dataframe_to_parquet_bytes(predictions))
+    counts = tier_segment_counts(predictions)
+    return dg.Output(
+        predictions,
+        metadata={
+            **table_metadata(predictions),
+            "members_scored": len(predictions),
+            "churn_model_version": churn_model["version"],
+            "segmentation_model_version": segmentation_model["version"],
+            "critical_share": float((predictions["risk_tier"] == "Critical").mean()),
+            "mean_churn_risk_pct": float(predictions["churn_risk_pct"].mean()),
+            "tier_by_segment": dg.MetadataValue.md(markdown_table(counts.reset_index(), floatfmt=".0f")),
+            "csv": dg.MetadataValue.path(store.url(csv_key)),
+            "parquet": dg.MetadataValue.path(store.url(parquet_key)),
+        },
+    )

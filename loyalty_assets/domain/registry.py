@@ -1,0 +1,143 @@
+"""A model registry in the lake: every version kept, promotions logged with their reason.
+
+Layout below the lake root, per kind (``churn`` or ``segmentation``):
+``registry/<kind>/<version>.pkl`` the model bundle (joblib), ``registry/<kind>/<version>.json``
+its record, and ``registry/<kind>/history.json`` the promotion log, newest last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+from loyalty_assets.domain.storage import (
+    ObjectStore,
+    joblib_bytes_to_object,
+    object_to_joblib_bytes,
+)
+
+KINDS = ("churn", "segmentation")
+LIBRARIES = ("scikit-learn", "pandas", "numpy", "scipy", "dagster")
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be honoured (unknown version, ungated promotion...)."""
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise RegistryError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {name: metadata.version(name) for name in LIBRARIES}
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def make_version(partition_key: str, data_fingerprint: str, settings: dict[str, Any]) -> str:
+    """Same partition, data and settings -> same version, so a re-run replaces rather than adds."""
+    digest = hashlib.sha256(
+        json.dumps({"data": data_fingerprint, "settings": settings}, sort_keys=True, default=str).encode()
+    ).hexdigest()
+    return f"{partition_key[:7]}.{digest[:8]}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def register(store: ObjectStore, kind: str, version: str, bundle: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """Store a candidate version and its record (gates not yet passed)."""
+    _check_kind(kind)
+    full_record = {**record, "kind": kind, "version": version, "registered_at": _now(), "gates_passed": False}
+    for stale in store.list_keys(f"registry/{kind}/{version}.gates"):
+        store.delete(stale)
+    store.put_bytes(f"registry/{kind}/{version}.pkl", object_to_joblib_bytes(bundle))
+    store.put_bytes(f"registry/{kind}/{version}.json", json.dumps(full_record, indent=2, default=str).encode())
+    return full_record
+
+
+def record(store: ObjectStore, kind: str, version: str) -> dict[str, Any]:
+    _check_kind(kind)
+    try:
+        return json.loads(store.get_bytes(f"registry/{kind}/{version}.json"))
+    except FileNotFoundError as error:
+        raise RegistryError(f"no {kind} model version {version!r} in the registry") from error
+
+
+def load_bundle(store: ObjectStore, kind: str, version: str) -> Any:
+    record(store, kind, version)
+    return joblib_bytes_to_object(store.get_bytes(f"registry/{kind}/{version}.pkl"))
+
+
+def versions(store: ObjectStore, kind: str) -> list[dict[str, Any]]:
+    _check_kind(kind)
+    keys = [
+        key
+        for key in store.list_keys(f"registry/{kind}")
+        if key.count("/") == 2 and key.endswith(".json") and not key.endswith("/history.json")
+    ]
+    return sorted((json.loads(store.get_bytes(key)) for key in keys), key=lambda item: item["registered_at"])
+
+
+def history(store: ObjectStore, kind: str) -> list[dict[str, Any]]:
+    _check_kind(kind)
+    key = f"registry/{kind}/history.json"
+    return json.loads(store.get_bytes(key)) if store.exists(key) else []
+
+
+def record_gate(store: ObjectStore, kind: str, version: str, gate: str, passed: bool, message: str) -> None:
+    """One object per gate, so gates evaluated in parallel steps never overwrite each other."""
+    record(store, kind, version)
+    verdict = {"gate": gate, "passed": bool(passed), "message": message, "at": _now()}
+    store.put_bytes(f"registry/{kind}/{version}.gates/{gate}.json", json.dumps(verdict).encode())
+
+
+def gate_verdicts(store: ObjectStore, kind: str, version: str) -> dict[str, dict[str, Any]]:
+    keys = store.list_keys(f"registry/{kind}/{version}.gates")
+    return {key.rsplit("/", 1)[1].removesuffix(".json"): json.loads(store.get_bytes(key)) for key in keys}
+
+
+def mark_gates_passed(store: ObjectStore, kind: str, version: str, required_gates: list[str]) -> dict[str, Any]:
+    """Record that the version passed every required gate; refuse if one is missing or failed."""
+    verdicts = gate_verdicts(store, kind, version)
+    missing = [gate for gate in required_gates if gate not in verdicts]
+    failed = [gate for gate in required_gates if gate in verdicts and not verdicts[gate]["passed"]]
+    if missing or failed:
+        raise RegistryError(
+            f"{kind} version {version} cannot be promoted: gates failed {failed or 'none'}, "
+            f"not evaluated {missing or 'none'}"
+        )
+    updated = {**record(store, kind, version), "gates_passed": True, "gates": verdicts}
+    store.put_bytes(f"registry/{kind}/{version}.json", json.dumps(updated, indent=2, default=str).encode())
+    return updated
+
+
+def check_promotable(store: ObjectStore, kind: str, version: str, *, force: bool, reason: str | None) -> dict[str, Any]:
+    """The version's record, if it may become champion: gated, or forced with a reason."""
+    entry = record(store, kind, version)
+    if not entry.get("gates_passed"):
+        if not force:
+            raise RegistryError(
+                f"{kind} version {version} never passed its gates; use --force with --reason to promote it anyway"
+            )
+        if not reason:
+            raise RegistryError("a forced promotion needs a reason")
+    return entry
+
+
+def log_promotion(
+    store: ObjectStore, kind: str, version: str, *, reason: str, forced: bool, run_id: str | None
+) -> list[dict[str, Any]]:
+    entries = history(store, kind)
+    previous = entries[-1]["version"] if entries else None
+    entries.append(
+        {"version": version, "previous": previous, "reason": reason, "forced": forced, "run_id": run_id, "at": _now()}
+    )
+    store.put_bytes(f"registry/{kind}/history.json", json.dumps(entries, indent=2).encode())
+    return entries
