@@ -16,9 +16,11 @@ import pandas as pd
 
 from loyalty_assets.defs.storage import LAZY_PARTITIONS
 
+# A window that reaches past today (the current week or month) maps to drops that do not exist yet.
+_WINDOW = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
 RAW_DROP_INS = {
-    "raw_loyalty_history": dg.AssetIn(metadata=LAZY_PARTITIONS),
-    "raw_flight_activity": dg.AssetIn(metadata=LAZY_PARTITIONS),
+    "raw_loyalty_history": dg.AssetIn(metadata=LAZY_PARTITIONS, partition_mapping=_WINDOW),
+    "raw_flight_activity": dg.AssetIn(metadata=LAZY_PARTITIONS, partition_mapping=_WINDOW),
 }
 
 

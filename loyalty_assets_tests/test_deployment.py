@@ -1,0 +1,129 @@
+"""deploy/dagster.yaml against a real PostgreSQL: storages, run queue, telemetry and the ECS option."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+import yaml
+from dagster._config import validate_config
+from dagster._core.instance.config import dagster_instance_config_schema
+from dagster_aws.ecs import EcsRunLauncher
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEPLOY_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"
+ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+# Trust auth ignores the password; URL-reserved characters prove it is quoted into the URL.
+PASSWORD_WITH_RESERVED_CHARACTERS = "p@ss:w/rd?#"
+
+
+@pytest.fixture(scope="module")
+def fresh_database() -> Iterator[str]:
+    """Name of a new, empty database in the local PostgreSQL, dropped afterwards."""
+    try:
+        admin = psycopg2.connect(ADMIN_DSN, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL is unreachable at {ADMIN_DSN!r}: {error}\n"
+            "Start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start",
+            pytrace=False,
+        )
+    admin.autocommit = True
+    name = f"dagster_test_{uuid.uuid4().hex}"
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield name
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def production_instance(fresh_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+    """The instance a deployment gets: deploy/dagster.yaml in DAGSTER_HOME, connection values in env vars."""
+    dagster_home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(DEPLOY_CONFIG, dagster_home / "dagster.yaml")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+        monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
+        monkeypatch.setenv("DAGSTER_PG_PORT", "5432")
+        monkeypatch.setenv("DAGSTER_PG_USER", "postgres")
+        monkeypatch.setenv("DAGSTER_PG_PASSWORD", PASSWORD_WITH_RESERVED_CHARACTERS)
+        monkeypatch.setenv("DAGSTER_PG_DB", fresh_database)
+        instance = dg.DagsterInstance.get()
+        try:
+            yield instance
+        finally:
+            instance.dispose()
+
+
+def test_storages_are_postgres_in_the_database_named_by_env_vars(
+    production_instance: dg.DagsterInstance, fresh_database: str
+) -> None:
+    assert isinstance(production_instance.run_storage, PostgresRunStorage)
+    assert isinstance(production_instance.event_log_storage, PostgresEventLogStorage)
+    assert isinstance(production_instance.schedule_storage, PostgresScheduleStorage)
+    for storage in (
+        production_instance.run_storage,
+        production_instance.event_log_storage,
+        production_instance.schedule_storage,
+    ):
+        assert storage.postgres_url.startswith("postgresql+psycopg2://postgres:")
+        assert storage.postgres_url.endswith(f"@127.0.0.1:5432/{fresh_database}")
+        assert PASSWORD_WITH_RESERVED_CHARACTERS not in storage.postgres_url
+
+
+def test_runs_queue_with_a_concurrency_limit_and_telemetry_is_off(production_instance: dg.DagsterInstance) -> None:
+    coordinator = production_instance.run_coordinator
+    assert isinstance(coordinator, dg.QueuedRunCoordinator)
+    assert coordinator.get_run_queue_config().max_concurrent_runs == 4
+    assert production_instance.telemetry_enabled is False
+
+
+def test_a_run_is_recorded_and_listed_in_postgres(production_instance: dg.DagsterInstance, fresh_database: str) -> None:
+    @dg.asset
+    def deployment_probe() -> int:
+        return 1
+
+    result = dg.materialize([deployment_probe], instance=production_instance)
+
+    assert result.success
+    listed = production_instance.get_runs(filters=dg.RunsFilter(run_ids=[result.run_id]))
+    assert [(run.run_id, run.status) for run in listed] == [(result.run_id, dg.DagsterRunStatus.SUCCESS)]
+    materialization = production_instance.get_latest_materialization_event(dg.AssetKey("deployment_probe"))
+    assert materialization is not None and materialization.run_id == result.run_id
+    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={fresh_database}"
+    with closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM runs WHERE run_id = %s", (result.run_id,))
+        assert cursor.fetchone() == (1,)
+
+
+def _commented_ecs_option() -> dict:
+    """The commented-out ECS block of deploy/dagster.yaml, uncommented and parsed."""
+    lines = DEPLOY_CONFIG.read_text().splitlines()
+    start = lines.index("# run_launcher:")
+    block = [line.removeprefix("#").removeprefix(" ") for line in lines[start:] if line.startswith("#")]
+    return yaml.safe_load("\n".join(block))
+
+
+def test_the_commented_ecs_run_launcher_option_is_valid_config() -> None:
+    ecs_option = _commented_ecs_option()
+    assert ecs_option["run_launcher"]["module"] == "dagster_aws.ecs"
+    assert ecs_option["run_launcher"]["class"] == EcsRunLauncher.__name__
+
+    launcher_config = validate_config(EcsRunLauncher.config_type(), ecs_option["run_launcher"]["config"])
+    whole_instance_config = validate_config(
+        dagster_instance_config_schema(), {**yaml.safe_load(DEPLOY_CONFIG.read_text()), **ecs_option}
+    )
+
+    assert launcher_config.success, [error.message for error in launcher_config.errors]
+    assert whole_instance_config.success, [error.message for error in whole_instance_config.errors]
