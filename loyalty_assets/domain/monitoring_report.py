@@ -1,0 +1,298 @@
+"""The weekly monitoring report: one self-contained HTML page (inline CSS, plots as base64 PNG).
+
+:func:`render_monitoring_report` takes the results of ``domain.drift`` for one week (feature
+drift table, prediction drift dict, realised performance of matured weeks) and returns the page;
+it needs no network and no other file to display. The plot helpers return PNG bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from loyalty_assets.domain.drift import DRIFT_COLUMNS, STATUSES, DriftThresholds
+from loyalty_assets.domain.scoring import RISK_TIERS
+
+TIER_COLORS = {"Low": "#4c9f70", "Medium": "#e0b040", "High": "#e07b39", "Critical": "#c0392b"}
+REALISED_COLUMNS = [
+    "week",
+    "snapshot_month",
+    "model_version",
+    "n_members",
+    "n_churned",
+    "realised_churn_rate",
+    "roc_auc",
+    "promotion_roc_auc",
+    "recall_at_threshold",
+    "promotion_recall",
+    "status",
+]
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 980px;
+       color: #222; line-height: 1.4; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; }
+td.text, th.text { text-align: left; }
+.status { font-weight: 600; text-transform: uppercase; font-size: 0.8em; padding: 0.1em 0.5em; border-radius: 3px; }
+.status-ok { background: #d8f0df; color: #1e6b37; }
+.status-warn { background: #fbeec8; color: #7a5a00; }
+.status-fail { background: #f7d4d0; color: #8e1f14; }
+.status-na { background: #e8e8e8; color: #555; }
+.summary td { text-align: left; }
+.note { color: #555; font-size: 0.9em; }
+img { max-width: 100%; }
+"""
+
+
+@dataclass(frozen=True)
+class MonitoringReport:
+    """Everything one weekly page shows.
+
+    ``feature_drift``: the ``drift.feature_drift`` table, ``feature_status`` / ``feature_message`` its
+    verdict, ``thresholds`` the limits used. ``prediction``: the ``drift.prediction_drift`` dict.
+    ``reference``: the scoring model's ``drift.build_reference`` dict. ``tier_history``: tier shares
+    per week (index week, columns ``RISK_TIERS``), oldest first, this week last. ``realised``: one
+    row per matured week with ``REALISED_COLUMNS`` (empty while no label has matured).
+    ``concept_status`` / ``concept_message``: the verdict on the latest matured week, or None / why
+    there is none.
+    """
+
+    week: str
+    model_version: str
+    reference_source: str
+    n_members: int
+    snapshot_month: str
+    feature_drift: pd.DataFrame
+    feature_status: str
+    feature_message: str
+    thresholds: DriftThresholds
+    prediction: dict
+    reference: dict
+    tier_history: pd.DataFrame
+    realised: pd.DataFrame
+    concept_status: str | None
+    concept_message: str
+
+
+def _png(figure: Figure) -> bytes:
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
+
+
+def _figure(width: float = 7.0, height: float = 3.0) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=80)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
+    """Share of members per score bin, this week against the reference, as PNG bytes."""
+    edges = np.asarray(edges, dtype=float)
+    reference_shares = np.asarray(reference_shares, dtype=float)
+    current_shares = np.asarray(current_shares, dtype=float)
+    if not edges.size - 1 == reference_shares.size == current_shares.size:
+        raise ValueError(
+            f"{edges.size} edges need {edges.size - 1} shares, got {reference_shares.size} and {current_shares.size}"
+        )
+    # Scores crowd near the base rate: show the bins up to the last one holding members, on a log scale.
+    shown = int(np.flatnonzero((reference_shares > 0) | (current_shares > 0)).max()) + 2
+    figure = _figure()
+    axes = figure.add_subplot()
+    axes.bar(edges[:-1], reference_shares, width=np.diff(edges), align="edge", color="#bbbbbb", label="reference")
+    axes.step(edges, np.append(current_shares, current_shares[-1]), where="post", color="#1f5fa8", label="this week")
+    axes.set_yscale("log")
+    axes.set(xlabel="churn probability", ylabel="share of members", xlim=(edges[0], edges[min(shown, edges.size - 1)]))
+    axes.set_title("Score distribution against the reference", fontsize=10)
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def tier_history_png(tier_history: pd.DataFrame) -> bytes:
+    """Stacked tier shares per week (index = week, columns = ``RISK_TIERS``), as PNG bytes."""
+    missing = [tier for tier in RISK_TIERS if tier not in tier_history.columns]
+    if missing:
+        raise ValueError(f"tier_history lacks tiers {missing}")
+    if tier_history.empty:
+        raise ValueError("tier_history has no weeks")
+    figure = _figure()
+    axes = figure.add_subplot()
+    positions = np.arange(len(tier_history))
+    bottom = np.zeros(len(tier_history))
+    for tier in RISK_TIERS:
+        shares = tier_history[tier].to_numpy(dtype=float)
+        axes.bar(positions, shares, bottom=bottom, color=TIER_COLORS[tier], label=tier)
+        bottom += shares
+    axes.set_xticks(positions, [str(week) for week in tier_history.index], rotation=45, ha="right", fontsize=7)
+    axes.set(ylabel="share of members", ylim=(0, 1))
+    axes.set_title("Risk tier shares per week", fontsize=10)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(figure)
+
+
+def realised_performance_png(realised: pd.DataFrame) -> bytes:
+    """Realised ROC-AUC and recall per matured week against the figures at promotion, as PNG bytes."""
+    missing = [column for column in REALISED_COLUMNS if column not in realised.columns]
+    if missing:
+        raise ValueError(f"realised lacks columns {missing}")
+    evaluated = realised.dropna(subset=["roc_auc"])
+    if evaluated.empty:
+        raise ValueError("realised holds no evaluated week")
+    figure = _figure()
+    axes = figure.add_subplot()
+    weeks = evaluated["week"].astype(str).to_numpy()
+    for column, promised, color, name in (
+        ("roc_auc", "promotion_roc_auc", "#1f5fa8", "ROC-AUC"),
+        ("recall_at_threshold", "promotion_recall", "#c0392b", "recall"),
+    ):
+        axes.plot(weeks, evaluated[column], marker="o", color=color, label=f"realised {name}")
+        axes.plot(
+            weeks,
+            evaluated[promised],
+            linestyle="--",
+            marker="_",
+            markersize=16,
+            color=color,
+            alpha=0.6,
+            label=f"{name} at promotion",
+        )
+    axes.set(ylabel="value", ylim=(0, 1.02))
+    axes.tick_params(axis="x", labelrotation=45, labelsize=7)
+    axes.set_title("Realised performance of matured weeks", fontsize=10)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(figure)
+
+
+def _image(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _status(status: str | None) -> str:
+    name = status if status in STATUSES else "na"
+    return f'<span class="status status-{name}">{html.escape(status or "n/a")}</span>'
+
+
+def _cell(value, text: bool = False) -> str:
+    if isinstance(value, (float, np.floating)):
+        shown = "" if np.isnan(value) else f"{value:.4f}"
+    else:
+        shown = html.escape(str(value))
+    return f'<td class="text">{shown}</td>' if text else f"<td>{shown}</td>"
+
+
+def _table(frame: pd.DataFrame, text_columns: set[str], status_column: str | None = "status") -> str:
+    """An HTML table of ``frame``; columns in ``text_columns`` left-aligned, the status column as a badge."""
+    head = "".join(
+        f'<th class="text">{html.escape(str(c))}</th>' if c in text_columns else f"<th>{html.escape(str(c))}</th>"
+        for c in frame.columns
+    )
+    rows = []
+    for record in frame.itertuples(index=False, name=None):  # a few dozen summary rows, not member rows
+        cells = [
+            f'<td class="text">{_status(value)}</td>'
+            if column == status_column
+            else _cell(value, column in text_columns)
+            for column, value in zip(frame.columns, record, strict=True)
+        ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _ordered_drift(feature_drift: pd.DataFrame) -> pd.DataFrame:
+    missing = [column for column in DRIFT_COLUMNS if column not in feature_drift.columns]
+    if missing:
+        raise ValueError(f"feature_drift lacks columns {missing}")
+    rank = feature_drift["status"].map({status: -position for position, status in enumerate(STATUSES)})
+    ordered = feature_drift.assign(_rank=rank).sort_values(["_rank", "value"], ascending=[True, False], kind="stable")
+    return ordered[DRIFT_COLUMNS]
+
+
+def _tier_table(prediction: dict, reference: dict) -> pd.DataFrame:
+    current = prediction["current"]["tier_shares"]
+    return pd.DataFrame(
+        {
+            "tier": list(RISK_TIERS),
+            "reference share": [reference["tier_shares"][tier] for tier in RISK_TIERS],
+            "this week": [current[tier] for tier in RISK_TIERS],
+            "change (pp)": [prediction["tier_share_delta"][tier] * 100 for tier in RISK_TIERS],
+        }
+    )
+
+
+def render_monitoring_report(report: MonitoringReport) -> str:
+    """The report as one HTML document (UTF-8 text)."""
+    drift = _ordered_drift(report.feature_drift)
+    prediction = report.prediction
+    current = prediction["current"]
+    previous = pd.DataFrame(prediction["score_psi_vs_previous_weeks"], columns=["week", "score_psi"])
+    summary = pd.DataFrame(
+        [
+            ("feature drift", report.feature_status, report.feature_message),
+            ("prediction drift", prediction["status"], prediction["message"]),
+            ("realised performance", report.concept_status, report.concept_message),
+        ],
+        columns=["check", "status", "detail"],
+    )
+    realised_section = (
+        _image(realised_performance_png(report.realised), "realised performance")
+        + _table(report.realised[REALISED_COLUMNS], {"week", "snapshot_month", "model_version"})
+        if report.realised["roc_auc"].notna().any()
+        else f'<p class="note">{html.escape(report.concept_message)}</p>'
+    )
+    previous_section = (
+        _table(previous, {"week"}, status_column=None)
+        if not previous.empty
+        else '<p class="note">No previous week in the lake to compare with.</p>'
+    )
+    histogram = score_histogram_png(
+        current["score_edges"], report.reference["score_histogram"]["shares"], current["score_shares"]
+    )
+    limits = report.thresholds
+    title = f"Churn model monitoring, week {report.week}"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="note">Champion {html.escape(report.model_version)}; {report.n_members:,} members scored on the
+snapshot {html.escape(report.snapshot_month)}; drift reference: {html.escape(report.reference_source)}.</p>
+<div class="summary">{_table(summary, {"check", "detail"})}</div>
+
+<h2>Feature drift</h2>
+<p class="note">Numeric features: population stability index over the reference deciles (warn above
+{limits.psi_warn:g}, fail above {limits.psi_fail:g}). Categorical features: Jensen-Shannon distance of the
+category shares (warn above {limits.js_warn:g}, fail above {limits.js_fail:g}). The dataset fails when more than
+{limits.dataset_fail_share:.0%} of the features fail. Verdict: {_status(report.feature_status)}</p>
+{_table(drift, {"feature", "kind", "statistic"})}
+
+<h2>Score distribution</h2>
+{_image(histogram, "score histogram")}
+<p class="note">PSI of the score histogram against the reference: {prediction["score_psi_vs_reference"]:.4f}.</p>
+<h3>Against previous weeks</h3>
+{previous_section}
+
+<h2>Risk tiers</h2>
+{_table(_tier_table(prediction, report.reference), {"tier"}, status_column=None)}
+<p class="note">PSI of the tier shares against the reference: {prediction["tier_psi_vs_reference"]:.4f}.</p>
+{_image(tier_history_png(report.tier_history), "tier shares per week")}
+
+<h2>Realised performance</h2>
+{realised_section}
+</body>
+</html>
+"""
