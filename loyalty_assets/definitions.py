@@ -7,8 +7,11 @@ from loyalty_assets.defs.churn.checks import CHURN_CHECKS
 from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
 from loyalty_assets.defs.features.assets import churn_training_set, customer_features, scoring_features
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
+from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS
+from loyalty_assets.defs.monitoring.checks import MONITORING_CHECKS
 from loyalty_assets.defs.orchestration.jobs import JOBS
 from loyalty_assets.defs.orchestration.schedules import SCHEDULES
+from loyalty_assets.defs.orchestration.sensors import SENSORS
 from loyalty_assets.defs.scoring.assets import churn_predictions
 from loyalty_assets.defs.segmentation.assets import segmentation_model, segmentation_model_candidate
 from loyalty_assets.defs.segmentation.checks import SEGMENTATION_CHECKS
@@ -31,10 +34,12 @@ def build_defs(settings: Settings) -> dg.Definitions:
             segmentation_model,
             churn_predictions,
             *DISTRIBUTION_ASSETS,
+            *MONITORING_ASSETS,
         ],
-        asset_checks=[*CHURN_CHECKS, *SEGMENTATION_CHECKS],
+        asset_checks=[*CHURN_CHECKS, *SEGMENTATION_CHECKS, *MONITORING_CHECKS],
         jobs=JOBS,
         schedules=SCHEDULES,
+        sensors=SENSORS,
         resources=resources_for(settings),
     )
 

@@ -1,7 +1,8 @@
 """One place chooses the environment: a dictionary of resources per ``LOYALTY_ENV``.
 
-``local`` is the embedded default (folders under ``LOYALTY_HOME`` and a DuckDB file); ``aws``
-uses S3 through dagster-aws ``S3Resource``. Secrets are read through ``dg.EnvVar`` only.
+``local`` is the embedded default (folders under ``LOYALTY_HOME`` and a DuckDB file, alerts to a
+JSON-lines file, metrics to the log); ``aws`` uses S3 through dagster-aws ``S3Resource``, SNS and
+e-mail for alerts, CloudWatch for run metrics. Secrets are read through ``dg.EnvVar`` only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from dagster_aws.s3 import S3Resource
 
 from loyalty_assets.defs.distribution.resources import aws_distribution_resources, local_distribution_resources
+from loyalty_assets.defs.orchestration.resources import aws_orchestration_resources, local_orchestration_resources
 from loyalty_assets.defs.storage import (
     LakeModelIOManager,
     LakeParquetIOManager,
@@ -36,12 +38,20 @@ def _storage_resources(settings: Settings) -> dict[str, Any]:
 
 def local_resources(settings: Settings) -> dict[str, Any]:
     storage = _storage_resources(settings)
-    return {**storage, **local_distribution_resources(settings, storage["s3"])}
+    return {
+        **storage,
+        **local_distribution_resources(settings, storage["s3"]),
+        **local_orchestration_resources(settings),
+    }
 
 
 def aws_resources(settings: Settings) -> dict[str, Any]:
     storage = _storage_resources(settings)
-    return {**storage, **aws_distribution_resources(settings, storage["s3"])}
+    return {
+        **storage,
+        **aws_distribution_resources(settings, storage["s3"]),
+        **aws_orchestration_resources(settings, storage["s3"]),
+    }
 
 
 RESOURCES_BY_ENV: dict[str, Callable[[Settings], dict[str, Any]]] = {

@@ -1,5 +1,7 @@
 """Daily ingestion: one landing drop -> validated raw tables, a quarantine table and blocking gates."""
 
+from datetime import timedelta
+
 import dagster as dg
 from pydantic import Field
 
@@ -78,18 +80,27 @@ def _gate_results(result: IngestResult, config: IngestConfig) -> list[dg.AssetCh
             io_manager_key="lake_io_manager",
             kinds={"pandas", "parquet"},
             owners=OWNERS,
+            freshness_policy=dg.FreshnessPolicy.time_window(
+                fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
+            ),
         ),
         "raw_flight_activity": dg.AssetOut(
             description="Validated, de-duplicated monthly flight activity from the day's drop.",
             io_manager_key="lake_io_manager",
             kinds={"pandas", "parquet"},
             owners=OWNERS,
+            freshness_policy=dg.FreshnessPolicy.time_window(
+                fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
+            ),
         ),
         "raw_quarantine": dg.AssetOut(
             description="Rows of the day's drop that could not be used, each with file, row, column and reason.",
             io_manager_key="lake_io_manager",
             kinds={"pandas", "parquet"},
             owners=OWNERS,
+            freshness_policy=dg.FreshnessPolicy.time_window(
+                fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
+            ),
         ),
     },
     partitions_def=daily_partitions,

@@ -1,5 +1,7 @@
 """Weekly scoring with the promoted champions only, saved to the lake and as CSV and Parquet files."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
@@ -17,6 +19,9 @@ from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
     group_name="predictions",
     kinds={"scikit-learn", "pandas", "s3"},
     owners=["team:ml-engineering"],
+    freshness_policy=dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(days=8), warn_window=timedelta(days=7, hours=6)
+    ),
 )
 def churn_predictions(
     context: dg.AssetExecutionContext, scoring_features, churn_model, segmentation_model, lake: LakeResource

@@ -1,0 +1,178 @@
+"""Where alerts and run metrics go: SNS, e-mail and CloudWatch in aws; a JSON-lines file and the log locally.
+
+Environment variables:
+
+| variable | meaning | default |
+|---|---|---|
+| `LOYALTY_UI_URL` | base URL of the Dagster UI, for the run links in alerts | `http://127.0.0.1:3000` |
+| `LOYALTY_ALERT_TOPIC_ARN` | aws: SNS topic the alerts are published to | required in aws |
+| `LOYALTY_ALERT_RECIPIENTS` | aws: comma-separated addresses that get each alert by e-mail | required in aws |
+| `LOYALTY_METRICS_NAMESPACE` | aws: CloudWatch namespace of the run metrics | `LoyaltyAssets` |
+
+Alert e-mails go out like the marketing e-mail: same transport, sender and SMTP settings
+(`LOYALTY_EMAIL_TRANSPORT`, `LOYALTY_EMAIL_SENDER`, `LOYALTY_SMTP_*`, see
+``defs/distribution/resources.py``). Locally every alert is logged and appended to
+`$LOYALTY_HOME/alerts.jsonl`, and run metrics are logged.
+"""
+
+import json
+import logging
+import os
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+from loyalty_assets.defs.distribution.resources import MarketingMailer, _marketing_mailer
+from loyalty_assets.domain.messaging import Alert, format_alert, publish_sns, put_run_metrics
+from loyalty_assets.settings import Settings
+
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_METRICS_NAMESPACE = "LoyaltyAssets"
+
+
+class AlertDeliveryError(RuntimeError):
+    """At least one alert channel failed; the message names each failed channel."""
+
+
+class AlertNotifier(dg.ConfigurableResource):
+    """Delivers alerts; ``run_url`` builds the Dagster UI link an alert carries."""
+
+    ui_url: str = Field(default=DEFAULT_UI_URL, description="Base URL of the Dagster UI.")
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/runs/{run_id}"
+
+    @abstractmethod
+    def notify(self, alert: Alert, log: logging.Logger) -> list[str]:
+        """Deliver ``alert`` on every channel; returns where it went."""
+
+
+def alert_email(alert: Alert, sender: str, recipients: list[str]) -> EmailMessage:
+    """A plain-text e-mail with the alert's subject and body."""
+    subject, body = format_alert(alert)
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(datetime.now(timezone.utc))
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message.set_content(body)
+    return message
+
+
+class AwsAlertNotifier(AlertNotifier):
+    """SNS publish plus an e-mail through the marketing mailer's transport (to the alert recipients)."""
+
+    topic_arn: str = Field(description="SNS topic ARN.")
+    mailer: MarketingMailer
+    region_name: str | None = Field(default=None, description="SNS region; None: boto3's default.")
+
+    def notify(self, alert: Alert, log: logging.Logger) -> list[str]:
+        # Both channels are tried, so an SMTP outage does not silence SNS (and the reverse).
+        subject = format_alert(alert)[0]
+        delivered: list[str] = []
+        errors: list[tuple[str, Exception]] = []
+        try:
+            message_id = publish_sns(boto3.client("sns", region_name=self.region_name), self.topic_arn, alert)
+            delivered.append(f"sns {self.topic_arn} ({message_id})")
+        except Exception as error:  # noqa: BLE001 - collected, re-raised below
+            errors.append((f"SNS {self.topic_arn}", error))
+        try:
+            message = alert_email(alert, self.mailer.sender, self.mailer.recipient_list())
+            delivered.append(self.mailer.deliver(message, f"alert_{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"))
+        except Exception as error:  # noqa: BLE001 - collected, re-raised below
+            errors.append(("e-mail", error))
+        if errors:
+            failed = "; ".join(f"{channel}: {error}" for channel, error in errors)
+            raise AlertDeliveryError(f"alert {subject!r} not delivered to {failed}") from errors[0][1]
+        log.info("alert %r sent to %s", subject, ", ".join(delivered))
+        return delivered
+
+
+class LocalAlertNotifier(AlertNotifier):
+    """Writes the alert to the log and appends it as one JSON line to ``alerts_path``."""
+
+    alerts_path: str = Field(description="The JSON-lines file of alerts; its folder is created when missing.")
+
+    def notify(self, alert: Alert, log: logging.Logger) -> list[str]:
+        subject, body = format_alert(alert)
+        log.warning("%s\n%s", subject, body)
+        path = Path(self.alerts_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = {"sent_at": datetime.now(timezone.utc).isoformat(), "subject": subject, **asdict(alert)}
+        with path.open("a", encoding="utf-8") as alerts:
+            alerts.write(json.dumps(line) + "\n")
+        return [str(path)]
+
+
+class MetricsPublisher(dg.ConfigurableResource):
+    """Publishes the metrics of one finished run."""
+
+    @abstractmethod
+    def publish(self, job: str, metrics: Mapping[str, float], timestamp: datetime, log: logging.Logger) -> str:
+        """Publish ``metrics`` of a run of ``job`` finished at ``timestamp``; returns where they went."""
+
+
+class CloudWatchMetricsPublisher(MetricsPublisher):
+    """One CloudWatch datapoint per metric, dimension ``Job=<job>``."""
+
+    namespace: str = Field(default=DEFAULT_METRICS_NAMESPACE, description="CloudWatch namespace.")
+    region_name: str | None = Field(default=None, description="CloudWatch region; None: boto3's default.")
+
+    def publish(self, job: str, metrics: Mapping[str, float], timestamp: datetime, log: logging.Logger) -> str:
+        client = boto3.client("cloudwatch", region_name=self.region_name)
+        count = put_run_metrics(client, self.namespace, metrics, {"Job": job}, timestamp=timestamp)
+        destination = f"CloudWatch namespace {self.namespace}"
+        log.info("%d metrics of %s sent to %s: %s", count, job, destination, json.dumps(dict(metrics)))
+        return destination
+
+
+class LogMetricsPublisher(MetricsPublisher):
+    """The metrics as one JSON log line (the local environment)."""
+
+    def publish(self, job: str, metrics: Mapping[str, float], timestamp: datetime, log: logging.Logger) -> str:
+        log.info("run metrics of %s at %s: %s", job, timestamp.isoformat(), json.dumps(dict(metrics)))
+        return "log"
+
+
+def _setting(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, "").strip() or default
+
+
+def local_orchestration_resources(settings: Settings) -> dict[str, Any]:
+    return {
+        "alert_notifier": LocalAlertNotifier(
+            ui_url=_setting("LOYALTY_UI_URL", DEFAULT_UI_URL), alerts_path=str(settings.home / "alerts.jsonl")
+        ),
+        "metrics_publisher": LogMetricsPublisher(),
+    }
+
+
+def aws_orchestration_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
+    mailer = _marketing_mailer(
+        settings,
+        s3,
+        _setting("LOYALTY_EMAIL_TRANSPORT", "smtp"),
+        dg.EnvVar("LOYALTY_EMAIL_SENDER"),
+        dg.EnvVar("LOYALTY_ALERT_RECIPIENTS"),
+    )
+    return {
+        "alert_notifier": AwsAlertNotifier(
+            ui_url=_setting("LOYALTY_UI_URL", DEFAULT_UI_URL),
+            topic_arn=dg.EnvVar("LOYALTY_ALERT_TOPIC_ARN"),
+            mailer=mailer,
+        ),
+        "metrics_publisher": CloudWatchMetricsPublisher(
+            namespace=_setting("LOYALTY_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE)
+        ),
+    }

@@ -1,0 +1,235 @@
+"""The graph as the UI shows it: loadable, a snapshot of its shape, and the metadata every asset and check
+carries (description, group, kinds, owners), plus metrics emitted as numbers the UI can plot."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from loyalty_assets import defs
+from loyalty_assets.defs.churn.assets import churn_model_candidate
+from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
+from loyalty_assets.defs.partitions import monthly_partitions
+from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
+from loyalty_assets_tests.dagster_helpers import local_test_resources
+from loyalty_assets_tests.drop_files import small_drop
+
+GROUPS = {"ingestion", "features", "models", "predictions", "distribution", "monitoring"}
+CADENCE_BY_CRON = {"0 0 * * *": "daily", "0 0 * * 1": "weekly", "0 0 1 * *": "monthly", "0 0 1 1,4,7,10 *": "quarterly"}
+
+# The whole graph in one place: update it on purpose when the graph changes on purpose.
+EXPECTED_GRAPH = {
+    "assets": {
+        "churn_model": None,
+        "churn_model_candidate": "monthly",
+        "churn_predictions": "weekly",
+        "churn_training_set": "monthly",
+        "customer_features": "monthly",
+        "marketing_email": "weekly",
+        "monitoring_report": "weekly",
+        "raw_flight_activity": "daily",
+        "raw_loyalty_history": "daily",
+        "raw_quarantine": "daily",
+        "rds_churn_predictions": "weekly",
+        "redshift_churn_predictions": "weekly",
+        "salesforce_churn_sync": "weekly",
+        "scoring_features": "weekly",
+        "segmentation_model": None,
+        "segmentation_model_candidate": "quarterly",
+    },
+    "checks": {
+        "churn_model_candidate": [
+            "beats_baseline",
+            "no_leakage",
+            "not_worse_than_champion",
+            "recall_at_threshold",
+            "roc_auc_floor",
+        ],
+        "churn_predictions": ["concept_drift", "prediction_drift"],
+        "customer_features": [
+            "no_infinite_values",
+            "null_share_within_limit",
+            "one_row_per_eligible_member",
+            "plausible_ranges",
+        ],
+        "raw_flight_activity": ["columns_and_types", "members_in_loyalty_history", "unique_member_month"],
+        "raw_loyalty_history": ["columns_and_types", "unique_loyalty_number"],
+        "raw_quarantine": ["quarantine_share_within_limit"],
+        "scoring_features": [
+            "feature_drift",
+            "no_infinite_values",
+            "null_share_within_limit",
+            "one_row_per_eligible_member",
+            "plausible_ranges",
+        ],
+        "segmentation_model_candidate": ["champion_agreement", "naming_rules", "segment_size", "silhouette"],
+    },
+    "jobs": {
+        "daily_ingest_job": ["raw_flight_activity", "raw_loyalty_history", "raw_quarantine"],
+        "monthly_churn_training_job": [
+            "churn_model",
+            "churn_model_candidate",
+            "churn_training_set",
+            "customer_features",
+        ],
+        "quarterly_segmentation_job": ["segmentation_model", "segmentation_model_candidate"],
+        "weekly_scoring_job": [
+            "churn_predictions",
+            "marketing_email",
+            "monitoring_report",
+            "rds_churn_predictions",
+            "redshift_churn_predictions",
+            "salesforce_churn_sync",
+            "scoring_features",
+        ],
+    },
+    "schedules": {
+        "daily_ingest_schedule": ("daily_ingest_job", "0 2 * * *"),
+        "monthly_churn_training_schedule": ("monthly_churn_training_job", "0 2 1 * *"),
+        "quarterly_segmentation_schedule": ("quarterly_segmentation_job", "0 2 1 1,4,7,10 *"),
+        "weekly_scoring_schedule": ("weekly_scoring_job", "0 2 * * 1"),
+    },
+    "sensors": ["failed_check_alert_sensor", "run_failure_alert_sensor", "run_metrics_sensor"],
+}
+
+
+@pytest.fixture(scope="module")
+def asset_graph():
+    return defs.resolve_asset_graph()
+
+
+def _cadence(partitions_def: dg.PartitionsDefinition | None) -> str | None:
+    if partitions_def is None:
+        return None
+    return CADENCE_BY_CRON.get(partitions_def.cron_schedule, partitions_def.cron_schedule)
+
+
+def graph_snapshot(asset_graph) -> dict:
+    checks: dict[str, list[str]] = {}
+    for key in sorted(asset_graph.asset_check_keys, key=lambda key: key.to_user_string()):
+        checks.setdefault(key.asset_key.to_user_string(), []).append(key.name)
+    return {
+        "assets": {
+            key.to_user_string(): _cadence(asset_graph.get(key).partitions_def)
+            for key in sorted(asset_graph.get_all_asset_keys(), key=lambda key: key.to_user_string())
+        },
+        "checks": checks,
+        "jobs": {
+            job.name: sorted(key.to_user_string() for key in job.selection.resolve(asset_graph))
+            for job in sorted(defs.jobs, key=lambda job: job.name)
+        },
+        "schedules": {
+            schedule.name: (schedule.job_name, schedule.cron_schedule)
+            for schedule in sorted(defs.schedules, key=lambda schedule: schedule.name)
+        },
+        "sensors": sorted(sensor.name for sensor in defs.sensors),
+    }
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_graph_matches_the_snapshot(asset_graph):
+    assert graph_snapshot(asset_graph) == EXPECTED_GRAPH
+
+
+def test_every_asset_has_description_group_kinds_and_owners(asset_graph):
+    problems = []
+    for key in asset_graph.get_all_asset_keys():
+        node = asset_graph.get(key)
+        name = key.to_user_string()
+        if not (node.description or "").strip():
+            problems.append(f"{name}: no description")
+        if node.group_name not in GROUPS:
+            problems.append(f"{name}: group {node.group_name!r} not in {sorted(GROUPS)}")
+        if not node.kinds:
+            problems.append(f"{name}: no kinds")
+        if not node.owners:
+            problems.append(f"{name}: no owners")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_check_has_a_description_and_targets_an_asset_of_a_known_group(asset_graph):
+    problems = []
+    for key in asset_graph.asset_check_keys:
+        spec = asset_graph.get_check_spec(key)
+        if not (spec.description or "").strip():
+            problems.append(f"{key.to_user_string()}: no description")
+        if asset_graph.get(key.asset_key).group_name not in GROUPS:
+            problems.append(f"{key.to_user_string()}: its asset is not in a known group")
+    assert not problems, "\n".join(problems)
+
+
+def test_freshness_policies_on_the_raw_tables_and_the_predictions(asset_graph):
+    windows = {
+        key.to_user_string(): (policy.fail_window.to_timedelta(), policy.warn_window.to_timedelta())
+        for key in asset_graph.get_all_asset_keys()
+        if (policy := asset_graph.get(key).freshness_policy) is not None
+    }
+    daily = (timedelta(hours=30), timedelta(hours=26))
+    assert windows == {
+        "raw_loyalty_history": daily,
+        "raw_flight_activity": daily,
+        "raw_quarantine": daily,
+        "churn_predictions": (timedelta(days=8), timedelta(days=7, hours=6)),
+    }
+
+
+def test_quarantine_share_is_emitted_as_a_float(tmp_path):
+    small_drop(LocalStore(tmp_path / "landing"), "2024-11-05")
+    result = dg.materialize([raw_loyalty_tables], partition_key="2024-11-05", resources=local_test_resources(tmp_path))
+    (quarantine,) = [
+        materialization
+        for materialization in result.asset_materializations_for_node("raw_loyalty_tables")
+        if materialization.asset_key == dg.AssetKey("raw_quarantine")
+    ]
+    assert isinstance(quarantine.metadata["quarantine_share"], dg.FloatMetadataValue)
+
+
+def synthetic_training_set(members: int = 400, snapshots: int = 14, seed: int = 0) -> pd.DataFrame:
+    """The 21 feature columns with churn driven by recent flights and tenure; 14 monthly snapshots."""
+    rng = np.random.default_rng(seed)
+    months = pd.date_range("2023-01-01", periods=snapshots, freq="MS")
+    member = np.repeat(np.arange(100_001, 100_001 + members), snapshots)
+    step = np.tile(np.arange(snapshots), members)
+    rows = len(member)
+    frame = pd.DataFrame({column: rng.gamma(2.0, 2.0, rows) for column in FEATURE_COLUMNS})
+    frame["loyalty_card_tier"] = rng.integers(0, 3, rows).astype(float)
+    frame["promotion_enrollment"] = (rng.random(rows) < 0.1).astype(float)
+    frame["tenure_months"] = np.repeat(rng.integers(1, 80, members), snapshots) + step.astype(float)
+    logit = -2.0 - 0.5 * frame["flights_3m"] + 0.8 * frame["promotion_enrollment"] - 0.01 * frame["tenure_months"]
+    return frame.assign(
+        loyalty_number=member.astype("int64"),
+        snapshot_month=months[step],
+        history_months=np.minimum(step + 1, 12).astype("int64"),
+        churned=(rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64"),
+        label_horizon_months=3,
+    )
+
+
+# The candidate's input read from the lake as an external asset: no feature pipeline needed.
+TRAINING_SET_SOURCE = dg.AssetSpec("churn_training_set", partitions_def=monthly_partitions).with_io_manager_key(
+    "lake_io_manager"
+)
+
+
+def test_churn_candidate_metrics_are_emitted_as_floats(tmp_path):
+    partition = "2024-03-01"
+    LocalStore(tmp_path / "lake").put_bytes(
+        f"churn_training_set/{partition}.parquet", dataframe_to_parquet_bytes(synthetic_training_set())
+    )
+    result = dg.materialize(
+        [TRAINING_SET_SOURCE, churn_model_candidate],
+        partition_key=partition,
+        resources=local_test_resources(tmp_path),
+        run_config={"ops": {"churn_model_candidate": {"config": {"n_estimators": 20, "n_jobs": 1}}}},
+    )
+    (candidate,) = result.asset_materializations_for_node("churn_model_candidate")
+    for key in ("roc_auc", "pr_auc", "recall", "precision", "brier", "baseline_roc_auc"):
+        assert isinstance(candidate.metadata[key], dg.FloatMetadataValue), key
