@@ -1,7 +1,8 @@
 """Runs each benchmark stage in a fresh process and reports wall time and peak RSS.
 
 A stage is a zero-argument function importable by ``module:function``. Running it in its own
-process makes the peak resident set size (``ru_maxrss``) belong to that stage alone.
+process makes the peak resident set size (``ru_maxrss``) belong to that stage alone. A stage
+returns a note, or ``(seconds, note)`` when only part of its work (not the data set-up) is timed.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ def _run_in_this_process(target: str) -> None:
     module_name, function_name = target.split(":")
     function = getattr(importlib.import_module(module_name), function_name)
     started = time.perf_counter()
-    note = function()
+    outcome = function()
     seconds = time.perf_counter() - started
+    if isinstance(outcome, tuple):
+        seconds, note = outcome
+    else:
+        note = outcome
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "note": note or ""}))
 
@@ -45,8 +50,7 @@ def print_table(rows: list[dict]) -> None:
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['stage']:<44} {row['seconds']:>9.2f} {row['peak_rss_mb']:>12.0f}  "
-            f"{row['target']:<22} {row['note']}"
+            f"{row['stage']:<44} {row['seconds']:>9.2f} {row['peak_rss_mb']:>12.0f}  {row['target']:<22} {row['note']}"
         )
 
 

@@ -242,7 +242,7 @@ def test_planted_shift_fails_exactly_the_shifted_features_and_scores(world, lake
     assert checks["prediction_drift"].severity == dg.AssetCheckSeverity.ERROR
     assert not checks["prediction_drift"].passed
     assert values(checks["prediction_drift"])["tier_psi_vs_reference"] > 0.25
-    assert values(checks["prediction_drift"])["tier_share_change_Critical"] > 0.5
+    assert values(checks["prediction_drift"])["tier_share_change_Critical"] > 0.2  # from a 5% reference share
 
     volume = ["flights_3m", "flights_6m", "flights_12m", "distance_3m", "distance_12m", "points_accumulated_12m"]
     broad_shift = features.assign(**{name: features[name] * 3 for name in [*volume, "tenure_months"]})

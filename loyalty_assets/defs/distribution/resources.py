@@ -168,7 +168,7 @@ class MarketingMailer(dg.ConfigurableResource):
     def recipient_list(self) -> list[str]:
         addresses = [address.strip() for address in self.recipients.split(",") if address.strip()]
         if not addresses:
-            raise ValueError("no marketing recipients configured (LOYALTY_MARKETING_RECIPIENTS is empty)")
+            raise ValueError("no e-mail recipients configured (LOYALTY_MARKETING_RECIPIENTS or LOYALTY_ALERT_RECIPIENTS is empty)")
         return addresses
 
     @abstractmethod
@@ -235,7 +235,7 @@ def _int_env(name: str, default: int) -> int:
         raise SettingsError(f"{name}={value!r}: use a whole number") from error
 
 
-def _marketing_mailer(
+def build_mailer(
     settings: Settings, s3: S3Resource, transport: str, sender: Any, recipients: Any
 ) -> MarketingMailer:
     if transport not in EMAIL_TRANSPORTS:
@@ -266,7 +266,7 @@ def local_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str
             flow_name=_env("LOYALTY_APPFLOW_FLOW_NAME"),
             s3=s3,
         ),
-        "marketing_mailer": _marketing_mailer(
+        "marketing_mailer": build_mailer(
             settings,
             s3,
             _env("LOYALTY_EMAIL_TRANSPORT", "outbox"),
@@ -301,7 +301,7 @@ def aws_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, 
         "appflow": AppFlowResource(
             source_uri=dg.EnvVar("LOYALTY_APPFLOW_SOURCE_URI"), flow_name=dg.EnvVar("LOYALTY_APPFLOW_FLOW_NAME"), s3=s3
         ),
-        "marketing_mailer": _marketing_mailer(
+        "marketing_mailer": build_mailer(
             settings,
             s3,
             _env("LOYALTY_EMAIL_TRANSPORT", "smtp"),

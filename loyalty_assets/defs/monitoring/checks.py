@@ -7,9 +7,10 @@ drifted further. A failed check shows in the UI (WARN or ERROR severity), feeds 
 the CloudWatch sensor (``drift_share``), and the remedy is retraining, not holding the week back.
 """
 
+from datetime import date, timedelta
+
 import dagster as dg
 
-from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.features.assets import scoring_features
 from loyalty_assets.defs.monitoring.assets import (
     SCORED_COLUMNS,
@@ -103,7 +104,7 @@ def prediction_drift_check(
     asset=churn_predictions,
     name="concept_drift",
     partitions_def=weekly_partitions,
-    additional_ins={"churn_model": dg.AssetIn(), "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"]},
+    additional_ins={"churn_model": dg.AssetIn()},
     blocking=False,
     description=(
         "Realised quality of earlier weeks whose churn labels have matured in this week's latest drop: "
@@ -116,11 +117,12 @@ def concept_drift_check(
     context: dg.AssetCheckExecutionContext,
     config: ConceptDriftConfig,
     churn_model,
-    raw_loyalty_history,
     lake: LakeResource,
 ) -> dg.AssetCheckResult:
     week = context.partition_key
-    loyalty, last_complete = week_drop(raw_loyalty_history, week)
+    # Checks ignore the partition mapping of additional inputs, so the week's drops are read by lake key.
+    week_days = [(date.fromisoformat(week) + timedelta(days=offset)).isoformat() for offset in range(7)]
+    loyalty, last_complete = week_drop(lake_partitions(lake, "raw_loyalty_history", week_days), week)
     label_weeks = weeks_before(week, config.label_lookback_weeks)
     realised = evaluate_realised_performance(
         lake,

@@ -32,7 +32,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from loyalty_assets.defs.distribution.resources import MarketingMailer, _marketing_mailer
+from loyalty_assets.defs.distribution.resources import MarketingMailer, build_mailer
 from loyalty_assets.domain.messaging import Alert, format_alert, publish_sns, put_run_metrics
 from loyalty_assets.settings import Settings
 
@@ -159,7 +159,7 @@ def local_orchestration_resources(settings: Settings) -> dict[str, Any]:
 
 
 def aws_orchestration_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
-    mailer = _marketing_mailer(
+    mailer = build_mailer(
         settings,
         s3,
         _setting("LOYALTY_EMAIL_TRANSPORT", "smtp"),

@@ -1,0 +1,30 @@
+"""``make bench``: every stage's wall time and peak memory in one table."""
+
+from benchmarks import harness
+
+STAGES = [
+    ("ingest one drop: 15k members, ~400k rows CSV", "benchmarks.bench_ingest:bench_ingest_drop", "<= 5 s, <= 1.5 GB"),
+    ("features 15k members x 24 months", "benchmarks.bench_features:bench_features_15k", "<= 3 s"),
+    ("features 1M members x 24 months", "benchmarks.bench_features:bench_features_1m", "<= 180 s, <= 8 GB"),
+    ("churn training + evaluation 15k history", "benchmarks.bench_pipeline:bench_churn_training_15k", "<= 60 s"),
+    ("score_members 15k members", "benchmarks.bench_scoring:bench_score_15k", "<= 2 s"),
+    ("score_members 1M members", "benchmarks.bench_scoring:bench_score_1m", "<= 60 s"),
+    ("drift checks 15k members", "benchmarks.bench_scoring:bench_drift_15k", "<= 2 s"),
+    (
+        "weekly_scoring_job 15k members (Dagster)",
+        "benchmarks.bench_pipeline:bench_weekly_job_15k",
+        "<= 15 s, <= 2x floor",
+    ),
+]
+
+
+def main() -> None:
+    rows = []
+    for stage, target, goal in STAGES:
+        print(f"running: {stage}", flush=True)
+        rows.append(harness.measure(stage, target, goal))
+    harness.print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

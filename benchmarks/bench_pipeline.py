@@ -1,0 +1,85 @@
+"""Churn training on the 15,000-member history, and the weekly job as a Dagster run against its floor."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+AS_OF = date(2026, 11, 27)
+TRAINING_DROP = date(2026, 10, 31)
+
+
+def bench_churn_training_15k():
+    """Training plus out-of-time evaluation of the monthly candidate (data preparation not timed)."""
+    from loyalty_assets.defs.churn.assets import ChurnCandidateConfig
+    from loyalty_assets.domain.churn import ChurnTrainingConfig, train_churn_candidate
+    from loyalty_assets.domain.features import FEATURE_COLUMNS, all_snapshots, build_features, last_complete_month
+    from loyalty_assets.domain.labels import build_training_set
+    from loyalty_assets.domain.ingest import SourceFile, ingest_drop
+    from loyalty_assets.domain.sample_data import SampleConfig, encode_drop_file, extract_as_of, simulate_population
+
+    members, flights = extract_as_of(simulate_population(SampleConfig(customers=15000), AS_OF), TRAINING_DROP)
+    drop = ingest_drop(
+        [SourceFile("loyalty.csv", encode_drop_file(members, "csv"))],
+        [SourceFile("activity.csv", encode_drop_file(flights, "csv"))],
+    )
+    loyalty, activity = drop.loyalty, drop.activity
+    features = build_features(loyalty, activity, all_snapshots(activity, TRAINING_DROP))
+    training_set = build_training_set(
+        features, loyalty, horizon_months=3, last_complete=last_complete_month(TRAINING_DROP), lookback_months=12
+    )
+    defaults = ChurnCandidateConfig()
+    config = ChurnTrainingConfig(
+        test_snapshots=defaults.test_snapshots,
+        validation_snapshots=defaults.validation_snapshots,
+        n_estimators=defaults.n_estimators,
+        min_samples_leaf=defaults.min_samples_leaf,
+    )
+    started = time.perf_counter()
+    candidate = train_churn_candidate(training_set, FEATURE_COLUMNS, config)
+    seconds = time.perf_counter() - started
+    metrics = candidate.metrics
+    return seconds, (
+        f"{len(training_set)} rows; test ROC-AUC {metrics['roc_auc']:.3f}, baseline {metrics['baseline_roc_auc']:.3f}, "
+        f"recall {metrics['recall']:.2f}"
+    )
+
+
+def bench_weekly_job_15k():
+    """``weekly_scoring_job`` in-process for one week, and the plain-Python floor of the same work."""
+    home = Path(tempfile.mkdtemp(prefix="loyalty_bench_"))
+    os.environ["LOYALTY_HOME"] = str(home)
+    os.environ.pop("DAGSTER_HOME", None)
+    import dagster as dg
+    import pandas as pd
+
+    from loyalty_assets.definitions import build_defs
+    from loyalty_assets.domain.storage import joblib_bytes_to_object, parquet_bytes_to_dataframe
+    from loyalty_assets.runner import prepare_e2e_home
+    from loyalty_assets.settings import load_settings
+
+    prepare_e2e_home(AS_OF, customers=15000)
+    settings = load_settings()
+    week = "2026-11-23"
+    job = build_defs(settings).resolve_job_def("weekly_scoring_job")
+    started = time.perf_counter()
+    result = job.execute_in_process(partition_key=week, instance=dg.DagsterInstance.ephemeral())
+    job_seconds = time.perf_counter() - started
+    assert result.success
+
+    lake = home / "lake"
+    started = time.perf_counter()
+    features = parquet_bytes_to_dataframe((lake / "scoring_features" / f"{week}.parquet").read_bytes())
+    champion = joblib_bytes_to_object((lake / "churn_model.pkl").read_bytes())
+    scores = champion["model"].predict_proba(features[champion["feature_columns"]])[:, 1]
+    pd.DataFrame({"loyalty_number": features["loyalty_number"], "churn_risk_pct": scores * 100}).to_csv(
+        home / "floor.csv", index=False
+    )
+    floor = time.perf_counter() - started
+    return (
+        job_seconds,
+        f"floor (read features, predict_proba, write CSV) {floor:.2f} s; job / floor {job_seconds / floor:.1f}x",
+    )
