@@ -1,0 +1,155 @@
+"""The whole graph on a small simulated population, through Dagster and the CLI.
+
+One module fixture runs ``loyalty-assets run --as-of`` (in-process, recorded in a temporary
+instance). The tests then plant a bad candidate, roll back and forward with the CLI, and
+check what scoring and distribution read.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from loyalty_assets import cli
+from loyalty_assets.definitions import build_defs
+from loyalty_assets.domain import registry
+from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.sample_data import SampleConfig, write_drops
+from loyalty_assets.domain.storage import (
+    LocalStore,
+    dataframe_to_parquet_bytes,
+    joblib_bytes_to_object,
+    parquet_bytes_to_dataframe,
+)
+from loyalty_assets.runner import demo_drop_dates, failure_summary, run_as_of
+from loyalty_assets.settings import load_settings
+
+AS_OF = date(2026, 11, 27)
+MONTH = "2026-10-01"
+WEEK = "2026-11-23"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    path = tmp_path_factory.mktemp("loyalty_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOYALTY_HOME", str(path))
+        patch.delenv("DAGSTER_HOME", raising=False)
+        write_drops(LocalStore(path / "landing"), demo_drop_dates(AS_OF), SampleConfig(customers=15000))
+        run_as_of(AS_OF, echo=lambda line: None)
+        yield path
+
+
+@pytest.fixture
+def env(home, monkeypatch):
+    monkeypatch.setenv("LOYALTY_HOME", str(home))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return home
+
+
+def _lake(home) -> LocalStore:
+    return LocalStore(home / "lake")
+
+
+def _champion_version(home, kind: str = "churn") -> str:
+    return registry.history(_lake(home), kind)[-1]["version"]
+
+
+def test_as_of_run_promotes_both_champions_with_complete_records(env):
+    lake = _lake(env)
+    churn = registry.record(lake, "churn", _champion_version(env))
+    assert churn["source_partition"] == MONTH
+    assert churn["gates_passed"] is True
+    assert set(churn["gates"]) == {
+        "roc_auc_floor",
+        "beats_baseline",
+        "not_worse_than_champion",
+        "recall_at_threshold",
+        "no_leakage",
+    }
+    for key in ("training_window", "metrics", "feature_list", "data_fingerprint", "library_versions"):
+        assert churn[key], key
+    assert churn["feature_list"] == FEATURE_COLUMNS
+    assert churn["training_window"]["test"][0] > churn["training_window"]["train"][-1]
+    assert lake.exists(f"registry/churn/{churn['version']}.pkl")
+    assert registry.record(lake, "segmentation", _champion_version(env, "segmentation"))["gates_passed"] is True
+
+
+def test_week_is_scored_by_the_champions_and_distributed(env):
+    lake = _lake(env)
+    predictions = parquet_bytes_to_dataframe(lake.get_bytes(f"churn_predictions/{WEEK}.parquet"))
+    assert set(predictions["churn_model_version"]) == {_champion_version(env)}
+    assert set(predictions["segmentation_model_version"]) == {_champion_version(env, "segmentation")}
+    assert predictions["loyalty_number"].is_unique
+    assert predictions["churn_risk_pct"].between(0, 100).all()
+    assert set(predictions["risk_tier"]) == {"Low", "Medium", "High", "Critical"}
+    assert set(predictions["segment"]) == {"Road Warriors", "Loyal Regulars", "Dabblers"}
+    explained = predictions["risk_tier"].isin(["High", "Critical"])
+    assert (predictions.loc[explained, "top_reasons"] != "").all()
+    assert (predictions.loc[~explained, "top_reasons"] == "").all()
+    exported = pd.read_csv(env / "lake" / "exports" / "churn_predictions" / f"week={WEEK}" / "churn_predictions.csv")
+    assert len(exported) == len(predictions)
+    assert (env / "outbox" / f"marketing_{WEEK}.eml").is_file()
+
+
+def _run_month(env, selection, raise_on_error=False):
+    settings = load_settings()
+    defs = build_defs(settings)
+    return dg.materialize(
+        list(defs.assets) + list(defs.asset_checks),
+        selection=selection,
+        partition_key=MONTH,
+        resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def test_candidate_on_shuffled_labels_fails_its_gate_and_the_champion_stays(env):
+    lake = _lake(env)
+    champion_before = _champion_version(env)
+    key = f"churn_training_set/{MONTH}.parquet"
+    original = lake.get_bytes(key)
+    training_set = parquet_bytes_to_dataframe(original)
+    shuffled = training_set.assign(churned=training_set["churned"].sample(frac=1.0, random_state=3).to_numpy())
+    lake.put_bytes(key, dataframe_to_parquet_bytes(shuffled))
+    try:
+        selection = dg.AssetSelection.assets("churn_model_candidate", "churn_model")
+        result = _run_month(env, selection)
+    finally:
+        lake.put_bytes(key, original)
+    assert not result.success
+    verdicts = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
+    assert verdicts["beats_baseline"] is False
+    assert "churn_model" not in {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert _champion_version(env) == champion_before
+    candidate_version = [
+        event.materialization.metadata["version"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "churn_model_candidate"
+    ][0]
+    assert registry.record(lake, "churn", candidate_version)["gates_passed"] is False
+    assert "beats_baseline" in failure_summary(result)
+
+
+def test_cli_refuses_an_ungated_version_and_rolls_back_and_forward(env, capsys):
+    lake = _lake(env)
+    champion = _champion_version(env)
+    ungated = [entry["version"] for entry in registry.versions(lake, "churn") if not entry["gates_passed"]]
+    assert ungated, "the shuffled-label candidate of the previous test is registered"
+    assert cli.main(["model", "promote", "--version", ungated[0]]) == 2
+    assert "never passed its gates" in capsys.readouterr().err
+    assert _champion_version(env) == champion
+
+    assert cli.main(["model", "promote", "--version", ungated[0], "--force", "--reason", "incident drill"]) == 0
+    assert _champion_version(env) == ungated[0]
+    assert joblib_bytes_to_object(lake.get_bytes("churn_model.pkl"))["version"] == ungated[0]
+    assert cli.main(["model", "promote", "--version", champion, "--reason", "roll back after drill"]) == 0
+    history = registry.history(lake, "churn")
+    assert [entry["version"] for entry in history[-2:]] == [ungated[0], champion]
+    assert history[-1]["reason"] == "roll back after drill" and history[-2]["forced"] is True
+    assert cli.main(["model", "list"]) == 0
+    assert f"* {champion}" in capsys.readouterr().out
