@@ -86,7 +86,8 @@ def test_identical_data_shows_no_drift(reference_week):
     assert np.allclose(drift["value"], 0.0)
     assert (drift["status"] == "ok").all()
     assert dataset_drift_status(drift) == "ok"
-    predictions = prediction_drift(reference, scores, tiers, previous_weeks=None)
+    published = np.round(scores * 100, 1) / 100  # churn_predictions keeps 0.1 point
+    predictions = prediction_drift(reference, published, tiers, previous_weeks=None)
     assert predictions["status"] == "ok"
     assert predictions["score_psi_vs_reference"] == pytest.approx(0.0)
     assert all(delta == pytest.approx(0.0) for delta in predictions["tier_share_delta"].values())
@@ -137,7 +138,8 @@ def test_dataset_status_rules():
 
 def test_prediction_drift_against_reference_and_previous_weeks(reference_week):
     _, scores, tiers, cutoffs, reference = reference_week
-    previous = [score_distribution(scores, tiers, week="2018-11-26")]
+    published = np.round(scores * 100, 1) / 100  # churn_predictions keeps 0.1 point
+    previous = [score_distribution(published, tiers, reference["score_histogram"]["edges"], week="2018-11-26")]
     assert previous[0]["week"] == "2018-11-26"
     riskier = np.clip(scores * 2.5, 0, 1)
     riskier_tiers = assign_tiers(riskier, cutoffs)

@@ -109,10 +109,21 @@ def _category_shares(values: pd.Series) -> pd.Series:
     return labels.value_counts(normalize=True, sort=False)
 
 
-def score_distribution(scores, tiers, week: str | None = None) -> dict:
-    """Score histogram (edges 0..1, 20 bins) and tier shares of one set of scores, JSON-serialisable.
+def reference_score_edges(scores) -> list[float]:
+    """Bin edges at the reference's own score quantiles (up to ``SCORE_BINS`` bins over 0..1).
 
-    Store one per week: a list of them is the ``previous_weeks`` of :func:`prediction_drift`.
+    At a churn base rate of a few percent, fixed 0.05-wide bins would put almost every score in
+    the first bin and hide a shift; quantile bins give each bin about the same reference share.
+    """
+    values = np.asarray(scores, dtype=float)
+    inner = np.quantile(values, np.arange(1, SCORE_BINS) / SCORE_BINS)
+    return np.unique(np.concatenate([[0.0], inner[(inner > 0.0) & (inner < 1.0)], [1.0]])).tolist()
+
+
+def score_distribution(scores, tiers, edges, week: str | None = None) -> dict:
+    """Score histogram over ``edges`` (from :func:`reference_score_edges`) and tier shares of one
+    set of scores, JSON-serialisable. A list of weekly ones is the ``previous_weeks`` of
+    :func:`prediction_drift`.
     """
     values = np.asarray(scores, dtype=float)
     if values.ndim != 1 or values.size == 0 or np.isnan(values).any() or (values < 0).any() or (values > 1).any():
@@ -122,7 +133,7 @@ def score_distribution(scores, tiers, week: str | None = None) -> dict:
         raise ValueError(f"tiers ({len(tier_values)}) and scores ({values.size}) differ in length")
     if tier_values.isna().any():
         raise ValueError(f"tiers must be one of {list(RISK_TIERS)}")
-    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    edges = np.asarray(edges, dtype=float)
     counts, _ = np.histogram(values, bins=edges)
     tier_shares = tier_values.value_counts(normalize=True, sort=False).reindex(list(RISK_TIERS))
     return {
@@ -172,7 +183,10 @@ def build_reference(
         column: {"shares": {str(k): float(v) for k, v in _category_shares(features[column]).items()}}
         for column in categorical
     }
-    distribution = score_distribution(scores, tiers)
+    # Weekly scores are published as churn_risk_pct rounded to 0.1 point; bin the reference at the
+    # same precision, or quantile edges between rounded values would move identical scores across bins.
+    published = np.round(np.asarray(scores, dtype=float) * 100.0, 1) / 100.0
+    distribution = score_distribution(published, tiers, reference_score_edges(published))
     return {
         "n_rows": len(features),
         "numeric": numeric_reference,
@@ -240,9 +254,8 @@ def prediction_drift(
     of the PSI statuses of: score histogram vs reference, tier shares vs reference, and the largest
     score-histogram PSI vs a previous week.
     """
-    current = score_distribution(scores, tiers)
-    if not np.allclose(current["score_edges"], reference["score_histogram"]["edges"]):
-        raise ValueError("the reference score histogram has other bin edges than the current one")
+    edges = reference["score_histogram"]["edges"]
+    current = score_distribution(scores, tiers, edges)
     score_psi = population_stability_index(
         reference["score_histogram"]["shares"], current["score_shares"], thresholds.eps
     )
@@ -251,8 +264,8 @@ def prediction_drift(
     tier_psi = population_stability_index(reference_tiers, current_tiers, thresholds.eps)
     versus_previous = []
     for position, week in enumerate(previous_weeks or []):
-        if len(week["score_shares"]) != SCORE_BINS:
-            raise ValueError(f"previous week {week.get('week', position)} has {len(week['score_shares'])} score bins")
+        if not np.allclose(week["score_edges"], edges):
+            raise ValueError(f"previous week {week.get('week', position)} was binned on other edges than the reference")
         psi = population_stability_index(week["score_shares"], current["score_shares"], thresholds.eps)
         versus_previous.append({"week": week.get("week"), "score_psi": psi})
     statuses = {

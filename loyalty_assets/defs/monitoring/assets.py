@@ -232,9 +232,9 @@ def scores_and_tiers(predictions: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return predictions["churn_risk_pct"].astype(float) / 100.0, predictions["risk_tier"].astype(object)
 
 
-def weekly_distributions(weeks: Loaders) -> list[dict]:
-    """``drift.score_distribution`` of each week's predictions, oldest first."""
-    return [score_distribution(*scores_and_tiers(load()), week=week) for week, load in sorted(weeks.items())]
+def weekly_distributions(weeks: Loaders, edges: list[float]) -> list[dict]:
+    """``drift.score_distribution`` of each week's predictions on the reference's bins, oldest first."""
+    return [score_distribution(*scores_and_tiers(load()), edges, week=week) for week, load in sorted(weeks.items())]
 
 
 def evaluate_prediction_drift(
@@ -242,7 +242,8 @@ def evaluate_prediction_drift(
 ) -> dict:
     """``drift.prediction_drift`` of this week's predictions against the reference and earlier weeks."""
     scores, tiers = scores_and_tiers(predictions)
-    return prediction_drift(reference, scores, tiers, weekly_distributions(previous_weeks), thresholds)
+    previous = weekly_distributions(previous_weeks, reference["score_histogram"]["edges"])
+    return prediction_drift(reference, scores, tiers, previous, thresholds)
 
 
 def prediction_drift_metadata(result: dict) -> dict:
@@ -437,7 +438,9 @@ def monitoring_report(
     concept_status, concept_message = concept_verdict(realised, churn_model, last_complete, config.label_lookback_weeks)
 
     distributions = [
-        *weekly_distributions(subset(earlier, weeks_before(week, config.history_weeks))),
+        *weekly_distributions(
+            subset(earlier, weeks_before(week, config.history_weeks)), prediction_reference["score_histogram"]["edges"]
+        ),
         {**prediction["current"], "week": week},
     ]
     tier_history = pd.DataFrame([d["tier_shares"] for d in distributions], index=[d["week"] for d in distributions])
