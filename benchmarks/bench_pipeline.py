@@ -58,10 +58,10 @@ def bench_weekly_job_15k():
 
     from loyalty_assets.definitions import build_defs
     from loyalty_assets.domain.storage import joblib_bytes_to_object, parquet_bytes_to_dataframe
-    from loyalty_assets.runner import prepare_e2e_home
+    from loyalty_assets.runner import demo
     from loyalty_assets.settings import load_settings
 
-    prepare_e2e_home(AS_OF, customers=15000)
+    demo(AS_OF, echo=lambda line: None)
     settings = load_settings()
     week = "2026-11-23"
     job = build_defs(settings).resolve_job_def("weekly_scoring_job")

@@ -98,7 +98,9 @@ def run_as_of(as_of: date, echo: Callable[[str], None]) -> None:
     lake = resources["lake"].store()
     ingested = set(lake.list_keys("raw_flight_activity"))
     drops = [day for day in landing_dates if day == as_of or f"raw_flight_activity/{day}.parquet" not in ingested]
-    needs_segmentation = not lake.exists("segmentation_model.pkl")
+    needs_segmentation = not lake.exists("segmentation_model.pkl") or not lake.exists(
+        f"segmentation_model_candidate/{previous_quarter(as_of).isoformat()}.pkl"
+    )
     instance = _instance(settings)
     for job_name, partition_key in as_of_plan(as_of, drops, needs_segmentation):
         echo(f"running {job_name} for {partition_key}")
@@ -106,12 +108,12 @@ def run_as_of(as_of: date, echo: Callable[[str], None]) -> None:
     echo(f"done: lake {settings.lake_uri}, Dagster instance {settings.dagster_home}")
 
 
-def write_sample_drops(as_of: date, echo: Callable[[str], None], customers: int = 15000) -> None:
+def write_sample_drops(as_of: date, echo: Callable[[str], None]) -> None:
     from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 
     settings = load_settings()
     dates = demo_drop_dates(as_of)
-    write_drops(landing_store(settings.landing_uri), dates, SampleConfig(customers=customers))
+    write_drops(landing_store(settings.landing_uri), dates, SampleConfig())
     echo(f"wrote sample drops {dates[0]} .. {dates[-1]} ({len(dates)} days) to {settings.landing_uri}")
 
 
@@ -148,12 +150,6 @@ def demo(as_of: date, echo: Callable[[str], None]) -> None:
         write_sample_drops(as_of, echo)
     run_as_of(as_of, echo)
     print_summary(as_of, echo)
-
-
-def prepare_e2e_home(as_of: date, customers: int = 4000) -> None:
-    """A small, fully materialized home (sample data, models, one scored week) for end-to-end tests."""
-    write_sample_drops(as_of, echo=lambda line: None, customers=customers)
-    run_as_of(as_of, echo=lambda line: None)
 
 
 CHAMPION_ASSETS = {"churn": "churn_model", "segmentation": "segmentation_model"}

@@ -54,3 +54,23 @@ def promote(
             "registry_record": dg.MetadataValue.json(record),
         },
     )
+
+
+def promotion_gate(asset: dg.AssetsDefinition, partitions_def, name: str, description: str, **kwargs):
+    """A blocking, per-partition ``@asset_check`` on a model candidate: one gate, ERROR severity."""
+    return dg.asset_check(
+        asset=asset, name=name, description=description, blocking=True, partitions_def=partitions_def, **kwargs
+    )
+
+
+def gate_verdict(
+    lake: LakeResource, kind: str, bundle: dict, gate: str, passed: bool, message: str, **metadata
+) -> dg.AssetCheckResult:
+    """The check result, also written to the registry so a promotion can prove every gate passed."""
+    registry.record_gate(lake.store(), kind, bundle["version"], gate, passed, message)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=message,
+        metadata={"version": bundle["version"], **metadata},
+    )

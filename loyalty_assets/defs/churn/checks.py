@@ -10,8 +10,8 @@ from pydantic import Field
 from loyalty_assets.defs.churn.assets import churn_model_candidate
 from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.partitions import monthly_partitions
+from loyalty_assets.defs.promotion import gate_verdict, promotion_gate
 from loyalty_assets.defs.storage import LakeResource, latest_partition, read_champion
-from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import (
     ChurnGateConfig,
     ChurnTrainingConfig,
@@ -49,24 +49,11 @@ class RecallToleranceConfig(dg.Config):
 
 
 def _verdict(lake: LakeResource, bundle: dict, gate: str, passed: bool, message: str, **metadata):
-    registry.record_gate(lake.store(), "churn", bundle["version"], gate, passed, message)
-    return dg.AssetCheckResult(
-        passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=message,
-        metadata={"version": bundle["version"], **metadata},
-    )
+    return gate_verdict(lake, "churn", bundle, gate, passed, message, **metadata)
 
 
 def _gate(name: str, description: str, **kwargs):
-    return dg.asset_check(
-        asset=churn_model_candidate,
-        name=name,
-        description=description,
-        blocking=True,
-        partitions_def=monthly_partitions,
-        **kwargs,
-    )
+    return promotion_gate(churn_model_candidate, monthly_partitions, name, description, **kwargs)
 
 
 @_gate("roc_auc_floor", "Out-of-time ROC-AUC at or above a floor an honest model on real data can meet.")

@@ -168,7 +168,9 @@ class MarketingMailer(dg.ConfigurableResource):
     def recipient_list(self) -> list[str]:
         addresses = [address.strip() for address in self.recipients.split(",") if address.strip()]
         if not addresses:
-            raise ValueError("no e-mail recipients configured (LOYALTY_MARKETING_RECIPIENTS or LOYALTY_ALERT_RECIPIENTS is empty)")
+            raise ValueError(
+                "no e-mail recipients configured (LOYALTY_MARKETING_RECIPIENTS or LOYALTY_ALERT_RECIPIENTS is empty)"
+            )
         return addresses
 
     @abstractmethod
@@ -235,9 +237,7 @@ def _int_env(name: str, default: int) -> int:
         raise SettingsError(f"{name}={value!r}: use a whole number") from error
 
 
-def build_mailer(
-    settings: Settings, s3: S3Resource, transport: str, sender: Any, recipients: Any
-) -> MarketingMailer:
+def build_mailer(settings: Settings, s3: S3Resource, transport: str, sender: Any, recipients: Any) -> MarketingMailer:
     if transport not in EMAIL_TRANSPORTS:
         raise SettingsError(f"LOYALTY_EMAIL_TRANSPORT={transport!r}: use one of {', '.join(EMAIL_TRANSPORTS)}")
     if transport == "outbox":

@@ -73,34 +73,24 @@ def _gate_results(result: IngestResult, config: IngestConfig) -> list[dg.AssetCh
     ]
 
 
+def _raw_out(description: str) -> dg.AssetOut:
+    return dg.AssetOut(
+        description=description,
+        io_manager_key="lake_io_manager",
+        kinds={"pandas", "parquet"},
+        owners=OWNERS,
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
+        ),
+    )
+
+
 @dg.multi_asset(
     outs={
-        "raw_loyalty_history": dg.AssetOut(
-            description="Validated customer master from the day's drop (one row per member).",
-            io_manager_key="lake_io_manager",
-            kinds={"pandas", "parquet"},
-            owners=OWNERS,
-            freshness_policy=dg.FreshnessPolicy.time_window(
-                fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
-            ),
-        ),
-        "raw_flight_activity": dg.AssetOut(
-            description="Validated, de-duplicated monthly flight activity from the day's drop.",
-            io_manager_key="lake_io_manager",
-            kinds={"pandas", "parquet"},
-            owners=OWNERS,
-            freshness_policy=dg.FreshnessPolicy.time_window(
-                fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
-            ),
-        ),
-        "raw_quarantine": dg.AssetOut(
-            description="Rows of the day's drop that could not be used, each with file, row, column and reason.",
-            io_manager_key="lake_io_manager",
-            kinds={"pandas", "parquet"},
-            owners=OWNERS,
-            freshness_policy=dg.FreshnessPolicy.time_window(
-                fail_window=timedelta(hours=30), warn_window=timedelta(hours=26)
-            ),
+        "raw_loyalty_history": _raw_out("Validated customer master from the day's drop (one row per member)."),
+        "raw_flight_activity": _raw_out("Validated, de-duplicated monthly flight activity from the day's drop."),
+        "raw_quarantine": _raw_out(
+            "Rows of the day's drop that could not be used, each with file, row, column and reason."
         ),
     },
     partitions_def=daily_partitions,

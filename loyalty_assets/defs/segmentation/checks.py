@@ -4,9 +4,9 @@ import dagster as dg
 from pydantic import Field
 
 from loyalty_assets.defs.partitions import quarterly_partitions
+from loyalty_assets.defs.promotion import gate_verdict, promotion_gate
 from loyalty_assets.defs.segmentation.assets import segmentation_model_candidate
 from loyalty_assets.defs.storage import LakeResource, read_champion
-from loyalty_assets.domain import registry
 from loyalty_assets.domain.segmentation import (
     SegmentationGateConfig,
     agreement_gate,
@@ -36,23 +36,11 @@ class AgreementConfig(dg.Config):
 
 
 def _verdict(lake: LakeResource, bundle: dict, gate: str, result, **metadata) -> dg.AssetCheckResult:
-    registry.record_gate(lake.store(), "segmentation", bundle["version"], gate, result.passed, result.message)
-    return dg.AssetCheckResult(
-        passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=result.message,
-        metadata={"version": bundle["version"], **metadata},
-    )
+    return gate_verdict(lake, "segmentation", bundle, gate, result.passed, result.message, **metadata)
 
 
 def _gate(name: str, description: str):
-    return dg.asset_check(
-        asset=segmentation_model_candidate,
-        name=name,
-        description=description,
-        blocking=True,
-        partitions_def=quarterly_partitions,
-    )
+    return promotion_gate(segmentation_model_candidate, quarterly_partitions, name, description)
 
 
 @_gate("silhouette", "Silhouette at or above a floor and not much below the champion's.")
