@@ -303,3 +303,13 @@ def test_data_fingerprint_follows_content(training_set):
     changed = training_set.copy()
     changed.loc[3, "noise_0"] += 1.0
     assert data_fingerprint(changed) != fingerprint
+
+
+def test_an_all_missing_feature_keeps_its_column(training_set):
+    """The 8-column activity variant has no companion counts: that feature is NaN everywhere."""
+    without_companions = training_set.assign(noise_0=np.nan)
+    candidate = train_churn_candidate(without_companions, FEATURES, SMALL)
+    assert set(candidate.feature_importances) == set(FEATURES)
+    assert candidate.feature_importances["noise_0"] == 0.0
+    scores = candidate.model.predict_proba(without_companions[FEATURES].head(5))[:, 1]
+    assert np.all((scores >= 0) & (scores <= 1))

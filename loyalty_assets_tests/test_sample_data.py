@@ -16,11 +16,13 @@ from loyalty_assets.domain.sample_data import (
     LOYALTY_HEADER,
     SampleConfig,
     default_drop_dates,
+    drop_keys,
     extract_as_of,
     month_index,
     simulate_population,
     write_drops,
 )
+from loyalty_assets.domain.ingest import SourceFile, ingest_drop
 from loyalty_assets.domain.storage import LocalStore, parquet_bytes_to_dataframe
 
 LAST_DROP = date(2026, 3, 3)  # the week of drops spans a month boundary
@@ -284,3 +286,22 @@ def test_churn_is_signalled_by_tenure_and_fading_activity_but_no_attribute_revea
     ).dropna()
     assert (tenure_at_cancel < 60).all(), "members past five years of tenure do not cancel"
     assert np.median(tenure_at_cancel) < 30
+
+
+@pytest.mark.parametrize("variant", ["10-column", "8-column"])
+def test_generated_drop_passes_our_ingestion_with_only_the_intended_findings(tmp_path, variant):
+    store = LocalStore(tmp_path)
+    config = SampleConfig(customers=1500, activity_variant=variant)
+    write_drops(store, [LAST_DROP], config)
+    loyalty_key, activity_key = drop_keys(LAST_DROP, config.file_format)
+    result = ingest_drop(
+        [SourceFile(loyalty_key, store.get_bytes(loyalty_key))],
+        [SourceFile(activity_key, store.get_bytes(activity_key))],
+    )
+    assert result.quarantine.empty
+    assert result.stats["activity_variant"] == variant
+    assert result.stats["exact_duplicates_dropped"] > 0
+    assert result.stats["conflicting_keys_resolved"] > 0
+    assert result.stats["flights_before_enrollment_members"] > 0
+    assert result.stats["unknown_category"] == 0
+    assert len(result.loyalty) == result.stats["rows_read"]["loyalty_history"]

@@ -251,7 +251,8 @@ def threshold_for_recall(y_true: np.ndarray, scores: np.ndarray, recall_target: 
 def _forest_pipeline(config: ChurnTrainingConfig, n_train: int) -> Pipeline:
     return Pipeline(
         [
-            ("impute", SimpleImputer(strategy="median")),
+            # keep_empty_features: an all-NaN feature (companion share in the 8-column variant) keeps its column.
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             (
                 "forest",
                 RandomForestClassifier(
