@@ -13,6 +13,7 @@ from loyalty_assets.defs.orchestration.schedules import (
     previous_quarter,
     quarter_start,
 )
+from loyalty_assets.defs.orchestration.sensors import root_error_message
 from loyalty_assets.domain.storage import ObjectStore, open_store
 from loyalty_assets.settings import Settings, load_settings
 
@@ -40,9 +41,7 @@ def failure_summary(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
-            while error is not None and error.cause is not None:
-                error = error.cause
-            lines.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            lines.append(f"{event.step_key}: {root_error_message(error) if error else 'failed'}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             if not evaluation.passed:

@@ -41,7 +41,7 @@ def run_partition(run: dg.DagsterRun) -> str | None:
     return f"{start}...{end}" if start and end else None
 
 
-def _root_message(error) -> str:
+def root_error_message(error) -> str:
     """The message of the innermost cause of a step's (serializable) error."""
     while error.cause is not None:
         error = error.cause
@@ -79,7 +79,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext, run_url: str) -> Aler
     for event in step_failures:
         user_failure = event.step_failure_data.user_failure_data  # set when the step raised dg.Failure
         description = user_failure.description if user_failure else None
-        reasons.append(f"{event.step_key}: {description or _root_message(event.step_failure_data.error)}")
+        reasons.append(f"{event.step_key}: {description or root_error_message(event.step_failure_data.error)}")
     return Alert(
         title=f"run of {run.job_name} failed",
         job=run.job_name,
