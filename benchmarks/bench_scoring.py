@@ -208,7 +208,10 @@ def bench_drift_15k() -> str:
         }
     )
     outcomes = pd.Series(synthetic_churn(features, rng), index=features["loyalty_number"].to_numpy())
-    previous = [score_distribution(scores, predictions["risk_tier"], week=f"2018-10-{day:02d}") for day in range(1, 9)]
+    edges = reference["score_histogram"]["edges"]
+    previous = [
+        score_distribution(scores, predictions["risk_tier"], edges, week=f"2018-10-{day:02d}") for day in range(1, 9)
+    ]
 
     def all_checks():
         feature_drift(reference, features)
