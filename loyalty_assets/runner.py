@@ -31,6 +31,10 @@ def landing_store(uri: str) -> ObjectStore:
 def _instance(settings: Settings) -> dg.DagsterInstance:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # Local default: SQLite storage in this folder; deploy/dagster.yaml is the production one.
+        config.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
@@ -52,11 +56,15 @@ def failure_summary(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "the run failed"
 
 
+# The terminal shows warnings and errors; every event is still in the instance (make dev shows them).
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def execute_job(
-    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition_key: str, run_config=None
+    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition_key: str
 ) -> dg.ExecuteInProcessResult:
     result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, partition_key=partition_key, run_config=run_config, raise_on_error=False
+        instance=instance, partition_key=partition_key, run_config=QUIET_CONSOLE, raise_on_error=False
     )
     if not result.success:
         raise RunFailed(f"{job_name} [{partition_key}] failed (run {result.run_id}):\n{failure_summary(result)}")
@@ -170,7 +178,10 @@ def promote_model_version(kind: str, version: str, *, reason: str | None, force:
         selection=[asset_name],
         instance=_instance(settings),
         resources=resources,
-        run_config={"ops": {asset_name: {"config": {"version": version, "reason": reason, "force": force}}}},
+        run_config={
+            **QUIET_CONSOLE,
+            "ops": {asset_name: {"config": {"version": version, "reason": reason, "force": force}}},
+        },
         raise_on_error=False,
     )
     if not result.success:
