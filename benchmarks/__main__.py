@@ -1,4 +1,9 @@
-"""``make bench``: every stage's wall time and peak memory in one table."""
+"""``make bench``: every stage's wall time and peak memory in one table.
+
+``python -m benchmarks WORD ...`` runs only the stages whose name contains one of the words.
+"""
+
+import sys
 
 from benchmarks import harness
 
@@ -18,13 +23,15 @@ STAGES = [
 ]
 
 
-def main() -> None:
+def main(words: list[str]) -> None:
     rows = []
     for stage, target, goal in STAGES:
+        if words and not any(word in stage for word in words):
+            continue
         print(f"running: {stage}", flush=True)
         rows.append(harness.measure(stage, target, goal))
     harness.print_table(rows)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -16,7 +16,6 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from benchmarks import harness
 from loyalty_assets.domain.features import all_snapshots, build_features, month_number
 
 FIRST_ACTIVITY_YEAR = 2017
@@ -141,17 +140,3 @@ def bench_features_15k() -> str:
 
 def bench_features_1m() -> str:
     return _bench(1_000_000)
-
-
-def main() -> None:
-    rows = [
-        harness.measure("features 15k members x 24 months", "benchmarks.bench_features:bench_features_15k", "<= 3 s"),
-        harness.measure(
-            "features 1M members x 24 months", "benchmarks.bench_features:bench_features_1m", "<= 180 s, <= 8 GB"
-        ),
-    ]
-    harness.print_table(rows)
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from benchmarks.harness import measure, print_table
 from loyalty_assets.domain.ingest import (
     ACTIVITY_COLUMNS,
     LOYALTY_COLUMNS,
@@ -181,11 +180,3 @@ def bench_ingest_drop() -> str:
         f"loyalty rows ({megabytes:.0f} MB CSV); {stats['exact_duplicates_dropped']} exact / "
         f"{stats['conflicting_rows_dropped']} conflicting dups, {stats['quarantined_rows']} quarantined"
     )
-
-
-def main() -> None:
-    print_table([measure(STAGE, "benchmarks.bench_ingest:bench_ingest_drop", "<= 5 s, <= 1.5 GB")])
-
-
-if __name__ == "__main__":
-    main()

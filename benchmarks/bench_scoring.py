@@ -22,13 +22,9 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
 
-from benchmarks import harness
-from loyalty_assets.domain.churn import ChurnTrainingConfig
+from loyalty_assets.domain.churn import ChurnTrainingConfig, forest_pipeline
 from loyalty_assets.domain.drift import (
     build_reference,
     concept_drift,
@@ -105,18 +101,9 @@ def _fit_champion() -> dict:
     rng = np.random.default_rng(SEED)
     train = synthetic_features(TRAINING_ROWS, rng)
     validation = synthetic_features(VALIDATION_ROWS, rng)
-    config = ChurnTrainingConfig()
-    forest = RandomForestClassifier(
-        n_estimators=config.n_estimators,
-        min_samples_leaf=config.min_samples_leaf,
-        max_features=config.max_features,
-        class_weight=config.class_weight,
-        n_jobs=config.n_jobs,
-        random_state=config.seed,
-    )
-    pipeline = Pipeline([("impute", SimpleImputer(strategy="median")), ("forest", forest)])
+    pipeline = forest_pipeline(ChurnTrainingConfig(), len(train))
     pipeline.fit(train[FEATURE_COLUMNS], synthetic_churn(train, rng))
-    forest.set_params(n_jobs=1)  # as the churn trainer leaves it
+    pipeline.named_steps["forest"].set_params(n_jobs=1)  # as the churn trainer leaves it
     model = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
     model.fit(validation[FEATURE_COLUMNS], synthetic_churn(validation, rng))
     validation_scores = model.predict_proba(validation[FEATURE_COLUMNS])[:, 1]
@@ -223,17 +210,3 @@ def bench_drift_15k() -> str:
         f"feature + prediction (8 previous weeks) + concept drift {wall:.2f} s wall, {cpu:.2f} s CPU; "
         f"build_reference {reference_seconds:.2f} s; {_load_note()}"
     )
-
-
-def main() -> None:
-    champion()
-    rows = [
-        harness.measure("score_members 15k members", "benchmarks.bench_scoring:bench_score_15k", "<= 2 s"),
-        harness.measure("score_members 1M members", "benchmarks.bench_scoring:bench_score_1m", "<= 60 s"),
-        harness.measure("drift checks 15k members", "benchmarks.bench_scoring:bench_drift_15k", "<= 2 s"),
-    ]
-    harness.print_table(rows)
-
-
-if __name__ == "__main__":
-    main()

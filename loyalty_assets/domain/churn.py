@@ -248,7 +248,7 @@ def threshold_for_recall(y_true: np.ndarray, scores: np.ndarray, recall_target: 
     return float(thresholds[reaching[-1]])
 
 
-def _forest_pipeline(config: ChurnTrainingConfig, n_train: int) -> Pipeline:
+def forest_pipeline(config: ChurnTrainingConfig, n_train: int) -> Pipeline:
     return Pipeline(
         [
             # keep_empty_features: an all-NaN feature (companion share in the 8-column variant) keeps its column.
@@ -293,7 +293,7 @@ def train_churn_candidate(
         if part[LABEL_COLUMN].nunique() < 2:
             raise ValueError(f"{name} snapshots {_month_labels(_snapshots_of(part))} hold only one class of churned")
 
-    forest = _forest_pipeline(config, len(split.train)).fit(split.train[feature_columns], split.train[LABEL_COLUMN])
+    forest = forest_pipeline(config, len(split.train)).fit(split.train[feature_columns], split.train[LABEL_COLUMN])
     # Threaded predict_proba adds the trees' votes in arbitrary order (last-bit differences);
     # predicting sequentially makes scores, threshold and metrics bit-for-bit reproducible.
     forest.named_steps["forest"].set_params(n_jobs=1)
