@@ -30,7 +30,7 @@ def _sample_data(args: argparse.Namespace) -> None:
         default_drop_dates,
         write_drops,
     )
-    from loyalty_assets.runner import landing_store
+    from loyalty_assets.runner import store_for_uri
 
     settings = load_settings()
     dates = args.dates or default_drop_dates(args.end, days=args.days)
@@ -41,7 +41,7 @@ def _sample_data(args: argparse.Namespace) -> None:
         activity_variant=args.variant,
         file_format=args.format,
     )
-    store = landing_store(args.landing or settings.landing_uri)
+    store = store_for_uri(args.landing or settings.landing_uri)
     keys = write_drops(store, sorted(set(dates)), config)
     print(f"wrote {len(keys)} files for {len(set(dates))} drops to {args.landing or settings.landing_uri}")
 

@@ -5,7 +5,11 @@ import dagster as dg
 from loyalty_assets.defs.churn.assets import churn_model, churn_model_candidate
 from loyalty_assets.defs.churn.checks import CHURN_CHECKS
 from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
-from loyalty_assets.defs.features.assets import churn_training_set, customer_features, scoring_features
+from loyalty_assets.defs.features.assets import (
+    churn_training_set,
+    customer_features,
+    scoring_features,
+)
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS
 from loyalty_assets.defs.monitoring.checks import MONITORING_CHECKS
@@ -13,7 +17,10 @@ from loyalty_assets.defs.orchestration.jobs import JOBS
 from loyalty_assets.defs.orchestration.schedules import SCHEDULES
 from loyalty_assets.defs.orchestration.sensors import SENSORS
 from loyalty_assets.defs.scoring.assets import churn_predictions
-from loyalty_assets.defs.segmentation.assets import segmentation_model, segmentation_model_candidate
+from loyalty_assets.defs.segmentation.assets import (
+    segmentation_model,
+    segmentation_model_candidate,
+)
 from loyalty_assets.defs.segmentation.checks import SEGMENTATION_CHECKS
 from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import Settings, load_settings

@@ -12,8 +12,14 @@ from typing import Any
 
 from dagster_aws.s3 import S3Resource
 
-from loyalty_assets.defs.distribution.resources import aws_distribution_resources, local_distribution_resources
-from loyalty_assets.defs.orchestration.resources import aws_orchestration_resources, local_orchestration_resources
+from loyalty_assets.defs.distribution.resources import (
+    aws_distribution_resources,
+    local_distribution_resources,
+)
+from loyalty_assets.defs.orchestration.resources import (
+    aws_orchestration_resources,
+    local_orchestration_resources,
+)
 from loyalty_assets.defs.storage import (
     LakeModelIOManager,
     LakeParquetIOManager,

@@ -14,7 +14,7 @@ from loyalty_assets.defs.orchestration.schedules import (
     quarter_start,
 )
 from loyalty_assets.defs.orchestration.sensors import root_error_message
-from loyalty_assets.domain.storage import ObjectStore, open_store
+from loyalty_assets.domain.storage import ObjectStore
 from loyalty_assets.settings import Settings, load_settings
 
 
@@ -22,10 +22,13 @@ class RunFailed(Exception):
     """A Dagster run of the as-of plan did not succeed; the message says which step and why."""
 
 
-def landing_store(uri: str) -> ObjectStore:
+def store_for_uri(uri: str) -> ObjectStore:
+    """A folder, or an ``s3://`` prefix through dagster-aws ``S3Resource`` (honours ``AWS_ENDPOINT_URL``)."""
     from dagster_aws.s3 import S3Resource
 
-    return open_store(uri, S3Resource().get_client() if uri.startswith("s3://") else None)
+    from loyalty_assets.defs.storage import store_at
+
+    return store_at(uri, S3Resource())
 
 
 def _instance(settings: Settings) -> dg.DagsterInstance:
@@ -120,7 +123,7 @@ def write_sample_drops(as_of: date, echo: Callable[[str], None]) -> None:
 
     settings = load_settings()
     dates = demo_drop_dates(as_of)
-    write_drops(landing_store(settings.landing_uri), dates, SampleConfig())
+    write_drops(store_for_uri(settings.landing_uri), dates, SampleConfig())
     echo(f"wrote sample drops {dates[0]} .. {dates[-1]} ({len(dates)} days) to {settings.landing_uri}")
 
 
@@ -130,11 +133,7 @@ def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
     from loyalty_assets.domain.storage import parquet_bytes_to_dataframe
 
     settings = load_settings()
-    lake = (
-        open_store(settings.lake_uri, None)
-        if not settings.lake_uri.startswith("s3://")
-        else landing_store(settings.lake_uri)
-    )
+    lake = store_for_uri(settings.lake_uri)
     week = (as_of - timedelta(days=as_of.weekday())).isoformat()
     predictions = parquet_bytes_to_dataframe(lake.get_bytes(f"churn_predictions/{week}.parquet"))
     echo(f"\nweek {week}: {len(predictions)} members scored (rows: risk tier, columns: segment)")

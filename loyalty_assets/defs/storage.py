@@ -29,24 +29,27 @@ LAZY_PARTITIONS = {"lake/partitions": "lazy"}
 LANDING_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
-class LakeResource(dg.ConfigurableResource):
-    """Where assets are persisted: a folder or ``s3://bucket/prefix`` (``LOYALTY_LAKE_URI``)."""
+def store_at(uri: str, s3: S3Resource) -> ObjectStore:
+    """The object store at a folder or an ``s3://`` prefix (an S3 client is made only for the latter)."""
+    return open_store(uri, s3.get_client() if uri.startswith("s3://") else None)
+
+
+class StoreResource(dg.ConfigurableResource):
+    """An object store at a folder or ``s3://bucket/prefix``; S3 clients come from ``S3Resource``."""
 
     uri: str
     s3: S3Resource
 
     def store(self) -> ObjectStore:
-        return open_store(self.uri, self.s3.get_client() if self.uri.startswith("s3://") else None)
+        return store_at(self.uri, self.s3)
 
 
-class LandingResource(dg.ConfigurableResource):
+class LakeResource(StoreResource):
+    """Where assets are persisted (``LOYALTY_LAKE_URI``)."""
+
+
+class LandingResource(StoreResource):
     """The landing zone of the daily drops (``LOYALTY_LANDING_URI``)."""
-
-    uri: str
-    s3: S3Resource
-
-    def store(self) -> ObjectStore:
-        return open_store(self.uri, self.s3.get_client() if self.uri.startswith("s3://") else None)
 
     def drop_folder(self, table: str, drop_date: str) -> str:
         return f"{table}/dt={drop_date}"

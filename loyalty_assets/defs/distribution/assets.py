@@ -11,12 +11,20 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from loyalty_assets.defs.distribution.resources import AppFlowResource, DashboardDatabase, MarketingMailer
+from loyalty_assets.defs.distribution.resources import (
+    AppFlowResource,
+    DashboardDatabase,
+    MarketingMailer,
+)
 from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
-from loyalty_assets.domain.messaging import CRITICAL_TIER, build_marketing_email, summarize_for_marketing
+from loyalty_assets.domain.messaging import (
+    CRITICAL_TIER,
+    build_marketing_email,
+    summarize_for_marketing,
+)
 from loyalty_assets.domain.warehouse import crm_export, start_appflow
 
 GROUP = "distribution"

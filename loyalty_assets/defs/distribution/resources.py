@@ -41,8 +41,9 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager
 from pydantic import Field
 
 from loyalty_assets.defs.distribution.redshift import RedshiftPandasIOManager
+from loyalty_assets.defs.storage import store_at
 from loyalty_assets.domain.messaging import send_ses, send_smtp, write_eml
-from loyalty_assets.domain.storage import ObjectStore, open_store
+from loyalty_assets.domain.storage import ObjectStore
 from loyalty_assets.domain.warehouse import (
     connect_postgres,
     qualified_table,
@@ -152,7 +153,7 @@ class AppFlowResource(dg.ConfigurableResource):
     s3: S3Resource
 
     def source_store(self) -> ObjectStore:
-        return open_store(self.source_uri, self.s3.get_client() if self.source_uri.startswith("s3://") else None)
+        return store_at(self.source_uri, self.s3)
 
     def client(self) -> Any:
         """A boto3 AppFlow client (boto3 honours ``AWS_ENDPOINT_URL`` and the usual credentials)."""
@@ -218,7 +219,7 @@ class OutboxMailer(MarketingMailer):
     s3: S3Resource
 
     def deliver(self, message: EmailMessage, name: str) -> str:
-        store = open_store(self.outbox_uri, self.s3.get_client() if self.outbox_uri.startswith("s3://") else None)
+        store = store_at(self.outbox_uri, self.s3)
         return write_eml(store, f"{name}.eml", message)
 
 

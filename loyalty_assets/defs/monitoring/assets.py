@@ -20,7 +20,11 @@ from pydantic import Field
 
 from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.partitions import weekly_partitions
-from loyalty_assets.defs.storage import LakeParquetIOManager, LakeResource, latest_partition
+from loyalty_assets.defs.storage import (
+    LakeParquetIOManager,
+    LakeResource,
+    latest_partition,
+)
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import data_fingerprint
 from loyalty_assets.domain.drift import (
@@ -33,9 +37,17 @@ from loyalty_assets.domain.drift import (
     prediction_drift,
     score_distribution,
 )
-from loyalty_assets.domain.features import CATEGORICAL_FEATURES, ID_COLUMNS, last_complete_month
+from loyalty_assets.domain.features import (
+    CATEGORICAL_FEATURES,
+    ID_COLUMNS,
+    last_complete_month,
+)
 from loyalty_assets.domain.labels import add_churn_labels
-from loyalty_assets.domain.monitoring_report import REALISED_COLUMNS, MonitoringReport, render_monitoring_report
+from loyalty_assets.domain.monitoring_report import (
+    REALISED_COLUMNS,
+    MonitoringReport,
+    render_monitoring_report,
+)
 from loyalty_assets.domain.scoring import RISK_TIERS, assign_tiers
 from loyalty_assets.domain.storage import parquet_bytes_to_dataframe, split_s3_uri
 

@@ -33,7 +33,12 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from loyalty_assets.defs.distribution.resources import MarketingMailer, build_mailer
-from loyalty_assets.domain.messaging import Alert, format_alert, publish_sns, put_run_metrics
+from loyalty_assets.domain.messaging import (
+    Alert,
+    format_alert,
+    publish_sns,
+    put_run_metrics,
+)
 from loyalty_assets.settings import Settings
 
 DEFAULT_UI_URL = "http://127.0.0.1:3000"

@@ -8,7 +8,11 @@ from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeResource
-from loyalty_assets.domain.scoring import load_action_table, score_members, tier_segment_counts
+from loyalty_assets.domain.scoring import (
+    load_action_table,
+    score_members,
+    tier_segment_counts,
+)
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
 
