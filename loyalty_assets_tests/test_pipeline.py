@@ -24,12 +24,13 @@ from loyalty_assets.domain.storage import (
     joblib_bytes_to_object,
     parquet_bytes_to_dataframe,
 )
-from loyalty_assets.runner import demo_drop_dates, failure_summary, run_as_of
+from loyalty_assets.runner import demo_drop_dates, execute_job, failure_summary, run_as_of
 from loyalty_assets.settings import load_settings
 
 AS_OF = date(2026, 11, 27)
 MONTH = "2026-10-01"
 WEEK = "2026-11-23"
+SECOND_QUARTER_DROP = date(2026, 6, 30)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,9 @@ def home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LOYALTY_HOME", str(path))
         patch.delenv("DAGSTER_HOME", raising=False)
-        write_drops(LocalStore(path / "landing"), demo_drop_dates(AS_OF), SampleConfig(customers=15000))
+        # An extra drop in the second quarter lets a test fit a second segmentation version.
+        drops = [*demo_drop_dates(AS_OF), SECOND_QUARTER_DROP]
+        write_drops(LocalStore(path / "landing"), drops, SampleConfig(customers=15000))
         run_as_of(AS_OF, echo=lambda line: None)
         yield path
 
@@ -124,7 +127,9 @@ def test_candidate_on_shuffled_labels_fails_its_gate_and_the_champion_stays(env)
     assert not result.success
     verdicts = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
     assert verdicts["beats_baseline"] is False
-    assert "churn_model" not in {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert "churn_model" not in {
+        event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+    }
     assert _champion_version(env) == champion_before
     candidate_version = [
         event.materialization.metadata["version"].value
@@ -153,3 +158,19 @@ def test_cli_refuses_an_ungated_version_and_rolls_back_and_forward(env, capsys):
     assert history[-1]["reason"] == "roll back after drill" and history[-2]["forced"] is True
     assert cli.main(["model", "list"]) == 0
     assert f"* {champion}" in capsys.readouterr().out
+
+
+def test_segmentation_is_promoted_and_rolled_back_like_the_churn_model(env, capsys):
+    lake = _lake(env)
+    first = _champion_version(env, "segmentation")
+    settings = load_settings()
+    execute_job(build_defs(settings), dg.DagsterInstance.ephemeral(), "quarterly_segmentation_job", "2026-04-01")
+    second = _champion_version(env, "segmentation")
+    assert second != first and second.startswith("2026-04")
+    record = registry.record(lake, "segmentation", second)
+    assert record["gates_passed"] is True and record["champion_version"] == first
+    assert set(record["names"].values()) == {"Road Warriors", "Loyal Regulars", "Dabblers"}
+
+    assert cli.main(["model", "promote", "--kind", "segmentation", "--version", first, "--reason", "keep Q3"]) == 0
+    assert _champion_version(env, "segmentation") == first
+    assert joblib_bytes_to_object(lake.get_bytes("segmentation_model.pkl"))["version"] == first
