@@ -19,10 +19,11 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 import boto3
-import psycopg2
 import pytest
 from aiosmtpd.controller import Controller
 from moto.server import ThreadedMotoServer
+
+from loyalty_assets_tests.postgres import admin_connection
 
 POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 S3_TEST_BUCKET = "loyalty-test"
@@ -64,15 +65,7 @@ class PostgresTarget:
 
 @pytest.fixture
 def postgres_dsn() -> Iterator[PostgresTarget]:
-    try:
-        admin = psycopg2.connect(POSTGRES_DSN, connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        pytest.fail(
-            f"PostgreSQL is unreachable at {POSTGRES_DSN!r}: {error}\n"
-            "Start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start",
-            pytrace=False,
-        )
-    admin.autocommit = True
+    admin = admin_connection(POSTGRES_DSN)
     schema = f"test_{uuid.uuid4().hex}"
     try:
         with admin.cursor() as cursor:

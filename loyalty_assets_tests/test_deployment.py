@@ -15,7 +15,13 @@ import yaml
 from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config_schema
 from dagster_aws.ecs import EcsRunLauncher
-from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+from dagster_postgres import (
+    PostgresEventLogStorage,
+    PostgresRunStorage,
+    PostgresScheduleStorage,
+)
+
+from loyalty_assets_tests.postgres import admin_connection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"
@@ -27,15 +33,7 @@ PASSWORD_WITH_RESERVED_CHARACTERS = "p@ss:w/rd?#"
 @pytest.fixture(scope="module")
 def fresh_database() -> Iterator[str]:
     """Name of a new, empty database in the local PostgreSQL, dropped afterwards."""
-    try:
-        admin = psycopg2.connect(ADMIN_DSN, connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        pytest.fail(
-            f"PostgreSQL is unreachable at {ADMIN_DSN!r}: {error}\n"
-            "Start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start",
-            pytrace=False,
-        )
-    admin.autocommit = True
+    admin = admin_connection(ADMIN_DSN)
     name = f"dagster_test_{uuid.uuid4().hex}"
     try:
         with admin.cursor() as cursor:
