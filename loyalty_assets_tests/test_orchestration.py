@@ -156,15 +156,18 @@ def run_job(definitions: dg.Definitions, instance, job: str, partition: str) -> 
     )
 
 
-def evaluate_run_failure_sensor(instance, result: dg.ExecuteInProcessResult, resources: dict) -> None:
+def evaluate_run_status_sensor(name: str, instance, result: dg.ExecuteInProcessResult, resources: dict) -> None:
+    """Evaluate a run-status sensor on a finished run, as the daemon would, with the resource it needs."""
+    resource_key = {"run_failure_alert_sensor": "alert_notifier", "run_metrics_sensor": "metrics_publisher"}[name]
+    event = result.get_run_success_event() if result.success else result.get_run_failure_event()
     with dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert_sensor",
-        dagster_event=result.get_run_failure_event(),
+        sensor_name=name,
+        dagster_event=event,
         dagster_instance=instance,
         dagster_run=result.dagster_run,
-        resources={"alert_notifier": resources["alert_notifier"]},
+        resources={resource_key: resources[resource_key]},
     ) as context:
-        SENSOR["run_failure_alert_sensor"](context)
+        SENSOR[name](context)
 
 
 def read_alerts(home) -> list[dict]:
@@ -180,7 +183,7 @@ def test_failed_run_is_alerted_to_the_local_alerts_file(tmp_path, instance, monk
     result = run_job(definitions, instance, "daily_ingest_job", BAD_DAY)
     assert not result.success
 
-    evaluate_run_failure_sensor(instance, result, resources)
+    evaluate_run_status_sensor("run_failure_alert_sensor", instance, result, resources)
 
     (alert,) = read_alerts(tmp_path)
     assert alert["job"] == "daily_ingest_job"
@@ -262,7 +265,7 @@ def test_failed_run_reaches_sns_and_smtp_in_aws(tmp_path, instance, aws_resource
     quarantining_drop(LocalStore(tmp_path / "landing"), BAD_DAY)
     result = run_job(definitions, instance, "daily_ingest_job", BAD_DAY)
 
-    evaluate_run_failure_sensor(instance, result, aws_resources)
+    evaluate_run_status_sensor("run_failure_alert_sensor", instance, result, aws_resources)
 
     messages = boto3.client("sqs").receive_message(QueueUrl=alert_topic[1], MaxNumberOfMessages=10)["Messages"]
     (notification,) = [json.loads(message["Body"]) for message in messages]
@@ -282,14 +285,7 @@ def test_successful_ingest_run_metrics_reach_cloudwatch(tmp_path, instance, aws_
     small_drop(LocalStore(tmp_path / "landing"), GOOD_DAY)
     result = run_job(definitions, instance, "daily_ingest_job", GOOD_DAY)
     assert result.success
-    with dg.build_run_status_sensor_context(
-        sensor_name="run_metrics_sensor",
-        dagster_event=result.get_run_success_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={"metrics_publisher": aws_resources["metrics_publisher"]},
-    ) as context:
-        SENSOR["run_metrics_sensor"](context)
+    evaluate_run_status_sensor("run_metrics_sensor", instance, result, aws_resources)
 
     cloudwatch = boto3.client("cloudwatch")
     listed = cloudwatch.list_metrics(Namespace="LoyaltyAssets")["Metrics"]
@@ -320,14 +316,7 @@ def test_scoring_run_metrics_with_drift_share_go_to_the_log_locally(tmp_path, in
     result = run_job(definitions_with(resources), instance, "scoring_stand_in_job", WEEK)
     assert result.success  # its drift check failed with WARN severity, which does not fail the run
 
-    with dg.build_run_status_sensor_context(
-        sensor_name="run_metrics_sensor",
-        dagster_event=result.get_run_success_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={"metrics_publisher": resources["metrics_publisher"]},
-    ) as context:
-        SENSOR["run_metrics_sensor"](context)
+    evaluate_run_status_sensor("run_metrics_sensor", instance, result, resources)
 
     # The sensor's logger writes to the console (and to the tick's captured logs under the daemon).
     (line,) = [line for line in capfd.readouterr().err.splitlines() if "run metrics of scoring_stand_in_job" in line]

@@ -111,42 +111,34 @@ def raw_loyalty_tables(context: dg.AssetExecutionContext, config: IngestConfig, 
 
     gates = _gate_results(result, config)
     stats = result.stats
-    quarantine = dg.Output(
+
+    def output(name: str, frame, **extra) -> dg.Output:
+        return dg.Output(frame, output_name=name, metadata={**table_metadata(frame), "drop_date": drop_date, **extra})
+
+    quarantine = output(
+        "raw_quarantine",
         result.quarantine,
-        output_name="raw_quarantine",
-        metadata={
-            **table_metadata(result.quarantine),
-            "drop_date": drop_date,
-            "quarantined_rows": stats["quarantined_rows"],
-            "quarantine_share": float(stats["quarantine_share"]),
-            "quarantined_by_reason": dg.MetadataValue.json(stats["quarantined_by_reason"]),
-        },
+        quarantined_rows=stats["quarantined_rows"],
+        quarantine_share=float(stats["quarantine_share"]),
+        quarantined_by_reason=dg.MetadataValue.json(stats["quarantined_by_reason"]),
     )
     clean_tables = [
-        dg.Output(
+        output(
+            "raw_loyalty_history",
             result.loyalty,
-            output_name="raw_loyalty_history",
-            metadata={
-                **table_metadata(result.loyalty),
-                "drop_date": drop_date,
-                "source_files": dg.MetadataValue.json(stats["source_files"]["loyalty_history"]),
-                "negative_salary": stats["negative_salary"],
-                "unknown_category": stats["unknown_category"],
-            },
+            source_files=dg.MetadataValue.json(stats["source_files"]["loyalty_history"]),
+            negative_salary=stats["negative_salary"],
+            unknown_category=stats["unknown_category"],
         ),
-        dg.Output(
+        output(
+            "raw_flight_activity",
             result.activity,
-            output_name="raw_flight_activity",
-            metadata={
-                **table_metadata(result.activity),
-                "drop_date": drop_date,
-                "source_files": dg.MetadataValue.json(stats["source_files"]["flight_activity"]),
-                "activity_variant": stats["activity_variant"],
-                "exact_duplicates_dropped": stats["exact_duplicates_dropped"],
-                "conflicting_keys_resolved": stats["conflicting_keys_resolved"],
-                "conflicting_rows_dropped": stats["conflicting_rows_dropped"],
-                "flights_before_enrollment": stats["flights_before_enrollment"],
-            },
+            source_files=dg.MetadataValue.json(stats["source_files"]["flight_activity"]),
+            activity_variant=stats["activity_variant"],
+            exact_duplicates_dropped=stats["exact_duplicates_dropped"],
+            conflicting_keys_resolved=stats["conflicting_keys_resolved"],
+            conflicting_rows_dropped=stats["conflicting_rows_dropped"],
+            flights_before_enrollment=stats["flights_before_enrollment"],
         ),
     ]
     # A rejected drop keeps its quarantine table for inspection; its clean tables are not written.
