@@ -1,0 +1,126 @@
+"""Retention experiments domain: assignment, intervals, power, sample-ratio check, uplift table."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loyalty_assets.domain.experiments import (
+    CONTROL,
+    TREATMENT,
+    assign_arms,
+    assignment_unit,
+    experiment_id,
+    first_assignments,
+    format_uplift_line,
+    matured_outcomes,
+    minimum_detectable_effect,
+    newcombe_difference,
+    sample_ratio_mismatches,
+    uplift_table,
+    wilson_interval,
+)
+
+
+def test_experiment_is_the_calendar_quarter() -> None:
+    assert experiment_id("2026-11-30") == "retention-2026Q4"
+    assert experiment_id("2026-01-05") == "retention-2026Q1"
+    assert experiment_id("2026-06-29") == experiment_id("2026-04-06") == "retention-2026Q2"
+
+
+def test_assignment_unit_is_the_documented_hash() -> None:
+    # Fixed values: the assignment must never change with a library upgrade.
+    assert assignment_unit("retention-2026Q4", 100018) == pytest.approx(0.8561608125784211, abs=0)
+    digest = hashlib.sha256(b"retention-2026Q1:7").digest()
+    assert assignment_unit("retention-2026Q1", 7) == int.from_bytes(digest[:8], "big") / 2**64
+
+
+def test_arms_are_stable_and_follow_the_tier_share() -> None:
+    members = np.arange(1, 40_001)
+    tiers = np.where(members % 2 == 0, "Critical", "Low")
+    arms = assign_arms(members, tiers, "retention-2026Q4")
+    assert (arms == assign_arms(members, tiers, "retention-2026Q4")).all()
+    assert (arms[tiers == "Low"] == TREATMENT).all()
+    assert (arms[tiers == "Critical"] == CONTROL).mean() == pytest.approx(0.10, abs=0.01)
+    # The same member may fall in another arm in the next quarter's experiment.
+    assert (arms != assign_arms(members, tiers, "retention-2027Q1")).any()
+    with pytest.raises(ValueError, match="control shares"):
+        assign_arms(members, tiers, "x", {"Critical": 1.0})
+
+
+def test_wilson_and_newcombe_match_the_published_examples() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873, table II, method 10.
+    difference, low, high = newcombe_difference(56, 70, 48, 80)
+    assert (round(difference, 4), round(low, 4), round(high, 4)) == (0.2, 0.0524, 0.3339)
+    assert tuple(round(v, 4) for v in newcombe_difference(9, 10, 3, 10)[1:]) == (0.1705, 0.809)
+    assert tuple(round(v, 4) for v in wilson_interval(81, 263)) == (0.2553, 0.3662)
+    assert np.isnan(newcombe_difference(0, 0, 1, 10)).all()
+
+
+def test_minimum_detectable_effect_shrinks_with_sample_size() -> None:
+    small = minimum_detectable_effect(0.10, 100, 900)
+    large = minimum_detectable_effect(0.10, 10_000, 90_000)
+    assert small == pytest.approx(2.8016 * (0.09 * (1 / 100 + 1 / 900)) ** 0.5, rel=1e-4)
+    assert large == pytest.approx(small / 10, rel=1e-9)
+
+
+def _scored(weeks: list[str], members: int, tier: str = "Critical") -> pd.DataFrame:
+    numbers = np.arange(1, members + 1)
+    frames = []
+    for week in weeks:
+        experiment = experiment_id(week)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "loyalty_number": numbers,
+                    "week": week,
+                    "snapshot_month": pd.Timestamp(week).to_period("M").to_timestamp() - pd.DateOffset(months=1),
+                    "risk_tier": tier,
+                    "segment": "Dabblers",
+                    "assigned_action": "Win-back offer",
+                    "experiment_id": experiment,
+                    "experiment_arm": assign_arms(numbers, [tier] * members, experiment),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_first_list_of_an_experiment_is_the_unit_and_outcomes_need_a_mature_horizon() -> None:
+    scored = _scored(["2026-01-05", "2026-01-12", "2026-04-06"], 50)
+    first = first_assignments(scored)
+    assert len(first) == 100  # 50 members x two experiments
+    assert set(first.loc[first["experiment_id"] == "retention-2026Q1", "week"]) == {"2026-01-05"}
+    cancellation = pd.Series({1: pd.Timestamp("2026-02-01"), 2: pd.Timestamp("2026-06-01")})
+    outcomes = matured_outcomes(first, cancellation, pd.Timestamp("2026-03-01"), horizon=3)
+    # Q1's snapshot is 2025-12: its horizon ends 2026-03, complete; Q2's (2026-03 + 3) is not.
+    assert set(outcomes["experiment_id"]) == {"retention-2026Q1"}
+    assert outcomes.set_index("loyalty_number")["churned"].to_dict()[1] == 1
+    assert outcomes.set_index("loyalty_number")["churned"].to_dict()[2] == 0
+
+
+def test_uplift_table_recovers_a_planted_effect_and_formats_one_line() -> None:
+    rng = np.random.default_rng(3)
+    first = first_assignments(_scored(["2026-01-05"], 40_000))
+    churn = np.where(first["experiment_arm"] == CONTROL, 0.20, 0.14)
+    first["churned"] = (rng.random(len(first)) < churn).astype(int)
+    row = uplift_table(first).iloc[0]
+    assert row["members_held_out"] + row["members_treated"] == 40_000
+    assert row["risk_reduction_low"] < 0.06 < row["risk_reduction_high"]
+    assert row["number_needed_to_treat"] == pytest.approx(1 / row["risk_reduction"])
+    assert row["relative_reduction"] == pytest.approx(row["risk_reduction"] / row["churn_held_out"])
+    line = format_uplift_line(row)
+    assert line.startswith("Win-back offer (Critical): churn 14.")
+    assert " held out, -" in line
+
+
+def test_sample_ratio_mismatch_flags_only_a_drifted_cell() -> None:
+    first = first_assignments(_scored(["2026-01-05"], 5_000))
+    assert sample_ratio_mismatches(first, {"Critical": 0.10}).empty
+    skewed = first.copy()
+    skewed.loc[skewed.index[:400], "experiment_arm"] = CONTROL
+    flagged = sample_ratio_mismatches(skewed, {"Critical": 0.10})
+    assert flagged[["risk_tier", "held_out"]].values.tolist() == [["Critical", int((skewed.experiment_arm == CONTROL).sum())]]
