@@ -66,6 +66,7 @@ def predictions(week: str, members: int, first_member: int = 100001) -> pd.DataF
             "risk_tier": pd.cut(risk, [0, 25, 50, 75, 100], labels=TIERS).astype(str),
             "segment": np.array(SEGMENTS)[position % 3],
             "recommended_action": "call within a week",
+            "experiment_arm": "treatment",
             "top_reasons": "fewer flights; points unredeemed",
             "churn_model_version": "churn-2024-02-01-abc",
             "segmentation_model_version": "segmentation-2024-01-01-def",

@@ -10,8 +10,11 @@ import pytest
 
 from loyalty_assets.domain.experiments import (
     CONTROL,
+    HOLD_OUT_ACTION,
     TREATMENT,
     assign_arms,
+    assign_experiment,
+    cell_control_shares,
     assignment_unit,
     experiment_id,
     first_assignments,
@@ -23,6 +26,7 @@ from loyalty_assets.domain.experiments import (
     uplift_table,
     wilson_interval,
 )
+from loyalty_assets.domain.scoring import load_action_table
 
 
 def test_experiment_is_the_calendar_quarter() -> None:
@@ -38,17 +42,45 @@ def test_assignment_unit_is_the_documented_hash() -> None:
     assert assignment_unit("retention-2026Q1", 7) == int.from_bytes(digest[:8], "big") / 2**64
 
 
-def test_arms_are_stable_and_follow_the_tier_share() -> None:
+def test_arms_are_stable_and_follow_the_cell_share() -> None:
     members = np.arange(1, 40_001)
-    tiers = np.where(members % 2 == 0, "Critical", "Low")
-    arms = assign_arms(members, tiers, "retention-2026Q4")
-    assert (arms == assign_arms(members, tiers, "retention-2026Q4")).all()
-    assert (arms[tiers == "Low"] == TREATMENT).all()
-    assert (arms[tiers == "Critical"] == CONTROL).mean() == pytest.approx(0.10, abs=0.01)
+    shares = np.where(members % 2 == 0, 0.10, 0.0)
+    arms = assign_arms(members, shares, "retention-2026Q4")
+    assert (arms == assign_arms(members, shares, "retention-2026Q4")).all()
+    assert (arms[shares == 0] == TREATMENT).all()
+    assert (arms[shares > 0] == CONTROL).mean() == pytest.approx(0.10, abs=0.01)
     # The same member may fall in another arm in the next quarter's experiment.
-    assert (arms != assign_arms(members, tiers, "retention-2027Q1")).any()
+    assert (arms != assign_arms(members, shares, "retention-2027Q1")).any()
     with pytest.raises(ValueError, match="control shares"):
-        assign_arms(members, tiers, "x", {"Critical": 1.0})
+        assign_arms(members, np.ones(len(members)), "x")
+
+
+def test_action_table_overrides_the_tier_default_and_control_members_are_held_out() -> None:
+    table = load_action_table()
+    shares = cell_control_shares(table.assign(control_share=np.where(table["risk_tier"] == "High", "0.5", "")))
+    assert shares[("Dabblers", "High")] == 0.5
+    assert shares[("Dabblers", "Critical")] == 0.10
+    assert shares[("Dabblers", "Low")] == 0.0
+    predictions = pd.DataFrame(
+        {
+            "loyalty_number": np.arange(1, 2001),
+            "segment": "Dabblers",
+            "risk_tier": "Critical",
+            "recommended_action": "Win-back offer",
+        }
+    )
+    assigned = assign_experiment(predictions, shares, "retention-2026Q4")
+    control = assigned["experiment_arm"] == CONTROL
+    assert 0.07 < control.mean() < 0.13
+    assert (assigned.loc[control, "recommended_action"] == HOLD_OUT_ACTION).all()
+    assert (assigned.loc[~control, "recommended_action"] == "Win-back offer").all()
+    assert (assigned["assigned_action"] == "Win-back offer").all()
+    # An analyst recomputes the arm from the documented hash and the stored share.
+    recomputed = [
+        CONTROL if assignment_unit("retention-2026Q4", n) < s else TREATMENT
+        for n, s in zip(assigned["loyalty_number"], assigned["control_share"])
+    ]
+    assert recomputed == assigned["experiment_arm"].tolist()
 
 
 def test_wilson_and_newcombe_match_the_published_examples() -> None:
@@ -82,7 +114,8 @@ def _scored(weeks: list[str], members: int, tier: str = "Critical") -> pd.DataFr
                     "segment": "Dabblers",
                     "assigned_action": "Win-back offer",
                     "experiment_id": experiment,
-                    "experiment_arm": assign_arms(numbers, [tier] * members, experiment),
+                    "control_share": 0.10,
+                    "experiment_arm": assign_arms(numbers, np.full(members, 0.10), experiment),
                 }
             )
         )
@@ -119,8 +152,8 @@ def test_uplift_table_recovers_a_planted_effect_and_formats_one_line() -> None:
 
 def test_sample_ratio_mismatch_flags_only_a_drifted_cell() -> None:
     first = first_assignments(_scored(["2026-01-05"], 5_000))
-    assert sample_ratio_mismatches(first, {"Critical": 0.10}).empty
+    assert sample_ratio_mismatches(first).empty
     skewed = first.copy()
     skewed.loc[skewed.index[:400], "experiment_arm"] = CONTROL
-    flagged = sample_ratio_mismatches(skewed, {"Critical": 0.10})
+    flagged = sample_ratio_mismatches(skewed)
     assert flagged[["risk_tier", "held_out"]].values.tolist() == [["Critical", int((skewed.experiment_arm == CONTROL).sum())]]

@@ -13,6 +13,7 @@ from email import policy
 from email.parser import BytesParser
 
 import boto3
+import numpy as np
 import pandas as pd
 import pytest
 from aiosmtpd.smtp import AuthResult
@@ -55,6 +56,7 @@ def predictions(
             "churn_risk_pct": risks,
             "risk_tier": tiers,
             "segment": segments,
+            "experiment_arm": "treatment",
         }
     )
 
@@ -92,6 +94,8 @@ def test_top_critical_members_rank_by_expected_loss(this_week, member_value):
     assert top["expected_loss"].tolist() == pytest.approx([0.7 * 9000, 0.9 * 5000, 0.9 * 2000])
     with pytest.raises(ValueError, match="no member value for 1 Critical members"):
         top_critical_members(this_week, member_value.drop(100002))
+    held_out = this_week.assign(experiment_arm=np.where(this_week["loyalty_number"] == 100004, "control", "treatment"))
+    assert top_critical_members(held_out, member_value, top_n=3)["loyalty_number"].tolist() == [100002, 100003, 100001]
 
 
 def test_marketing_email_through_real_smtp_server(smtp_server, this_week, member_value):

@@ -35,8 +35,9 @@ from scipy import stats
 
 TREATMENT, CONTROL = "treatment", "control"
 HOLD_OUT_ACTION = "Hold out: no intervention (retention experiment control group)"
-DEFAULT_CONTROL_SHARES = {"Low": 0.0, "Medium": 0.0, "High": 0.10, "Critical": 0.10}
+DEFAULT_CONTROL_SHARES = {"Low": 0.0, "Medium": 0.10, "High": 0.10, "Critical": 0.10}
 CELL = ["risk_tier", "segment", "assigned_action"]
+EXPERIMENT_COLUMNS = ["experiment_id", "experiment_arm", "assigned_action", "control_share"]
 SRM_ALPHA = 0.001
 
 
@@ -52,15 +53,41 @@ def assignment_unit(experiment: str, loyalty_number: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign_arms(
-    loyalty_numbers, risk_tiers, experiment: str, control_shares: Mapping[str, float] = DEFAULT_CONTROL_SHARES
-) -> np.ndarray:
-    """``"control"`` or ``"treatment"`` per member; a tier missing from ``control_shares`` has none."""
-    units = np.fromiter((assignment_unit(experiment, number) for number in loyalty_numbers), dtype=float)
-    shares = pd.Series(np.asarray(risk_tiers, dtype=object)).map(dict(control_shares)).fillna(0.0).to_numpy()
+def assign_arms(loyalty_numbers, control_shares, experiment: str) -> np.ndarray:
+    """``"control"`` or ``"treatment"`` per member, given each member's cell control share."""
+    shares = np.asarray(control_shares, dtype=float)
     if ((shares < 0) | (shares >= 1)).any():
-        raise ValueError(f"control shares must be in [0, 1), got {dict(control_shares)}")
+        raise ValueError(f"control shares must be in [0, 1), got {sorted(set(shares.tolist()))}")
+    units = np.fromiter((assignment_unit(experiment, number) for number in loyalty_numbers), dtype=float)
     return np.where(units < shares, CONTROL, TREATMENT)
+
+
+def cell_control_shares(action_table: pd.DataFrame, defaults: Mapping[str, float] = DEFAULT_CONTROL_SHARES) -> pd.Series:
+    """Control share per (segment, risk_tier): the rule table's ``control_share`` where it has one,
+    else the tier's default."""
+    by_tier = action_table["risk_tier"].map(dict(defaults)).fillna(0.0).astype(float)
+    if "control_share" in action_table.columns:
+        override = pd.to_numeric(action_table["control_share"].replace("", np.nan), errors="raise")
+        by_tier = override.fillna(by_tier)
+    return pd.Series(by_tier.to_numpy(), index=pd.MultiIndex.from_frame(action_table[["segment", "risk_tier"]]))
+
+
+def assign_experiment(predictions: pd.DataFrame, shares: pd.Series, experiment: str) -> pd.DataFrame:
+    """The week's rows with ``experiment_id``, ``experiment_arm``, ``assigned_action`` (the cell's
+    action) and the cell's ``control_share``; control members keep risk, tier and segment and get
+    the hold-out action."""
+    cells = pd.MultiIndex.from_arrays([predictions["segment"].astype(object), predictions["risk_tier"].astype(object)])
+    member_shares = shares.reindex(cells).to_numpy()
+    if np.isnan(member_shares).any():
+        raise ValueError("some (segment, risk_tier) cells have no control share in the action table")
+    arms = assign_arms(predictions["loyalty_number"], member_shares, experiment)
+    return predictions.assign(
+        experiment_id=experiment,
+        experiment_arm=arms,
+        assigned_action=predictions["recommended_action"],
+        control_share=member_shares,
+        recommended_action=np.where(arms == CONTROL, HOLD_OUT_ACTION, predictions["recommended_action"]),
+    )
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -163,14 +190,12 @@ def uplift_table(outcomes: pd.DataFrame, power: float = 0.8) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def sample_ratio_mismatches(
-    assignments: pd.DataFrame, control_shares: Mapping[str, float], alpha: float = SRM_ALPHA
-) -> pd.DataFrame:
-    """Cells whose control count differs from the configured share beyond binomial noise
-    (two-sided exact binomial test, p < ``alpha``)."""
+def sample_ratio_mismatches(assignments: pd.DataFrame, alpha: float = SRM_ALPHA) -> pd.DataFrame:
+    """Cells whose control count differs from their configured ``control_share`` beyond binomial
+    noise (two-sided exact binomial test, p < ``alpha``)."""
     rows = []
     for keys, group in assignments.groupby(["experiment_id", *CELL], observed=True, sort=True):
-        share = float(control_shares.get(str(keys[1]), 0.0))
+        share = float(group["control_share"].mean())
         held_out = int((group["experiment_arm"] == CONTROL).sum())
         if share == 0.0:
             p_value = 1.0 if held_out == 0 else 0.0

@@ -49,13 +49,13 @@ def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def top_critical_members(predictions: pd.DataFrame, member_value: pd.Series, top_n: int = 10) -> pd.DataFrame:
-    """The ``top_n`` members of the Critical tier by expected loss = churn risk (fraction) x member value.
+    """The ``top_n`` members of the Critical tier to call (experiment hold-outs left out) by expected
+    loss = churn risk (fraction) x member value.
 
     ``member_value`` is indexed by loyalty_number (e.g. a yearly revenue estimate chosen by the caller).
     """
-    critical = predictions.loc[
-        predictions["risk_tier"] == CRITICAL_TIER, ["loyalty_number", "churn_risk_pct", "segment"]
-    ]
+    to_call = (predictions["risk_tier"] == CRITICAL_TIER) & (predictions["experiment_arm"] != "control")
+    critical = predictions.loc[to_call, ["loyalty_number", "churn_risk_pct", "segment"]]
     value = critical["loyalty_number"].map(member_value)
     if value.isna().any():
         missing = critical.loc[value.isna(), "loyalty_number"]

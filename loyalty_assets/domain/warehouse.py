@@ -27,7 +27,9 @@ IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 SQL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 STAGING_TABLE = "loyalty_partition_staging"
 
-CRM_COLUMNS = ["loyalty_number", "week", "churn_risk_pct", "risk_tier", "segment", "recommended_action"]
+CRM_COLUMNS = [
+    "loyalty_number", "week", "churn_risk_pct", "risk_tier", "segment", "recommended_action", "experiment_arm",
+]  # fmt: skip
 
 # Type names valid in both PostgreSQL and Redshift, except the string type: Redshift turns TEXT
 # into VARCHAR(256), so it gets the widest VARCHAR instead.
@@ -238,11 +240,15 @@ def _sql_string_literal(value: str) -> str:
 
 
 def crm_export(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Only the columns the CRM needs, in a fixed order (no salary, address or other attributes)."""
+    """Only the columns the CRM needs, in a fixed order (no salary, address or other attributes);
+    experiment hold-outs carry an empty action."""
     missing = [column for column in CRM_COLUMNS if column not in predictions.columns]
     if missing:
         raise ValueError(f"predictions lack the CRM columns {missing}")
-    return predictions.loc[:, CRM_COLUMNS].reset_index(drop=True)
+    export = predictions.loc[:, CRM_COLUMNS].reset_index(drop=True)
+    # Hold-out members of the retention experiment get no action in the CRM.
+    export.loc[export["experiment_arm"] == "control", "recommended_action"] = ""
+    return export
 
 
 def start_appflow(client: Any, flow_name: str, client_token: str | None = None) -> str:
