@@ -64,10 +64,13 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def execute_job(
-    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition_key: str
+    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition_key: str, run_config: dict | None = None
 ) -> dg.ExecuteInProcessResult:
     result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, partition_key=partition_key, run_config=QUIET_CONSOLE, raise_on_error=False
+        instance=instance,
+        partition_key=partition_key,
+        run_config={**QUIET_CONSOLE, **(run_config or {})},
+        raise_on_error=False,
     )
     if not result.success:
         raise RunFailed(f"{job_name} [{partition_key}] failed (run {result.run_id}):\n{failure_summary(result)}")

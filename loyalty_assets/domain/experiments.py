@@ -67,7 +67,8 @@ def cell_control_shares(action_table: pd.DataFrame, defaults: Mapping[str, float
     else the tier's default."""
     by_tier = action_table["risk_tier"].map(dict(defaults)).fillna(0.0).astype(float)
     if "control_share" in action_table.columns:
-        override = pd.to_numeric(action_table["control_share"].replace("", np.nan), errors="raise")
+        given = action_table["control_share"]
+        override = pd.to_numeric(given.where(given != ""), errors="raise")
         by_tier = override.fillna(by_tier)
     return pd.Series(by_tier.to_numpy(), index=pd.MultiIndex.from_frame(action_table[["segment", "risk_tier"]]))
 

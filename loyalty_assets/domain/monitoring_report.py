@@ -82,6 +82,7 @@ class MonitoringReport:
     realised: pd.DataFrame
     concept_status: str | None
     concept_message: str
+    experiments: pd.DataFrame | None = None  # the latest retention_experiment_results, if any
 
 
 def _png(figure: Figure) -> bytes:
@@ -172,6 +173,34 @@ def realised_performance_png(realised: pd.DataFrame) -> bytes:
     axes.set_title("Realised performance of matured weeks", fontsize=10)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(figure)
+
+
+def uplift_png(results: pd.DataFrame) -> bytes:
+    """Change in churn (treated minus held out, percentage points) per action and tier, with the
+    95 % intervals, as PNG bytes."""
+    if results.empty:
+        raise ValueError("results hold no action to plot")
+    figure = _figure(height=0.5 + 0.35 * len(results))
+    axes = figure.add_subplot()
+    labels = [f"{action[:40]} ({tier})" for action, tier in zip(results["action"], results["risk_tier"])]
+    change = -100 * results["risk_reduction"].to_numpy(dtype=float)
+    low = change + 100 * results["risk_reduction_high"].to_numpy(dtype=float)
+    high = -100 * results["risk_reduction_low"].to_numpy(dtype=float) - change
+    positions = np.arange(len(results))
+    axes.errorbar(change, positions, xerr=[low, high], fmt="o", color="#1f5fa8", capsize=3)
+    axes.axvline(0, color="#888888", linewidth=1)
+    axes.set_yticks(positions, labels, fontsize=7)
+    axes.set(xlabel="churn treated minus held out (pp), 95% interval")
+    axes.set_title("Realised effect of each retention action", fontsize=10)
+    return _png(figure)
+
+
+def _experiments_section(results: pd.DataFrame | None) -> str:
+    if results is None or results.empty:
+        return '<p class="note">No retention experiment has matured outcomes yet.</p>'
+    measured = results.dropna(subset=["risk_reduction"])
+    plot = _image(uplift_png(measured), "uplift per action") if not measured.empty else ""
+    return plot + _table(results, {"experiment_id", "action", "risk_tier"}, status_column=None)
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -293,6 +322,11 @@ category shares (warn above {limits.js_warn:g}, fail above {limits.js_fail:g}). 
 
 <h2>Realised performance</h2>
 {realised_section}
+
+<h2>Retention experiments</h2>
+<p class="note">Each weekly list holds out a hashed share of every (tier, segment, action) cell. Risk
+reduction is realised churn held out minus treated over the label horizon, with Newcombe's 95% interval.</p>
+{_experiments_section(report.experiments)}
 </body>
 </html>
 """

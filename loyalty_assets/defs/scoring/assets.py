@@ -8,7 +8,15 @@ from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeResource
-from loyalty_assets.domain.experiments import CONTROL, assign_experiment, cell_control_shares, experiment_id
+from pydantic import Field
+
+from loyalty_assets.domain.experiments import (
+    CONTROL,
+    DEFAULT_CONTROL_SHARES,
+    assign_experiment,
+    cell_control_shares,
+    experiment_id,
+)
 from loyalty_assets.domain.scoring import (
     load_action_table,
     score_members,
@@ -16,6 +24,14 @@ from loyalty_assets.domain.scoring import (
 )
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
+
+
+class ScoringConfig(dg.Config):
+    control_shares: dict[str, float] = Field(
+        default=DEFAULT_CONTROL_SHARES,
+        description="Retention experiment hold-out share per risk tier; the action table's control_share "
+        "column overrides it per cell.",
+    )
 
 
 @dg.asset(
@@ -29,7 +45,12 @@ from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
     ),
 )
 def churn_predictions(
-    context: dg.AssetExecutionContext, scoring_features, churn_model, segmentation_model, lake: LakeResource
+    context: dg.AssetExecutionContext,
+    config: ScoringConfig,
+    scoring_features,
+    churn_model,
+    segmentation_model,
+    lake: LakeResource,
 ) -> dg.Output:
     """Every member enrolled on the week's latest drop date, scored by the promoted champions: churn risk
     (0-100%, calibrated), risk tier, segment, recommended action and the top reasons for High and
@@ -49,7 +70,7 @@ def churn_predictions(
         churn_model["version"],
         segmentation_model["version"],
     )
-    predictions = assign_experiment(scored, cell_control_shares(action_table), experiment_id(week))
+    predictions = assign_experiment(scored, cell_control_shares(action_table, config.control_shares), experiment_id(week))
     store = lake.store()
     csv_key, parquet_key = predictions_export_key(week, "csv"), predictions_export_key(week, "parquet")
     store.put_bytes(csv_key, predictions.to_csv(index=False).encode("utf-8"))
