@@ -88,10 +88,12 @@ def _simulate_experiment(args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise UserError(str(error)) from error
-    table = simulate_experiment(plan, echo=print)
+    result = simulate_experiment(plan, echo=print)
+    table = result.uplift
     columns = ["action", "risk_tier", "members_treated", "members_held_out", "churn_treated", "churn_held_out",
                "risk_reduction", "risk_reduction_low", "risk_reduction_high", "true_risk_reduction"]  # fmt: skip
     print(table.loc[table["members_held_out"] > 0, columns].to_string(index=False, float_format="{:.3f}".format))
+    print("checks: " + ", ".join(f"{name} {'passed' if passed else 'WARN'}" for name, passed in result.checks_passed.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:

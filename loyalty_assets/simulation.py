@@ -52,8 +52,17 @@ def simulation_calendar(today: date, weeks: int, horizon_months: int) -> tuple[l
     return [last_monday - timedelta(weeks=back) for back in range(weeks - 1, -1, -1)], outcome_drop
 
 
-def simulate_experiment(plan: SimulationPlan, echo: Callable[[str], None], today: date | None = None) -> pd.DataFrame:
-    """Run the loop in the configured environment; the uplift table with the true effects."""
+@dataclass(frozen=True)
+class SimulationResult:
+    uplift: pd.DataFrame  # retention_experiment_results with the true risk reduction per cell
+    assignments: pd.DataFrame  # each member's first list of the experiment
+    checks_passed: dict[str, bool]  # the results' asset checks
+
+
+def simulate_experiment(
+    plan: SimulationPlan, echo: Callable[[str], None], today: date | None = None
+) -> SimulationResult:
+    """Run the loop in the configured environment (the landing and lake of ``LOYALTY_HOME``)."""
     from loyalty_assets.definitions import build_defs
     from loyalty_assets.runner import store_for_uri
 
@@ -108,5 +117,9 @@ def simulate_experiment(plan: SimulationPlan, echo: Callable[[str], None], today
         config, outcome_drop, hazard_treatment(untreated, assignments, plan.effects, everyone=True)
     )
     truth = true_risk_reductions(untreated, all_treated, assignments, plan.horizon_months)
-    return measured.merge(truth, on=["experiment_id", "action", "risk_tier"], how="left")
+    return SimulationResult(
+        uplift=measured.merge(truth, on=["experiment_id", "action", "risk_tier"], how="left"),
+        assignments=assignments,
+        checks_passed={check.check_name: check.passed for check in result.get_asset_check_evaluations()},
+    )
 

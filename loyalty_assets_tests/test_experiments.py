@@ -26,6 +26,7 @@ from loyalty_assets.domain.experiments import (
     uplift_table,
     wilson_interval,
 )
+from loyalty_assets.domain.monitoring_report import uplift_png
 from loyalty_assets.domain.scoring import load_action_table
 
 
@@ -145,6 +146,8 @@ def test_uplift_table_recovers_a_planted_effect_and_formats_one_line() -> None:
     assert row["risk_reduction_low"] < 0.06 < row["risk_reduction_high"]
     assert row["number_needed_to_treat"] == pytest.approx(1 / row["risk_reduction"])
     assert row["relative_reduction"] == pytest.approx(row["risk_reduction"] / row["churn_held_out"])
+    png = uplift_png(uplift_table(first))
+    assert png.startswith(b"\x89PNG")
     line = format_uplift_line(row)
     assert line.startswith("Win-back offer (Critical): churn 14.")
     assert " held out, -" in line

@@ -217,3 +217,9 @@ def format_uplift_line(row: Mapping) -> str:
         f"{row['action']} ({row['risk_tier']}): churn {100 * row['churn_treated']:.1f}% treated vs "
         f"{100 * row['churn_held_out']:.1f}% held out, {change:+.1f} pp [{low:+.1f}, {high:+.1f}]"
     )
+
+
+def uplift_lines(results: pd.DataFrame) -> list[str]:
+    """The e-mail lines of the measured actions (those with held-out members)."""
+    measured = results.dropna(subset=["risk_reduction"])
+    return [format_uplift_line(row) for row in measured.to_dict("records")]

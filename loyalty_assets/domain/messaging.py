@@ -34,6 +34,7 @@ class MarketingSummary:
     counts / previous_counts: columns ``risk_tier, segment, members`` (previous is None in the first week).
     top_members: columns ``loyalty_number, churn_risk_pct, segment, expected_loss``, best first.
     file_location: URL or path of the full prediction file.
+    experiment_lines: the latest retention experiment results, one line per action and tier.
     """
 
     week: str
@@ -41,6 +42,7 @@ class MarketingSummary:
     previous_counts: pd.DataFrame | None
     top_members: pd.DataFrame
     file_location: str
+    experiment_lines: tuple[str, ...] = ()  # realised uplift per action, one line each
 
 
 def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -70,6 +72,7 @@ def summarize_for_marketing(
     file_location: str,
     previous_predictions: pd.DataFrame | None = None,
     top_n: int = 10,
+    experiment_lines: Sequence[str] = (),
 ) -> MarketingSummary:
     """A MarketingSummary from one week of churn_predictions (and the previous week's, if any)."""
     weeks = predictions["week"].astype(str).unique()
@@ -81,6 +84,7 @@ def summarize_for_marketing(
         previous_counts=None if previous_predictions is None else tier_segment_counts(previous_predictions),
         top_members=top_critical_members(predictions, member_value, top_n),
         file_location=file_location,
+        experiment_lines=tuple(experiment_lines),
     )
 
 
@@ -103,6 +107,12 @@ def _change_matrix(counts: pd.DataFrame, previous_counts: pd.DataFrame) -> pd.Da
     return _count_matrix(merged.assign(change=merged["members"] - merged["members_previous"]), "change")
 
 
+def _experiment_block(lines: Sequence[str]) -> list[str]:
+    if not lines:
+        return []
+    return ["Is the retention programme working? (treated vs held out, 95% interval)\n" + "\n".join(lines)]
+
+
 def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Sequence[str]) -> EmailMessage:
     """Plain-text e-mail with an HTML alternative: tier x segment counts, change, top Critical members."""
     if isinstance(recipients, str) or not recipients:
@@ -120,6 +130,7 @@ def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Se
             "Members per risk tier and segment:\n" + counts.to_string(),
             "Change from last week:\n" + change_text,
             f"Top {CRITICAL_TIER} members by expected loss (risk x member value):\n" + top.to_string(index=False),
+            *_experiment_block(summary.experiment_lines),
             f"Full file: {summary.file_location}",
         ]
     )
@@ -136,7 +147,8 @@ def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Se
         f"<h3>Members per risk tier and segment</h3>{counts.to_html()}"
         f"<h3>Change from last week</h3>{change_html}"
         f"<h3>Top {CRITICAL_TIER} members by expected loss</h3>{top.to_html(index=False)}"
-        f"<p>Full file: {link}</p></body></html>"
+        + "".join(f"<p>{html.escape(block)}</p>" for block in _experiment_block(summary.experiment_lines))
+        + f"<p>Full file: {link}</p></body></html>"
     )
 
     message = EmailMessage()

@@ -17,6 +17,7 @@ from loyalty_assets.defs.distribution.resources import (
     MarketingMailer,
 )
 from loyalty_assets.defs.drops import RAW_DROP_INS
+from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
@@ -25,6 +26,7 @@ from loyalty_assets.domain.messaging import (
     build_marketing_email,
     summarize_for_marketing,
 )
+from loyalty_assets.domain.experiments import uplift_lines
 from loyalty_assets.domain.warehouse import crm_export, start_appflow
 
 GROUP = "distribution"
@@ -136,10 +138,12 @@ class MarketingEmailConfig(dg.Config):
             partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1), metadata=LAZY_PARTITIONS
         ),
         "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"],
+        "retention_experiment_results": LATEST_EXPERIMENT_RESULTS,
     },
     description=(
         "The weekly marketing e-mail: members per risk tier and segment, change from last week, the top "
-        "Critical members by expected loss (risk x CLV) and where the full file is. SMTP or SES; an .eml "
+        "Critical members to call by expected loss (risk x CLV), the latest realised uplift per action and "
+        "where the full file is. SMTP or SES; an .eml "
         "file in the outbox locally."
     ),
 )
@@ -148,6 +152,7 @@ def marketing_email(
     config: MarketingEmailConfig,
     churn_predictions,
     raw_loyalty_history,
+    retention_experiment_results,
     marketing_mailer: MarketingMailer,
     lake: LakeResource,
 ) -> dg.MaterializeResult:
@@ -166,7 +171,14 @@ def marketing_email(
     if not store.exists(export_key):
         raise dg.Failure(f"the full prediction file {store.url(export_key)} is missing: materialize churn_predictions")
     member_value = loyalty.set_index("loyalty_number")["clv"]
-    summary = summarize_for_marketing(predictions, member_value, store.url(export_key), previous, config.top_members)
+    summary = summarize_for_marketing(
+        predictions,
+        member_value,
+        store.url(export_key),
+        previous,
+        config.top_members,
+        uplift_lines(latest_results(retention_experiment_results)),
+    )
     message = build_marketing_email(summary, marketing_mailer.sender, marketing_mailer.recipient_list())
     delivered = marketing_mailer.deliver(message, f"marketing_{week}")
     context.log.info(f"marketing e-mail for week {week} delivered: {delivered}")

@@ -147,4 +147,17 @@ def redshift_retention_experiment_results(
     return dg.Output(frame, metadata={"rows_written": len(frame)})
 
 
+LATEST_EXPERIMENT_RESULTS = dg.AssetIn(
+    "retention_experiment_results",
+    # The months overlapping the eight weeks before a week; the newest materialized one is read.
+    partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-8, allow_nonexistent_upstream_partitions=True),
+    metadata=LAZY_PARTITIONS,
+)
+
+
+def latest_results(results) -> pd.DataFrame:
+    """The newest materialized month of ``retention_experiment_results`` (lazy input), or an empty table."""
+    return results[max(results)]() if results else pd.DataFrame(columns=RESULT_COLUMNS)
+
+
 EXPERIMENT_ASSETS = [retention_experiment_results, redshift_retention_experiment_results]
