@@ -373,3 +373,14 @@ def test_put_run_metrics_rejects_nan_before_sending(aws_env):
     with pytest.raises(ValueError, match=r"\['auc'\] are NaN or infinite"):
         put_run_metrics(client, "Loyalty/Pipeline", {"auc": math.nan, "rows": 3.0}, {"job": "j"})
     assert client.list_metrics(Namespace="Loyalty/Pipeline")["Metrics"] == []
+
+
+def test_marketing_email_carries_the_realised_uplift_lines(this_week, member_value):
+    line = "Win-back offer (Critical): churn 2.1% treated vs 3.4% held out, -1.3 pp [-2.2, -0.4]"
+    summary = summarize_for_marketing(this_week, member_value, "x", experiment_lines=[line])
+    message = build_marketing_email(summary, SENDER, RECIPIENTS)
+    assert "Is the retention programme working?" in text_part(message)
+    assert line in text_part(message)
+    assert "-1.3 pp [-2.2, -0.4]" in html_part(message)
+    without = build_marketing_email(summarize_for_marketing(this_week, member_value, "x"), SENDER, RECIPIENTS)
+    assert "retention programme" not in text_part(without)

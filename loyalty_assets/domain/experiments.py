@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -223,3 +224,28 @@ def uplift_lines(results: pd.DataFrame) -> list[str]:
     """The e-mail lines of the measured actions (those with held-out members)."""
     measured = results.dropna(subset=["risk_reduction"])
     return [format_uplift_line(row) for row in measured.to_dict("records")]
+
+
+@dataclass(frozen=True)
+class ExperimentMeasurement:
+    assignments: pd.DataFrame  # each member's first list per experiment
+    outcomes: pd.DataFrame  # the assignments whose horizon has matured, with ``churned``
+    results: pd.DataFrame  # ``uplift_table`` of the outcomes
+
+
+def measure_experiments(
+    scored_weeks: pd.DataFrame, loyalty: pd.DataFrame, drop_date: date, horizon: int
+) -> ExperimentMeasurement:
+    """Uplift from every scored week, with outcomes read from the loyalty history of the drop dated
+    ``drop_date`` (its last complete month is the month before the drop's month)."""
+    assignments = first_assignments(scored_weeks)
+    cancelled = loyalty.dropna(subset=["cancellation_year", "cancellation_month"])
+    cancellation_month = pd.Series(
+        pd.to_datetime(
+            {"year": cancelled["cancellation_year"], "month": cancelled["cancellation_month"], "day": 1}
+        ).to_numpy(),
+        index=cancelled["loyalty_number"].to_numpy(),
+    )
+    last_complete = pd.Timestamp(drop_date).to_period("M").to_timestamp() - pd.DateOffset(months=1)
+    outcomes = matured_outcomes(assignments, cancellation_month, last_complete, horizon)
+    return ExperimentMeasurement(assignments, outcomes, uplift_table(outcomes))

@@ -12,10 +12,8 @@ from loyalty_assets.domain.churn import png_markdown
 from loyalty_assets.domain.experiments import (
     EXPERIMENT_COLUMNS,
     RESULT_COLUMNS,
-    first_assignments,
-    matured_outcomes,
+    measure_experiments,
     sample_ratio_mismatches,
-    uplift_table,
 )
 from loyalty_assets.domain.monitoring_report import uplift_png
 
@@ -87,24 +85,15 @@ def retention_experiment_results(
     # Before the first scored week there is nothing to measure yet: an empty table, not a failure.
     frames = [churn_predictions[week]()[SCORED_COLUMNS] for week in weeks]
     scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORED_COLUMNS)
-    assignments = first_assignments(scored)
-    cancelled = loyalty.dropna(subset=["cancellation_year", "cancellation_month"])
-    cancellation_month = pd.Series(
-        pd.to_datetime(
-            {"year": cancelled["cancellation_year"], "month": cancelled["cancellation_month"], "day": 1}
-        ).to_numpy(),
-        index=cancelled["loyalty_number"].to_numpy(),
-    )
-    last_complete = pd.Timestamp(drop).to_period("M").to_timestamp() - pd.DateOffset(months=1)
-    outcomes = matured_outcomes(assignments, cancellation_month, last_complete, config.horizon_months)
-    results = uplift_table(outcomes)
+    measurement = measure_experiments(scored, loyalty, drop, config.horizon_months)
+    results, assignments = measurement.results, measurement.assignments
     measured = results.dropna(subset=["risk_reduction"])
     metadata = {
         **table_metadata(results),
         "drop_date": drop,
         "weeks_read": len(weeks),
         "members_assigned": len(assignments),
-        "members_with_matured_outcome": len(outcomes),
+        "members_with_matured_outcome": len(measurement.outcomes),
         "results": dg.MetadataValue.md(markdown_table(results, floatfmt=".4g") if len(results) else "none yet"),
     }
     if not measured.empty:
