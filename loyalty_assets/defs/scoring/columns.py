@@ -1,0 +1,18 @@
+"""What each ``churn_predictions`` column means: the descriptions of its column schema in the UI."""
+
+PREDICTION_COLUMN_DESCRIPTIONS = {
+    "loyalty_number": "Member number; one row per member enrolled on the week's scoring drop.",
+    "week": "Monday of the scoring week (YYYY-MM-DD), the partition key.",
+    "snapshot_month": "Last complete month the features describe; nothing after it is used.",
+    "churn_risk_pct": "Calibrated probability (0-100 %) that the member cancels within the churn model's "
+    "label horizon (default 3 months) after snapshot_month.",
+    "risk_tier": "Low, Medium, High or Critical: the churn champion's capacity cut-offs (60th, 85th and 95th "
+    "percentiles of its validation scores).",
+    "segment": "Road Warriors, Loyal Regulars or Dabblers, from the segmentation champion.",
+    "recommended_action": "Action for the member's segment and tier, from the versioned rule table "
+    "data/recommended_actions.csv.",
+    "top_reasons": "High and Critical members only: the 2-3 features that raise the member's risk most; "
+    "empty for the other tiers.",
+    "churn_model_version": "Registry version of the churn champion that scored the row.",
+    "segmentation_model_version": "Registry version of the segmentation champion that assigned the segment.",
+}
