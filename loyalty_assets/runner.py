@@ -131,6 +131,7 @@ def write_sample_drops(as_of: date, echo: Callable[[str], None]) -> None:
 
 
 def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
+    from loyalty_assets.defs.monitoring.assets import report_key
     from loyalty_assets.defs.scoring.exports import predictions_export_key
     from loyalty_assets.domain.scoring import tier_segment_counts
     from loyalty_assets.domain.storage import parquet_bytes_to_dataframe
@@ -148,6 +149,7 @@ def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
     echo(f"  dashboard DuckDB  {settings.home / 'dashboard.duckdb'}")
     echo(f"  CRM export        {settings.home / 'appflow'}")
     echo(f"  marketing e-mail  {settings.outbox_uri}/marketing_{week}.eml")
+    echo(f"  monitoring report {lake.url(report_key(week))}")
     echo(f"  Dagster instance  {settings.dagster_home}  (make dev, then http://127.0.0.1:3000)")
 
 

@@ -6,11 +6,12 @@ Plain functions over boto3 clients and smtplib; nothing here knows about Dagster
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 import smtplib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy
@@ -220,6 +221,47 @@ def write_eml(store: ObjectStore, key: str, message: EmailMessage) -> str:
     """Archive the message as an RFC 5322 ``.eml`` object; returns its URL or path."""
     store.put_bytes(key, message.as_bytes(policy=policy.SMTP))
     return store.url(key)
+
+
+def sent_marker_key(name: str) -> str:
+    """``sent_messages/<name>.json``: the record that message ``name`` (e.g. ``marketing_2024-01-08``) went out."""
+    return f"sent_messages/{name}.json"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What :func:`deliver_once` did: ``sent`` is False when an earlier send was found; ``record`` is its marker."""
+
+    sent: bool
+    record: dict[str, Any]
+
+
+def deliver_once(
+    store: ObjectStore,
+    name: str,
+    message: EmailMessage,
+    deliver: Callable[[EmailMessage], str],
+    *,
+    resend: bool = False,
+) -> Delivery:
+    """Send ``message`` through ``deliver`` unless the sent-marker of ``name`` is in ``store``; ``resend`` sends anyway.
+
+    The marker (Message-ID, subject, where it went, when) is written in one atomic put, only after
+    ``deliver`` returned: a failed send leaves no marker, so a re-run tries again.
+    """
+    key = sent_marker_key(name)
+    if not resend and store.exists(key):
+        return Delivery(sent=False, record=json.loads(store.get_bytes(key)))
+    delivered = deliver(message)
+    record = {
+        "name": name,
+        "message_id": message["Message-ID"],
+        "subject": message["Subject"],
+        "delivered": delivered,
+        "sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    store.put_bytes(key, json.dumps(record, indent=2).encode("utf-8"))
+    return Delivery(sent=True, record=record)
 
 
 SEVERITIES = ("info", "warning", "error", "critical")

@@ -98,8 +98,13 @@ def _figure(width: float = 7.0, height: float = 3.0) -> Figure:
     return figure
 
 
-def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
-    """Share of members per score bin, this week against the reference, as PNG bytes."""
+def score_histogram_figure(edges, reference_shares, current_shares) -> Figure:
+    """Share of members per score bin, this week against the reference, on a quantile axis.
+
+    The edges are the reference's score quantiles (``drift.reference_score_edges``), crowded near the
+    base rate: on a linear score axis every bin but the last would be a sliver at the left edge. Each
+    bin gets the same width instead, and the ticks name its score edges.
+    """
     edges = np.asarray(edges, dtype=float)
     reference_shares = np.asarray(reference_shares, dtype=float)
     current_shares = np.asarray(current_shares, dtype=float)
@@ -107,17 +112,28 @@ def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
         raise ValueError(
             f"{edges.size} edges need {edges.size - 1} shares, got {reference_shares.size} and {current_shares.size}"
         )
-    # Scores crowd near the base rate: show the bins up to the last one holding members, on a log scale.
-    shown = int(np.flatnonzero((reference_shares > 0) | (current_shares > 0)).max()) + 2
+    positions = np.arange(edges.size)
     figure = _figure()
     axes = figure.add_subplot()
-    axes.bar(edges[:-1], reference_shares, width=np.diff(edges), align="edge", color="#bbbbbb", label="reference")
-    axes.step(edges, np.append(current_shares, current_shares[-1]), where="post", color="#1f5fa8", label="this week")
-    axes.set_yscale("log")
-    axes.set(xlabel="churn probability", ylabel="share of members", xlim=(edges[0], edges[min(shown, edges.size - 1)]))
+    axes.bar(
+        positions[:-1], reference_shares, width=1.0, align="edge", color="#bbbbbb", edgecolor="white", label="reference"
+    )
+    this_week = np.append(current_shares, current_shares[-1])
+    axes.step(positions, this_week, where="post", color="#1f5fa8", label="this week")
+    axes.set_xticks(positions, [f"{edge:.2g}" for edge in edges], rotation=45, ha="right", fontsize=7)
+    axes.set(
+        xlabel="churn probability (bins at the reference's quantiles)",
+        ylabel="share of members",
+        xlim=(positions[0], positions[-1]),
+    )
     axes.set_title("Score distribution against the reference", fontsize=10)
     axes.legend(fontsize=8)
-    return _png(figure)
+    return figure
+
+
+def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
+    """:func:`score_histogram_figure` as PNG bytes."""
+    return _png(score_histogram_figure(edges, reference_shares, current_shares))
 
 
 def tier_history_png(tier_history: pd.DataFrame) -> bytes:

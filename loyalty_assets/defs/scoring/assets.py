@@ -6,6 +6,7 @@ import dagster as dg
 
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
+from loyalty_assets.defs.scoring.columns import PREDICTION_COLUMN_DESCRIPTIONS
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeResource
 from pydantic import Field
@@ -79,7 +80,7 @@ def churn_predictions(
     return dg.Output(
         predictions,
         metadata={
-            **table_metadata(predictions),
+            **table_metadata(predictions, PREDICTION_COLUMN_DESCRIPTIONS),
             "members_scored": len(predictions),
             "churn_model_version": churn_model["version"],
             "segmentation_model_version": segmentation_model["version"],
