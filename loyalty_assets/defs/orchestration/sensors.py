@@ -5,10 +5,15 @@
 - ``run_metrics_sensor``: rows ingested and quarantined, members scored, run duration and drift share
   of each successful run, to the ``metrics_publisher`` (CloudWatch in aws, the log locally).
 
+Every alert passes through ``redact`` before it leaves: whatever a step's error said, no password
+or secret value reaches SNS, e-mail or the alerts file.
+
 All three start RUNNING when ``LOYALTY_SCHEDULES_RUNNING`` is on (the default in aws), like the schedules.
 """
 
+import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 
@@ -17,6 +22,7 @@ from dagster import DagsterEventType, DagsterRunStatus
 
 from loyalty_assets.defs.orchestration.resources import AlertNotifier, MetricsPublisher
 from loyalty_assets.domain.messaging import Alert
+from loyalty_assets.domain.redaction import redact
 from loyalty_assets.settings import Settings, load_settings
 
 PARTITION_TAG = "dagster/partition"
@@ -171,6 +177,16 @@ def collect_run_metrics(instance: dg.DagsterInstance, run_id: str) -> dict[str, 
     return metrics
 
 
+def notify_redacted(alert_notifier: AlertNotifier, alert: Alert, log: logging.Logger) -> None:
+    """Send ``alert`` with every text field redacted (the last line of defence against a leaked secret)."""
+    texts = {
+        field.name: redact(value)
+        for field in dataclasses.fields(alert)
+        if isinstance(value := getattr(alert, field.name), str) and field.name != "severity"
+    }
+    alert_notifier.notify(dataclasses.replace(alert, **texts), log)
+
+
 def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
     status = dg.DefaultSensorStatus.RUNNING if settings.schedules_running else dg.DefaultSensorStatus.STOPPED
 
@@ -182,7 +198,7 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
     )
     def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alert_notifier: AlertNotifier) -> None:
         alert = run_failure_alert(context, alert_notifier.run_url(context.dagster_run.run_id))
-        alert_notifier.notify(alert, context.log)
+        notify_redacted(alert_notifier, alert, context.log)
 
     @dg.sensor(
         name="failed_check_alert_sensor",
@@ -200,7 +216,7 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         run_ids = [record.run_id for record in finished if record.event_log_entry.job_name in job_names]
         alerts = failed_check_alerts(context.instance, run_ids, alert_notifier.run_url)
         for alert in alerts:
-            alert_notifier.notify(alert, context.log)
+            notify_redacted(alert_notifier, alert, context.log)
         return dg.SensorResult(
             skip_reason=f"{len(alerts)} failed checks alerted in {len(run_ids)} finished runs",
             cursor=json.dumps(new_cursors, sort_keys=True),
