@@ -76,6 +76,22 @@ def _targets_of_steps(instance: dg.DagsterInstance, run_id: str, step_keys: set[
     return sorted(assets) + sorted(checks)
 
 
+def _interrupted_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    """Steps of the run that started and never succeeded, failed or were skipped."""
+    records = instance.get_records_for_run(
+        run_id,
+        of_type={
+            DagsterEventType.STEP_START,
+            DagsterEventType.STEP_SUCCESS,
+            DagsterEventType.STEP_FAILURE,
+            DagsterEventType.STEP_SKIPPED,
+        },
+    ).records
+    events = [record.event_log_entry.dagster_event for record in records]
+    started = {event.step_key for event in events if event.event_type == DagsterEventType.STEP_START}
+    return started - {event.step_key for event in events if event.event_type != DagsterEventType.STEP_START}
+
+
 def run_failure_alert(context: dg.RunFailureSensorContext, run_url: str) -> Alert:
     run = context.dagster_run
     step_failures = context.get_step_failure_events()
@@ -86,6 +102,11 @@ def run_failure_alert(context: dg.RunFailureSensorContext, run_url: str) -> Aler
         user_failure = event.step_failure_data.user_failure_data  # set when the step raised dg.Failure
         description = user_failure.description if user_failure else None
         reasons.append(f"{event.step_key}: {description or root_error_message(event.step_failure_data.error)}")
+    if not step_failures:  # the run worker died (kill -9, OOM) or was failed by run monitoring
+        interrupted = _interrupted_steps(context.instance, run.run_id)
+        targets = _targets_of_steps(context.instance, run.run_id, interrupted) or sorted(interrupted)
+        reasons = [f"{step}: interrupted, the step started and never finished" for step in sorted(interrupted)]
+        reasons += [context.failure_event.message] if context.failure_event.message else []
     return Alert(
         title=f"run of {run.job_name} failed",
         job=run.job_name,
