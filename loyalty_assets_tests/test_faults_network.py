@@ -23,7 +23,13 @@ from botocore.exceptions import ReadTimeoutError
 from loyalty_assets.domain.messaging import Alert, EmailDeliveryError
 from loyalty_assets.domain.warehouse import connect_postgres
 from loyalty_assets.environment import aws_resources, local_resources
-from loyalty_assets.settings import NETWORK_DEFAULTS, NetworkSettings, SettingsError, load_network_settings, load_settings
+from loyalty_assets.settings import (
+    NETWORK_DEFAULTS,
+    NetworkSettings,
+    SettingsError,
+    load_network_settings,
+    load_settings,
+)
 
 READ_TIMEOUT = 1
 CONNECT_TIMEOUT = 2  # libpq's smallest connect_timeout

@@ -9,6 +9,7 @@ through ``dagster.materialize`` with the aws resources ``environment.py`` builds
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import ssl
 from aiosmtpd.smtp import AuthResult
 from dagster_shared.serdes import serialize_value
 
@@ -42,7 +42,8 @@ DSNS = {
 # What each DSN's failure says, so the test knows the intended error happened.
 RDS_REASONS = {
     "mistyped key=value": 'invalid PostgreSQL connection string: invalid dsn: missing "***" after "***"',
-    "uri with a bad % escape": 'invalid PostgreSQL connection string: invalid dsn: invalid percent-encoded token: "***"',
+    "uri with a bad % escape": 'invalid PostgreSQL connection string: invalid dsn: '
+    'invalid percent-encoded token: "***"',
     "uri with @ and / in the password": 'could not connect to PostgreSQL x:5432/y@127.0.0.1:5432/test: could not '
     'translate host name "x"',
     "refused login": f'could not connect to PostgreSQL 127.0.0.1:5432/test: connection to server at "127.0.0.1", '
@@ -110,7 +111,9 @@ def files_containing(root: Path, marker: str) -> list[str]:
 
 
 @pytest.mark.parametrize("case", list(DSNS))
-def test_no_secret_reaches_stderr_the_instance_or_the_alert(case, planted, smtp_with_login, monkeypatch, tmp_path, capfd):
+def test_no_secret_reaches_stderr_the_instance_or_the_alert(
+    case, planted, smtp_with_login, monkeypatch, tmp_path, capfd
+):
     monkeypatch.setenv("LOYALTY_RDS_DSN", DSNS[case])
     settings = load_settings()
     lake = Lake(Path(settings.lake_uri))

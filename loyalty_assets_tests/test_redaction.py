@@ -70,8 +70,9 @@ def test_every_secret_variable_the_project_reads_is_known_to_redaction():
     sources = [*(REPO_ROOT / "loyalty_assets").rglob("*.py"), REPO_ROOT / "deploy" / "dagster.yaml"]
     read = set()
     for path in sources:
-        read |= set(re.findall(r"""(?:EnvVar|getenv|environ\.get|_env|_setting)\(\s*["']([A-Z0-9_]+)["']""", path.read_text()))
-        read |= set(re.findall(r"env:\s*([A-Z0-9_]+)", path.read_text()))
+        text = path.read_text()
+        read |= set(re.findall(r"""(?:EnvVar|getenv|environ\.get|_env|_setting)\(\s*["']([A-Z0-9_]+)["']""", text))
+        read |= set(re.findall(r"env:\s*([A-Z0-9_]+)", text))
     secret_like = {name for name in read if SECRET_NAME.search(name)}
     assert {"LOYALTY_RDS_DSN", "LOYALTY_SMTP_PASSWORD", "DAGSTER_PG_PASSWORD"} <= secret_like
     assert secret_like <= set(SECRET_ENVIRONMENT_VARIABLES)

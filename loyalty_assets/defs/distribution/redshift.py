@@ -129,7 +129,9 @@ class RedshiftDbClient(DbClient):
 
     @contextmanager
     def connect(self, context: Any, table_slice: TableSlice) -> Iterator[psycopg2.extensions.connection]:
-        conn = connect_postgres(self.dsn, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout)
+        conn = connect_postgres(
+            self.dsn, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout
+        )
         try:
             yield conn
             conn.commit()

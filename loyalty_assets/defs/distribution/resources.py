@@ -81,7 +81,9 @@ class PostgresDashboardDatabase(DashboardDatabase):
 
     dsn: str = Field(description="libpq connection string (key=value or postgresql:// URI).")
     db_schema: str = Field(default="public", description="Existing schema that holds the tables.")
-    connect_timeout: float = Field(default=NetworkSettings.connect_timeout_seconds, description="Seconds to wait for the server.")
+    connect_timeout: float = Field(
+        default=NetworkSettings.connect_timeout_seconds, description="Seconds to wait for the server."
+    )
     statement_timeout: float = Field(
         default=NetworkSettings.statement_timeout_seconds, description="Seconds any statement may run."
     )
