@@ -101,6 +101,21 @@ def timed(call) -> tuple[BaseException, float]:
     return raised.value, time.monotonic() - start
 
 
+def timed_failed_write(io_manager_key: str, resources: dict) -> tuple[str, str, float]:
+    """Materialize a one-row asset through ``io_manager_key``; (error class, message, seconds) of its one failure."""
+
+    @dg.asset(name="network_probe", io_manager_key=io_manager_key)
+    def probe() -> pd.DataFrame:
+        return pd.DataFrame({"x": [1]})
+
+    start = time.monotonic()
+    result = dg.materialize([probe], resources=resources, raise_on_error=False)
+    seconds = time.monotonic() - start
+    (failure,) = result.get_step_failure_events()
+    cause = failure.step_failure_data.error.cause
+    return cause.cls_name, cause.message, seconds
+
+
 def assert_one_line_naming(error: BaseException, endpoint: str) -> None:
     message = str(error)
     assert endpoint in message, message
@@ -164,21 +179,10 @@ def test_s3_on_a_frozen_endpoint_fails_within_the_bound_and_names_it(frozen_s3, 
 
 def test_a_run_writing_to_a_frozen_lake_fails_within_the_bound_and_names_it(frozen_s3, monkeypatch):
     monkeypatch.setenv("LOYALTY_LAKE_URI", "s3://loyalty-test/lake")
-    resources = local_resources(load_settings())
+    error_class, message, seconds = timed_failed_write("lake_io_manager", local_resources(load_settings()))
 
-    @dg.asset(io_manager_key="lake_io_manager")
-    def lake_probe() -> pd.DataFrame:
-        return pd.DataFrame({"x": [1]})
-
-    start = time.monotonic()
-    result = dg.materialize([lake_probe], resources=resources, raise_on_error=False)
-    seconds = time.monotonic() - start
-
-    assert not result.success
-    (failure,) = result.get_step_failure_events()
-    cause = failure.step_failure_data.error.cause
-    assert cause.cls_name == "ReadTimeoutError"
-    assert f"http://{frozen_s3.host}:{frozen_s3.port}/loyalty-test/lake/lake_probe" in cause.message
+    assert error_class == "ReadTimeoutError"
+    assert f"http://{frozen_s3.host}:{frozen_s3.port}/loyalty-test/lake/network_probe" in message
     assert seconds < S3_BOUND_SECONDS + RUN_START_UP_SECONDS
 
 
@@ -226,19 +230,11 @@ def test_postgres_on_a_frozen_server_fails_within_the_connect_timeout_and_names_
 
 
 def test_redshift_load_on_a_frozen_server_fails_within_the_connect_timeout_and_names_it(frozen, frozen_databases):
-    @dg.asset(io_manager_key="warehouse_io_manager")
-    def warehouse_probe() -> pd.DataFrame:
-        return pd.DataFrame({"x": [1]})
+    error_class, message, seconds = timed_failed_write("warehouse_io_manager", frozen_databases)
 
-    start = time.monotonic()
-    result = dg.materialize([warehouse_probe], resources=frozen_databases, raise_on_error=False)
-    seconds = time.monotonic() - start
-
-    (failure,) = result.get_step_failure_events()
-    cause = failure.step_failure_data.error.cause
-    assert cause.cls_name == "ConnectionError"
-    assert f"could not connect to PostgreSQL {frozen.host}:{frozen.port}/dev: " in cause.message
-    assert cause.message.strip().endswith("timeout expired")
+    assert error_class == "ConnectionError"
+    assert f"could not connect to PostgreSQL {frozen.host}:{frozen.port}/dev: " in message
+    assert message.strip().endswith("timeout expired")
     assert seconds < CONNECT_TIMEOUT + RUN_START_UP_SECONDS
 
 
