@@ -68,3 +68,44 @@ def load_settings() -> Settings:
         timezone=os.environ.get("LOYALTY_TIMEZONE") or "UTC",
         schedules_running=_flag("LOYALTY_SCHEDULES_RUNNING", default=env == "aws"),
     )
+
+
+# --- Network bounds: every call to S3, SNS, AppFlow, CloudWatch, SES, PostgreSQL, Redshift and SMTP ---
+NETWORK_DEFAULTS = {
+    "LOYALTY_CONNECT_TIMEOUT_SECONDS": 10.0,
+    "LOYALTY_READ_TIMEOUT_SECONDS": 60.0,
+    "LOYALTY_MAX_ATTEMPTS": 3,
+    "LOYALTY_STATEMENT_TIMEOUT_SECONDS": 1800.0,
+}
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """How long a network call may wait, and how often botocore tries it (the first try included)."""
+
+    connect_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_CONNECT_TIMEOUT_SECONDS"]
+    read_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_READ_TIMEOUT_SECONDS"]
+    max_attempts: int = NETWORK_DEFAULTS["LOYALTY_MAX_ATTEMPTS"]
+    statement_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_STATEMENT_TIMEOUT_SECONDS"]
+
+
+def _positive(name: str, kind: type) -> float | int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return NETWORK_DEFAULTS[name]
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if not 0 < number < float("inf"):
+        raise SettingsError(f"{name}={value!r}: use a positive {'whole ' if kind is int else ''}number")
+    return number
+
+
+def load_network_settings() -> NetworkSettings:
+    return NetworkSettings(
+        connect_timeout_seconds=_positive("LOYALTY_CONNECT_TIMEOUT_SECONDS", float),
+        read_timeout_seconds=_positive("LOYALTY_READ_TIMEOUT_SECONDS", float),
+        max_attempts=_positive("LOYALTY_MAX_ATTEMPTS", int),
+        statement_timeout_seconds=_positive("LOYALTY_STATEMENT_TIMEOUT_SECONDS", float),
+    )

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from loyalty_assets.domain.redaction import one_line, redact
 from loyalty_assets.domain.storage import ObjectStore
 
 CRITICAL_TIER = "Critical"
@@ -182,6 +183,8 @@ def send_smtp(
 
     ``ssl`` is implicit TLS (port 465), ``starttls`` upgrades a plain connection (port 587).
     Credentials are only sent over TLS. ``ssl_context`` defaults to the system trust store.
+    ``timeout`` bounds the connect and every reply. Errors are one line with the credentials
+    masked, and chain no smtplib error (whose text may quote them).
     """
     if security not in ("none", "starttls", "ssl"):
         raise ValueError(f"security must be 'none', 'starttls' or 'ssl', got {security!r}")
@@ -197,7 +200,7 @@ def send_smtp(
         else:
             connection = smtplib.SMTP(host, port, timeout=timeout)
     except OSError as error:
-        raise EmailDeliveryError(f"could not connect to {server}: {error}") from error
+        raise EmailDeliveryError(f"could not connect to {server}: {_smtp_reason(error, username, password)}") from None
     try:
         with connection:
             if security == "starttls":
@@ -206,9 +209,14 @@ def send_smtp(
                 connection.login(username, password)
             refused = connection.send_message(message)
     except (smtplib.SMTPException, OSError) as error:
-        raise EmailDeliveryError(f"{server} did not accept the message: {error}") from error
+        reason = _smtp_reason(error, username, password)
+        raise EmailDeliveryError(f"{server} did not accept the message: {reason}") from None
     if refused:
-        raise EmailDeliveryError(f"{server} refused recipients: {refused}")
+        raise EmailDeliveryError(f"{server} refused recipients: {_smtp_reason(refused, username, password)}")
+
+
+def _smtp_reason(error: object, username: str | None, password: str | None) -> str:
+    return one_line(redact(str(error) or type(error).__name__, [password, username]))
 
 
 def send_ses(client: Any, message: EmailMessage) -> str:

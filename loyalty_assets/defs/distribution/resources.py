@@ -31,26 +31,26 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import duckdb
 import pandas as pd
-import psycopg2.extensions
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 from pydantic import Field
 
+from loyalty_assets.defs.clients import BoundedAwsClients, client_bounds
 from loyalty_assets.defs.distribution.redshift import RedshiftPandasIOManager
 from loyalty_assets.defs.storage import store_at
 from loyalty_assets.domain.messaging import send_ses, send_smtp, write_eml
 from loyalty_assets.domain.storage import ObjectStore
 from loyalty_assets.domain.warehouse import (
     connect_postgres,
+    postgres_target,
     qualified_table,
     quote_identifier,
     replace_partition_postgres,
 )
-from loyalty_assets.settings import Settings, SettingsError
+from loyalty_assets.settings import NetworkSettings, Settings, SettingsError
 
 WEEK_COLUMN = "week"
 EMAIL_TRANSPORTS = ("outbox", "smtp", "ses")
@@ -81,10 +81,17 @@ class PostgresDashboardDatabase(DashboardDatabase):
 
     dsn: str = Field(description="libpq connection string (key=value or postgresql:// URI).")
     db_schema: str = Field(default="public", description="Existing schema that holds the tables.")
-    connect_timeout: int = Field(default=10, description="Seconds to wait for the server.")
+    connect_timeout: float = Field(
+        default=NetworkSettings.connect_timeout_seconds, description="Seconds to wait for the server."
+    )
+    statement_timeout: float = Field(
+        default=NetworkSettings.statement_timeout_seconds, description="Seconds any statement may run."
+    )
 
     def replace_week(self, table: str, frame: pd.DataFrame, week: date) -> int:
-        conn = connect_postgres(self.dsn, connect_timeout=self.connect_timeout)
+        conn = connect_postgres(
+            self.dsn, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout
+        )
         try:
             return replace_partition_postgres(
                 conn, table, frame, WEEK_COLUMN, week, schema=self.db_schema, columns_sql={WEEK_COLUMN: "date"}
@@ -93,8 +100,7 @@ class PostgresDashboardDatabase(DashboardDatabase):
             conn.close()
 
     def location(self) -> str:
-        parts = psycopg2.extensions.parse_dsn(self.dsn)
-        return f"postgresql {parts.get('host', 'localhost')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
+        return f"postgresql {postgres_target(self.dsn)}"
 
     def table_name(self, table: str) -> str:
         return f"{self.db_schema}.{table}"
@@ -141,7 +147,7 @@ class DuckDBDashboardDatabase(DashboardDatabase):
         return f"{self.db_schema}.{table}"
 
 
-class AppFlowResource(dg.ConfigurableResource):
+class AppFlowResource(BoundedAwsClients):
     """The S3 -> Salesforce AppFlow flow: the location it reads and the on-demand flow to start.
 
     Without ``flow_name`` the export is only written (the local environment).
@@ -149,15 +155,14 @@ class AppFlowResource(dg.ConfigurableResource):
 
     source_uri: str = Field(description="Folder or s3://bucket/prefix the flow reads.")
     flow_name: str | None = Field(default=None, description="On-demand AppFlow flow; None: not configured.")
-    region_name: str | None = Field(default=None, description="AppFlow region; None: boto3's default.")
     s3: S3Resource
 
     def source_store(self) -> ObjectStore:
         return store_at(self.source_uri, self.s3)
 
     def client(self) -> Any:
-        """A boto3 AppFlow client (boto3 honours ``AWS_ENDPOINT_URL`` and the usual credentials)."""
-        return boto3.client("appflow", region_name=self.region_name)
+        """A bounded boto3 AppFlow client (boto3 honours ``AWS_ENDPOINT_URL`` and the usual credentials)."""
+        return self.aws_client("appflow")
 
 
 class MarketingMailer(dg.ConfigurableResource):
@@ -187,7 +192,7 @@ class SmtpMailer(MarketingMailer):
     security: str = Field(default="starttls", description="starttls, ssl or none.")
     username: str | None = None
     password: str | None = None
-    timeout: float = 30
+    timeout: float = Field(default=NetworkSettings.read_timeout_seconds, description="Seconds per connect or reply.")
 
     def deliver(self, message: EmailMessage, name: str) -> str:
         send_smtp(
@@ -202,13 +207,11 @@ class SmtpMailer(MarketingMailer):
         return f"smtp://{self.host}:{self.port}"
 
 
-class SesMailer(MarketingMailer):
+class SesMailer(MarketingMailer, BoundedAwsClients):
     """Delivery through Amazon SES (``send_raw_email``)."""
 
-    region_name: str | None = Field(default=None, description="SES region; None: boto3's default.")
-
     def deliver(self, message: EmailMessage, name: str) -> str:
-        message_id = send_ses(boto3.client("ses", region_name=self.region_name), message)
+        message_id = send_ses(self.aws_client("ses"), message)
         return f"ses:{message_id}"
 
 
@@ -238,13 +241,15 @@ def _int_env(name: str, default: int) -> int:
         raise SettingsError(f"{name}={value!r}: use a whole number") from error
 
 
-def build_mailer(settings: Settings, s3: S3Resource, transport: str, sender: Any, recipients: Any) -> MarketingMailer:
+def build_mailer(
+    settings: Settings, s3: S3Resource, network: NetworkSettings, transport: str, sender: Any, recipients: Any
+) -> MarketingMailer:
     if transport not in EMAIL_TRANSPORTS:
         raise SettingsError(f"LOYALTY_EMAIL_TRANSPORT={transport!r}: use one of {', '.join(EMAIL_TRANSPORTS)}")
     if transport == "outbox":
         return OutboxMailer(sender=sender, recipients=recipients, outbox_uri=settings.outbox_uri, s3=s3)
     if transport == "ses":
-        return SesMailer(sender=sender, recipients=recipients)
+        return SesMailer(sender=sender, recipients=recipients, **client_bounds(network))
     username = _env("LOYALTY_SMTP_USER")
     return SmtpMailer(
         sender=sender,
@@ -254,10 +259,11 @@ def build_mailer(settings: Settings, s3: S3Resource, transport: str, sender: Any
         security=_env("LOYALTY_SMTP_SECURITY", "starttls"),
         username=username,
         password=dg.EnvVar("LOYALTY_SMTP_PASSWORD") if username else None,
+        timeout=network.read_timeout_seconds,
     )
 
 
-def local_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
+def local_distribution_resources(settings: Settings, s3: S3Resource, network: NetworkSettings) -> dict[str, Any]:
     """Embedded destinations: DuckDB files, a folder for AppFlow, an outbox of .eml files."""
     return {
         "dashboard_database": DuckDBDashboardDatabase(path=str(settings.home / "dashboard.duckdb")),
@@ -266,10 +272,12 @@ def local_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str
             source_uri=_env("LOYALTY_APPFLOW_SOURCE_URI", str(settings.home / "appflow")),
             flow_name=_env("LOYALTY_APPFLOW_FLOW_NAME"),
             s3=s3,
+            **client_bounds(network),
         ),
         "marketing_mailer": build_mailer(
             settings,
             s3,
+            network,
             _env("LOYALTY_EMAIL_TRANSPORT", "outbox"),
             _env("LOYALTY_EMAIL_SENDER", "churn-reports@localhost"),
             _env("LOYALTY_MARKETING_RECIPIENTS", "marketing@localhost"),
@@ -277,7 +285,7 @@ def local_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str
     }
 
 
-def aws_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
+def aws_distribution_resources(settings: Settings, s3: S3Resource, network: NetworkSettings) -> dict[str, Any]:
     """RDS PostgreSQL, Redshift, AppFlow from S3, and SMTP or SES."""
     staging_uri = _env("LOYALTY_REDSHIFT_S3_STAGING_URI")
     iam_role = _env("LOYALTY_REDSHIFT_IAM_ROLE")
@@ -285,7 +293,10 @@ def aws_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, 
         raise SettingsError("set LOYALTY_REDSHIFT_S3_STAGING_URI and LOYALTY_REDSHIFT_IAM_ROLE together, or neither")
     return {
         "dashboard_database": PostgresDashboardDatabase(
-            dsn=dg.EnvVar("LOYALTY_RDS_DSN"), db_schema=_env("LOYALTY_RDS_SCHEMA", "public")
+            dsn=dg.EnvVar("LOYALTY_RDS_DSN"),
+            db_schema=_env("LOYALTY_RDS_SCHEMA", "public"),
+            connect_timeout=network.connect_timeout_seconds,
+            statement_timeout=network.statement_timeout_seconds,
         ),
         "warehouse_io_manager": RedshiftPandasIOManager(
             host=dg.EnvVar("LOYALTY_REDSHIFT_HOST"),
@@ -298,13 +309,19 @@ def aws_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, 
             s3_staging_uri=staging_uri,
             iam_role=iam_role,
             s3=s3,
+            connect_timeout=network.connect_timeout_seconds,
+            statement_timeout=network.statement_timeout_seconds,
         ),
         "appflow": AppFlowResource(
-            source_uri=dg.EnvVar("LOYALTY_APPFLOW_SOURCE_URI"), flow_name=dg.EnvVar("LOYALTY_APPFLOW_FLOW_NAME"), s3=s3
+            source_uri=dg.EnvVar("LOYALTY_APPFLOW_SOURCE_URI"),
+            flow_name=dg.EnvVar("LOYALTY_APPFLOW_FLOW_NAME"),
+            s3=s3,
+            **client_bounds(network),
         ),
         "marketing_mailer": build_mailer(
             settings,
             s3,
+            network,
             _env("LOYALTY_EMAIL_TRANSPORT", "smtp"),
             dg.EnvVar("LOYALTY_EMAIL_SENDER"),
             dg.EnvVar("LOYALTY_MARKETING_RECIPIENTS"),
