@@ -165,7 +165,8 @@ def test_sample_drops_with_their_duplicates_and_manifests_pass_every_signal(tmp_
         tables = {}
         for key in drop_keys(day, config.file_format):
             folder = key.rsplit("/", 1)[0]
-            tables[key.split("/")[0]] = (SourceFile(key, store.get_bytes(key)), store.get_bytes(f"{folder}/_manifest.json"))
+            manifest = store.get_bytes(f"{folder}/_manifest.json")
+            tables[key.split("/")[0]] = (SourceFile(key, store.get_bytes(key)), manifest)
         result = ingest_drop([tables["loyalty_history"][0]], [tables["flight_activity"][0]])
         stats = result.stats
         assert stats["exact_duplicates_dropped"] > 0 and stats["conflicting_keys_resolved"] > 0

@@ -39,6 +39,8 @@ def latest_drop(
         )
     key = common[-1]
     if raw_loyalty_history[key].version != raw_flight_activity[key].version:
-        raise dg.Failure(f"drop dt={key} was re-committed while partition {context.partition_key} read it: run it again")
+        raise dg.Failure(
+            f"drop dt={key} was re-committed while partition {context.partition_key} read it: run it again"
+        )
     context.log.info(f"partition {context.partition_key} reads the drop dt={key}")
     return date.fromisoformat(key), raw_loyalty_history[key](), raw_flight_activity[key]()

@@ -141,7 +141,11 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
             }
         existing = set(store.list_keys(asset))
         object_keys = {key: self.object_key(asset_key, key) for key in sorted(partition_keys)}
-        return {key: PartitionLoader(self._read(store), object_key) for key, object_key in object_keys.items() if object_key in existing}
+        return {
+            key: PartitionLoader(self._read(store), object_key)
+            for key, object_key in object_keys.items()
+            if object_key in existing
+        }
 
     def _read(self, store: ObjectStore) -> Callable[[str], Any]:
         return lambda key: self._deserialize(store.get_bytes(key))
@@ -184,7 +188,9 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
         if "/".join(asset_key.path) in DROP_TABLES:
             commit = read_commit(store, partition_key)
             if commit is None:
-                raise dg.Failure(f"{name} partition {partition_key}: the drop is not committed (not ingested or rejected)")
+                raise dg.Failure(
+                    f"{name} partition {partition_key}: the drop is not committed (not ingested, or rejected)"
+                )
             return self._read(store)(commit.tables[name])
         key = self.object_key(asset_key, partition_key)
         try:

@@ -126,7 +126,10 @@ def _manifest_entries(manifest_path: str, manifest: bytes) -> dict[str, dict[str
         document = json.loads(manifest)
         if document.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"format is {document.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-        entries = {str(entry["name"]): {"rows": int(entry["rows"]), "sha256": str(entry["sha256"])} for entry in document["files"]}
+        entries = {
+            str(entry["name"]): {"rows": int(entry["rows"]), "sha256": str(entry["sha256"])}
+            for entry in document["files"]
+        }
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise ValueError(f"{manifest_path}: unreadable manifest ({error})") from error
     return entries
@@ -147,8 +150,12 @@ def manifest_problems(
     except ValueError as error:
         return [str(error)]
     actual = {file_name(path): (path, data) for path, data in files.items()}
-    problems = [f"{manifest_path}: lists {name}, which is not in the drop" for name in sorted(set(expected) - set(actual))]
-    problems += [f"{path}: not listed in {manifest_path}" for name, (path, _) in sorted(actual.items()) if name not in expected]
+    problems = [
+        f"{manifest_path}: lists {name}, which is not in the drop" for name in sorted(set(expected) - set(actual))
+    ]
+    problems += [
+        f"{path}: not listed in {manifest_path}" for name, (path, _) in sorted(actual.items()) if name not in expected
+    ]
     problems += [
         f"{path}: sha256 differs from {manifest_path} (the file changed or is incomplete)"
         for name, (path, data) in sorted(actual.items())

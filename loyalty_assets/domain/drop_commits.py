@@ -50,7 +50,9 @@ def commit_drop(store: ObjectStore, drop_date: str, version: str, profile: dict[
     tables = {table: table_version_key(table, drop_date, version) for table in DROP_TABLES}
     missing = [store.url(key) for key in tables.values() if not store.exists(key)]
     if missing:
-        raise CommitError(f"drop {drop_date} version {version} is incomplete, not committed: {', '.join(missing)} missing")
+        raise CommitError(
+            f"drop {drop_date} version {version} is incomplete, not committed: {', '.join(missing)} missing"
+        )
     commit = DropCommit(drop_date=drop_date, version=version, tables=tables, profile=profile)
     store.put_bytes(commit_key(drop_date), json.dumps(commit.__dict__, indent=2, sort_keys=True).encode("utf-8"))
     return commit

@@ -79,8 +79,10 @@ RAW_CHECKS = [
         "rows_within_bounds_of_previous_drop",
         "Rows read fall at most the configured share below the previous accepted drop's.",
     ),
-    _check("raw_loyalty_history", "matches_manifest", "The files match the folder's _manifest.json, when there is one."),
-    _check("raw_flight_activity", "matches_manifest", "The files match the folder's _manifest.json, when there is one."),
+    *(
+        _check(asset, "matches_manifest", "The files match the folder's _manifest.json, when there is one.")
+        for asset in ("raw_loyalty_history", "raw_flight_activity")
+    ),
 ]
 
 
@@ -211,9 +213,7 @@ def raw_loyalty_tables(
 
     store = lake.store()
     previous = previous_accepted_commit(store, drop_date)
-    gates = _gate_results(result, config) + _completeness_results(
-        result, drop_date, landed, previous, config
-    )
+    gates = _gate_results(result, config) + _completeness_results(result, drop_date, landed, previous, config)
     stats = result.stats
 
     def output(name: str, frame, **extra) -> dg.Output:
