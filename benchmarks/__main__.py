@@ -9,6 +9,11 @@ from benchmarks import harness
 
 STAGES = [
     ("ingest one drop: 15k members, ~400k rows CSV", "benchmarks.bench_ingest:bench_ingest_drop", "<= 5 s, <= 1.5 GB"),
+    (
+        "ingest + completeness gate: 15k members",
+        "benchmarks.bench_ingest:bench_ingest_with_completeness",
+        "gate <= 10% of ingest",
+    ),
     ("features 15k members x 24 months", "benchmarks.bench_features:bench_features_15k", "<= 3 s"),
     ("features 1M members x 24 months", "benchmarks.bench_features:bench_features_1m", "<= 180 s, <= 8 GB"),
     ("churn training + evaluation 15k history", "benchmarks.bench_pipeline:bench_churn_training_15k", "<= 60 s"),

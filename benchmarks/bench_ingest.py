@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import io
 import time
+from datetime import date
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from loyalty_assets.domain.completeness import (
+    last_complete_month_problems,
+    manifest_bytes,
+    manifest_problems,
+    row_count_problems,
+)
 from loyalty_assets.domain.ingest import (
     ACTIVITY_COLUMNS,
+    ACTIVITY_TABLE,
     LOYALTY_COLUMNS,
+    LOYALTY_TABLE,
     SourceFile,
     ingest_drop,
 )
 
 STAGE = "ingest_drop (15k members, ~405k activity rows)"
+DROP_DATE = date(2018, 12, 31)
 N_MEMBERS = 15_000
 FIRST_MONTH = (2016, 10)
 N_MONTHS = 27
@@ -179,4 +189,36 @@ def bench_ingest_drop() -> str:
         f"{stats['rows_read']['flight_activity']:,} activity + {stats['rows_read']['loyalty_history']:,} "
         f"loyalty rows ({megabytes:.0f} MB CSV); {stats['exact_duplicates_dropped']} exact / "
         f"{stats['conflicting_rows_dropped']} conflicting dups, {stats['quarantined_rows']} quarantined"
+    )
+
+
+def bench_ingest_with_completeness() -> str:
+    """``ingest_drop`` and then the completeness gate (manifest digests included) on the same drop;
+    the note gives both times and the gate's share of the ingest (target <= 10 %)."""
+    loyalty, activity = build_drop()
+    tables = {LOYALTY_TABLE: loyalty, ACTIVITY_TABLE: activity}
+    manifests = {table: _manifest(files) for table, files in tables.items()}
+    started, started_cpu = time.perf_counter(), time.process_time()
+    result = ingest_drop(loyalty, activity)
+    ingested, ingested_cpu = time.perf_counter(), time.process_time()
+    rows_read = result.stats["rows_read"]
+    problems, _ = last_complete_month_problems(result.activity, DROP_DATE, 0.01)
+    for table, files in tables.items():
+        problems += row_count_problems(table, rows_read[table], rows_read[table], "2018-12-30", 0.01)
+        files_data = {source.name: source.data for source in files}
+        problems += manifest_problems(f"{table}/_manifest.json", manifests[table], files_data, rows_read[table])
+    gated, gated_cpu = time.perf_counter(), time.process_time()
+    if problems:
+        raise RuntimeError(f"the benchmark drop failed its completeness gate: {problems}")
+    ingest_cpu, gate_cpu = ingested_cpu - started_cpu, gated_cpu - ingested_cpu
+    return gated - started, (
+        f"ingest {ingested - started:.2f} s wall / {ingest_cpu:.2f} s CPU, completeness gate "
+        f"{gated - ingested:.3f} s wall / {gate_cpu:.3f} s CPU (+{gate_cpu / ingest_cpu:.1%} CPU; target <= 10%)"
+    )
+
+
+def _manifest(files: list[SourceFile]) -> bytes:
+    """What the exporter would write beside ``files`` (data rows = lines after the header)."""
+    return manifest_bytes(
+        {source.name.rsplit("/", 1)[-1]: (source.data, source.data.count(b"\n") - 1) for source in files}
     )

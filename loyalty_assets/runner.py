@@ -14,6 +14,7 @@ from loyalty_assets.defs.orchestration.schedules import (
     quarter_start,
 )
 from loyalty_assets.defs.orchestration.sensors import root_error_message
+from loyalty_assets.domain.drop_commits import accepted_drop_dates
 from loyalty_assets.domain.storage import ObjectStore
 from loyalty_assets.settings import Settings, load_settings
 
@@ -109,8 +110,8 @@ def run_as_of(as_of: date, echo: Callable[[str], None]) -> None:
             "or copy the day's files there"
         )
     lake = resources["lake"].store()
-    ingested = set(lake.list_keys("raw_flight_activity"))
-    drops = [day for day in landing_dates if day == as_of or f"raw_flight_activity/{day}.parquet" not in ingested]
+    accepted = set(accepted_drop_dates(lake))
+    drops = [day for day in landing_dates if day == as_of or day not in accepted]
     needs_segmentation = not lake.exists("segmentation_model.pkl") or not lake.exists(
         f"segmentation_model_candidate/{previous_quarter(as_of).isoformat()}.pkl"
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from loyalty_assets.domain.storage import ObjectStore
+import pandas as pd
+
+from loyalty_assets.domain.drop_commits import commit_drop, table_version_key
+from loyalty_assets.domain.storage import ObjectStore, dataframe_to_parquet_bytes
 
 LOYALTY_HEADER = (
     "Loyalty Number,Country,Province,City,Postal Code,Gender,Education,Salary,Marital Status,Loyalty Card,"
@@ -51,3 +54,12 @@ def small_drop(store: ObjectStore, drop_date: str, members: int = 20, months: in
         [member_row(100000 + index) for index in range(members)],
         [activity_row(100000 + index, y, m) for index in range(members) for y, m in month_list],
     )
+
+
+def put_committed_drop(store: ObjectStore, drop_date: str, loyalty: pd.DataFrame) -> None:
+    """A committed drop in the lake holding ``loyalty`` (for readers of a drop's loyalty history only)."""
+    empty = pd.DataFrame()
+    tables = {"raw_loyalty_history": loyalty, "raw_flight_activity": empty, "raw_quarantine": empty}
+    for table, frame in tables.items():
+        store.put_bytes(table_version_key(table, drop_date, "test"), dataframe_to_parquet_bytes(frame))
+    commit_drop(store, drop_date, "test", {})

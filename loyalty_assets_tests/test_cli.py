@@ -23,7 +23,9 @@ def test_sample_data_writes_one_drop_per_day_in_the_landing_zone(home, capsys):
     landing = LocalStore(home / "landing")
     keys = landing.list_keys("")
     assert sorted({key.split("/")[1] for key in keys}) == ["dt=2026-11-26", "dt=2026-11-27"]
-    assert all(key.endswith(".csv.gz") for key in keys)
+    assert all(key.endswith((".csv.gz", "/_manifest.json")) for key in keys)
+    assert sum(key.endswith("/_manifest.json") for key in keys) == 4  # one per drop folder
+    keys = [key for key in keys if key.endswith(".csv.gz")]
     loyalty = [
         SourceFile(key, landing.get_bytes(key)) for key in keys if key.startswith("loyalty_history/dt=2026-11-27")
     ]

@@ -59,8 +59,20 @@ EXPECTED_GRAPH = {
             "one_row_per_eligible_member",
             "plausible_ranges",
         ],
-        "raw_flight_activity": ["columns_and_types", "members_in_loyalty_history", "unique_member_month"],
-        "raw_loyalty_history": ["columns_and_types", "unique_loyalty_number"],
+        "raw_flight_activity": [
+            "columns_and_types",
+            "last_complete_month_complete",
+            "matches_manifest",
+            "members_in_loyalty_history",
+            "rows_within_bounds_of_previous_drop",
+            "unique_member_month",
+        ],
+        "raw_loyalty_history": [
+            "columns_and_types",
+            "matches_manifest",
+            "rows_within_bounds_of_previous_drop",
+            "unique_loyalty_number",
+        ],
         "raw_quarantine": ["quarantine_share_within_limit"],
         "retention_experiment_results": ["effect_at_planned_size", "no_harmful_action", "sample_ratio"],
         "scoring_features": [

@@ -1,7 +1,7 @@
 """The weekly distribution assets materialized against real servers: PostgreSQL, moto S3, aiosmtpd.
 
-churn_predictions and raw_loyalty_history are written straight into a lake folder and declared
-as asset specs, so only the distribution assets run.
+churn_predictions and committed drops of raw_loyalty_history are written straight into a lake
+folder and declared as asset specs, so only the distribution assets run.
 """
 
 import io
@@ -37,6 +37,7 @@ from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets.domain.warehouse import CRM_COLUMNS
 from loyalty_assets.environment import local_resources
 from loyalty_assets.settings import load_settings
+from loyalty_assets_tests.drop_files import put_committed_drop
 
 WEEK_1 = "2024-03-04"
 WEEK_2 = "2024-03-11"
@@ -267,8 +268,8 @@ def test_salesforce_sync_writes_crm_csv_to_s3_and_starts_the_flow(lake, s3_bucke
 def test_marketing_email_goes_through_smtp_with_counts_change_and_file(lake, smtp_server):
     lake.put_week(WEEK_1, predictions(WEEK_1, 24))
     lake.put_week(WEEK_2, predictions(WEEK_2, 20))
-    lake.put("raw_loyalty_history", "2024-03-12", loyalty_history(24, clv=1000.0))
-    lake.put("raw_loyalty_history", "2024-03-14", loyalty_history(24, clv=5000.0))
+    put_committed_drop(lake.store, "2024-03-12", loyalty_history(24, clv=1000.0))
+    put_committed_drop(lake.store, "2024-03-14", loyalty_history(24, clv=5000.0))
     mailer = SmtpMailer(
         sender=SENDER, recipients=", ".join(RECIPIENTS), host=smtp_server.host, port=smtp_server.port, security="none"
     )
@@ -310,7 +311,7 @@ def test_local_environment_writes_duckdb_files_appflow_folder_and_outbox(tmp_pat
     settings = load_settings()
     lake = Lake(Path(settings.lake_uri))
     lake.put_week(WEEK_1, predictions(WEEK_1, 24))
-    lake.put("raw_loyalty_history", "2024-03-05", loyalty_history(24, clv=1000.0))
+    put_committed_drop(lake.store, "2024-03-05", loyalty_history(24, clv=1000.0))
     resources = local_resources(settings)
     assert isinstance(resources["dashboard_database"], DuckDBDashboardDatabase)
 
@@ -338,7 +339,7 @@ def test_local_environment_writes_duckdb_files_appflow_folder_and_outbox(tmp_pat
 
 def test_an_unreachable_database_fails_only_its_asset_and_a_rerun_repairs_it(postgres_dsn, lake, smtp_server, tmp_path):
     lake.put_week(WEEK_2, predictions(WEEK_2, 24))
-    lake.put("raw_loyalty_history", "2024-03-12", loyalty_history(24, clv=1000.0))
+    put_committed_drop(lake.store, "2024-03-12", loyalty_history(24, clv=1000.0))
     port = closed_port()
     resources = {
         **lake.resources(),

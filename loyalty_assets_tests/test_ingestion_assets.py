@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
+from loyalty_assets.domain.drop_commits import read_commit, table_version_key
 from loyalty_assets.domain.ingest import SourceFile, ingest_drop
 from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
 from loyalty_assets_tests.dagster_helpers import local_test_resources
@@ -33,7 +34,7 @@ def _materialize(resources, partition=DAY, raise_on_error=True):
 
 
 def _lake_table(store, asset: str, partition: str = DAY) -> pd.DataFrame:
-    return parquet_bytes_to_dataframe(store.get_bytes(f"{asset}/{partition}.parquet"))
+    return parquet_bytes_to_dataframe(store.get_bytes(read_commit(store, partition).tables[asset]))
 
 
 def test_local_materialization_matches_the_domain_ingest(tmp_path):
@@ -55,7 +56,7 @@ def test_local_materialization_matches_the_domain_ingest(tmp_path):
     assert materializations["raw_flight_activity"]["dagster/row_count"].value == 20 * 6
     assert materializations["raw_quarantine"]["quarantined_rows"].value == 0
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 6 and all(check.passed for check in checks)
+    assert len(checks) == 11 and all(check.passed for check in checks)
 
 
 def test_s3_materialization_through_moto(tmp_path, s3_bucket, aws_env):
@@ -133,9 +134,11 @@ def test_quarantine_above_the_limit_rejects_the_drop_but_keeps_its_quarantine(tm
     failed = {check.check_name for check in result.get_asset_check_evaluations() if not check.passed}
     assert failed == {"quarantine_share_within_limit"}
     lake = LocalStore(tmp_path / "lake")
-    assert not lake.exists(f"raw_flight_activity/{DAY}.parquet")
-    quarantine = _lake_table(lake, "raw_quarantine")
+    assert read_commit(lake, DAY) is None and not lake.list_keys("raw_flight_activity")
+    quarantine_key = table_version_key("raw_quarantine", DAY, result.run_id)
+    quarantine = parquet_bytes_to_dataframe(lake.get_bytes(quarantine_key))
     assert quarantine["reason"].tolist() == ["unknown_member"] * 5
+    assert lake.url(quarantine_key) in result.get_step_failure_events()[0].step_failure_data.error.message
 
 
 @pytest.mark.parametrize("limit", [0.5])

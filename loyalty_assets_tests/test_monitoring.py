@@ -43,6 +43,7 @@ from loyalty_assets.domain.sample_data import SampleConfig, encode_drop_file, ex
 from loyalty_assets.domain.scoring import assign_tiers, load_action_table, score_members
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes, object_to_joblib_bytes
+from loyalty_assets_tests.drop_files import put_committed_drop
 
 TRAINING_MONTH = "2024-01-01"
 TRAINING_DROP = date(2024, 1, 9)
@@ -276,7 +277,7 @@ def test_report_and_checks_on_a_realistic_week(world, lake):
     lake.put_champion(world.bundle)
     for week in DROPS:
         lake.put_week(week, world.features[week], world.predictions[week])
-    lake.put_table("raw_loyalty_history", DROPS[WEEK].isoformat(), world.loyalty[WEEK])
+    put_committed_drop(lake.store, DROPS[WEEK].isoformat(), world.loyalty[WEEK])
 
     result = dg.materialize(
         [*UPSTREAM, *MONITORING_ASSETS, *MONITORING_CHECKS],
@@ -416,7 +417,7 @@ def test_concept_drift_on_a_hand_made_week(lake):
     lake.put_table(
         "churn_predictions", IMMATURE_WEEK, hand_made_predictions(IMMATURE_WEEK, "2024-02-01", champion["version"])
     )
-    lake.put_table("raw_loyalty_history", CURRENT_DROP, hand_made_loyalty())
+    put_committed_drop(lake.store, CURRENT_DROP, hand_made_loyalty())
 
     evaluation = run_checks(lake, CURRENT_WEEK, [concept_drift_check])["concept_drift"]
 
@@ -441,7 +442,7 @@ def test_concept_drift_on_a_hand_made_week(lake):
     assert float(older["roc_auc"]) == pytest.approx(10 / 12, abs=1e-4)
     assert float(older["promotion_recall"]) == 0.6
 
-    lake.put_table("raw_loyalty_history", "2024-02-06", hand_made_loyalty())
+    put_committed_drop(lake.store, "2024-02-06", hand_made_loyalty())
     nothing_matured = run_checks(lake, "2024-02-05", [concept_drift_check])["concept_drift"]
     assert nothing_matured.passed
     assert values(nothing_matured) == {"weeks_evaluated": 0, "labels_complete_to": "2024-01"}

@@ -122,7 +122,7 @@ def instance():
 def quarantining_drop(store: LocalStore, drop_date: str) -> None:
     """20 members with 6 clean months each, plus 5 rows with month 13: 5 of 145 rows (3.4%) quarantined."""
     members = [member_row(100000 + index) for index in range(20)]
-    activity = [activity_row(100000 + index, 2024, month) for index in range(20) for month in range(4, 10)]
+    activity = [activity_row(100000 + index, 2024, month) for index in range(20) for month in range(5, 11)]
     write_drop(store, drop_date, members, activity + [activity_row(100000 + index, 2024, 13) for index in range(5)])
 
 

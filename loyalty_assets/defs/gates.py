@@ -19,10 +19,15 @@ def check_result(asset: str, check: str, problems: list[str], metadata: dict | N
 
 
 def gated_outputs(
-    outputs: Iterable[dg.Output], checks: list[dg.AssetCheckResult], what: str, rejected: Iterable[dg.Output] = ()
+    outputs: Iterable[dg.Output],
+    checks: list[dg.AssetCheckResult],
+    what: str,
+    rejected: Iterable[dg.Output] = (),
+    note: str = "",
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Yield the outputs and check results, or, if a check failed, only ``rejected`` outputs and the
-    check results before failing the step: the previous version of the gated assets stays intact."""
+    check results before failing the step (its message ends with ``note``): the previous version of
+    the gated assets stays intact."""
     failed = [check for check in checks if not check.passed]
     if failed:
         yield from rejected
@@ -32,6 +37,7 @@ def gated_outputs(
             + "; ".join(
                 f"{check.asset_key.to_user_string()}.{check.check_name}: {check.description}" for check in failed
             )
+            + (f"; {note}" if note else "")
         )
     yield from outputs
     yield from rejected

@@ -3,9 +3,12 @@
 dagster-aws has no Parquet IO manager for S3, and its pickle IO manager cannot be pointed at
 a local folder, so the lake IO managers below serve both a folder and ``s3://`` through the
 same byte store (``domain.storage``), with S3 clients from dagster-aws ``S3Resource``.
+The raw tables of a daily drop are versioned and published by one commit (``domain.drop_commits``):
+readers only see committed drops, at the committed version.
 """
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -13,6 +16,8 @@ import dagster as dg
 import pandas as pd
 from dagster_aws.s3 import S3Resource
 
+from loyalty_assets.domain.completeness import MANIFEST_NAME
+from loyalty_assets.domain.drop_commits import DROP_TABLES, committed_drops, read_commit, table_version_key
 from loyalty_assets.domain.ingest import SourceFile
 from loyalty_assets.domain.storage import (
     ObjectStore,
@@ -61,6 +66,12 @@ class LandingResource(StoreResource):
         keys = [key for key in store.list_keys(folder) if key.endswith(LANDING_SUFFIXES)]
         return store.url(folder), [SourceFile(name=store.url(key), data=store.get_bytes(key)) for key in keys]
 
+    def drop_manifest(self, table: str, drop_date: str) -> tuple[str, bytes | None]:
+        """The path of the table's ``_manifest.json`` for the drop, and its bytes (None when absent)."""
+        store = self.store()
+        key = f"{self.drop_folder(table, drop_date)}/{MANIFEST_NAME}"
+        return store.url(key), store.get_bytes(key) if store.exists(key) else None
+
     def drop_dates(self, table: str) -> list[date]:
         """Every ``dt=`` date that holds files for ``table``."""
         dates = {
@@ -71,13 +82,29 @@ class LandingResource(StoreResource):
         return sorted(dates)
 
 
+@dataclass(frozen=True)
+class PartitionLoader:
+    """Reads one stored partition when called; ``version`` is the committed version of a drop table."""
+
+    read: Callable[[str], Any]
+    key: str
+    version: str | None = None
+
+    def __call__(self) -> Any:
+        return self.read(self.key)
+
+
 class LakeIOManagerBase(dg.ConfigurableIOManager):
     """One object per asset partition: ``<asset>/<partition><suffix>``, or ``<asset><suffix>``.
 
     Writes replace the whole object atomically, so re-materializing a partition never appends.
     An output covering several partitions (a single-run backfill) is a dict keyed by partition.
-    An input with ``LAZY_PARTITIONS`` metadata receives ``{partition: loader}`` for the mapped
-    partitions that exist; any other input must map to exactly one partition.
+    An input with ``LAZY_PARTITIONS`` metadata receives ``{partition: PartitionLoader}`` for the
+    mapped partitions that exist; any other input must map to exactly one partition.
+
+    The raw drop tables (``DROP_TABLES``) are written under the run's version,
+    ``<asset>/<partition>/<run id>.parquet``, and read only at the version their drop's commit
+    names: a drop that is not committed does not exist for readers.
     """
 
     lake: LakeResource
@@ -94,6 +121,35 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
         base = "/".join(asset_key.path)
         return f"{base}/{partition_key}{self.suffix}" if partition_key else f"{base}{self.suffix}"
 
+    def _output_key(self, context: dg.OutputContext, partition_key: str | None) -> str:
+        table = "/".join(context.asset_key.path)
+        if table not in DROP_TABLES:
+            return self.object_key(context.asset_key, partition_key)
+        if partition_key is None:
+            raise dg.Failure(f"{table} is a drop table: it is written one daily partition at a time")
+        return table_version_key(table, partition_key, context.run_id)
+
+    def stored_partitions(
+        self, store: ObjectStore, asset_key: dg.AssetKey, partition_keys: list[str]
+    ) -> dict[str, PartitionLoader]:
+        """Loaders of the partitions among ``partition_keys`` that readers may see."""
+        asset = "/".join(asset_key.path)
+        if asset in DROP_TABLES:
+            return {
+                key: PartitionLoader(self._read(store), commit.tables[asset], commit.version)
+                for key, commit in committed_drops(store, partition_keys).items()
+            }
+        existing = set(store.list_keys(asset))
+        object_keys = {key: self.object_key(asset_key, key) for key in sorted(partition_keys)}
+        return {
+            key: PartitionLoader(self._read(store), object_key)
+            for key, object_key in object_keys.items()
+            if object_key in existing
+        }
+
+    def _read(self, store: ObjectStore) -> Callable[[str], Any]:
+        return lambda key: self._deserialize(store.get_bytes(key))
+
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         store = self.lake.store()
         if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
@@ -106,14 +162,12 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
         else:
             values = {context.asset_partition_key if context.has_asset_partitions else None: obj}
         rows = 0
+        keys = {partition_key: self._output_key(context, partition_key) for partition_key in values}
         for partition_key, value in values.items():
-            key = self.object_key(context.asset_key, partition_key)
-            store.put_bytes(key, self._serialize(value))
+            store.put_bytes(keys[partition_key], self._serialize(value))
             if isinstance(value, pd.DataFrame):
                 rows += len(value)
-        metadata: dict[str, Any] = {
-            "path": dg.MetadataValue.path(store.url(self.object_key(context.asset_key, next(iter(values)))))
-        }
+        metadata: dict[str, Any] = {"path": dg.MetadataValue.path(store.url(next(iter(keys.values()))))}
         if all(isinstance(value, pd.DataFrame) for value in values.values()):
             metadata["dagster/row_count"] = rows
         context.add_output_metadata(metadata)
@@ -123,29 +177,27 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
         asset_key = context.asset_key
         name = asset_key.to_user_string()
         if (context.definition_metadata or {}).get("lake/partitions") == "lazy":
-            existing = set(store.list_keys("/".join(asset_key.path)))
             keys = context.asset_partition_keys if context.has_asset_partitions else []
-            return {
-                key: _loader(self, store, self.object_key(asset_key, key))
-                for key in sorted(keys)
-                if self.object_key(asset_key, key) in existing
-            }
+            return self.stored_partitions(store, asset_key, list(keys))
         partition_key = None
         if context.has_asset_partitions:
             keys = context.asset_partition_keys
             if len(keys) != 1:
                 raise dg.Failure(f"{name}: expected one upstream partition, the mapping gave {len(keys)}")
             partition_key = keys[0]
+        if "/".join(asset_key.path) in DROP_TABLES:
+            commit = read_commit(store, partition_key)
+            if commit is None:
+                raise dg.Failure(
+                    f"{name} partition {partition_key}: the drop is not committed (not ingested, or rejected)"
+                )
+            return self._read(store)(commit.tables[name])
         key = self.object_key(asset_key, partition_key)
         try:
             return self._deserialize(store.get_bytes(key))
         except FileNotFoundError as error:
             where = f" partition {partition_key}" if partition_key else ""
             raise dg.Failure(f"{name}{where} is not in the lake ({store.url(key)}): materialize it first") from error
-
-
-def _loader(manager: LakeIOManagerBase, store: ObjectStore, key: str) -> Callable[[], Any]:
-    return lambda: manager._deserialize(store.get_bytes(key))
 
 
 class LakeParquetIOManager(LakeIOManagerBase):

@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from loyalty_assets.domain.completeness import MANIFEST_NAME, manifest_bytes
 from loyalty_assets.domain.storage import ObjectStore, dataframe_to_parquet_bytes
 
 LOYALTY_HEADER = (
@@ -631,7 +632,8 @@ def write_drops(
     store: ObjectStore, drop_dates: list[date], config: SampleConfig, population: Population | None = None
 ) -> list[str]:
     """Write one full extract per date from ``population`` (default: simulated once up to the latest
-    date); the keys written."""
+    date), each data file followed by its folder's ``_manifest.json`` as upstream exporters write it;
+    the data keys."""
     if not drop_dates:
         raise ValueError("write_drops needs at least one drop date")
     dates = sorted(set(drop_dates))
@@ -642,7 +644,10 @@ def write_drops(
     for drop_date in dates:
         loyalty, activity = extract_as_of(population, drop_date)
         for key, frame in zip(drop_keys(drop_date, config.file_format), (loyalty, activity)):
-            store.put_bytes(key, encode_drop_file(frame, config.file_format))
+            data = encode_drop_file(frame, config.file_format)
+            folder, name = key.rsplit("/", 1)
+            store.put_bytes(key, data)
+            store.put_bytes(f"{folder}/{MANIFEST_NAME}", manifest_bytes({name: (data, len(frame))}))
             keys.append(key)
     return keys
 

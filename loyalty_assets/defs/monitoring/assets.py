@@ -10,6 +10,7 @@ an input on other partitions of the asset it checks.
 import io
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -183,18 +184,16 @@ def weeks_before(week: str, count: int) -> list[str]:
 def lake_partitions(
     lake: LakeResource, asset: str, keys: list[str], columns: list[str] | None = None
 ) -> dict[str, Callable[[], pd.DataFrame]]:
-    """Loaders for the partitions of a lake table among ``keys`` that exist, reading only ``columns``
-    (all when None); one table is held in memory at a time."""
+    """Loaders for the partitions of a lake table among ``keys`` that readers may see (drop tables:
+    committed drops only), reading only ``columns`` (all when None); one table is held in memory at a time."""
     store = lake.store()
-    manager = LakeParquetIOManager(lake=lake)
-    existing = set(store.list_keys(asset))
-    object_keys = {key: manager.object_key(dg.AssetKey(asset), key) for key in sorted(keys)}
+    stored = LakeParquetIOManager(lake=lake).stored_partitions(store, dg.AssetKey(asset), keys)
 
-    def loader(object_key: str) -> Callable[[], pd.DataFrame]:
+    def read(object_key: str) -> pd.DataFrame:
         # domain.storage.parquet_bytes_to_dataframe decodes every column; the top reasons are costly text.
-        return lambda: pq.read_table(io.BytesIO(store.get_bytes(object_key)), columns=columns).to_pandas()
+        return pq.read_table(io.BytesIO(store.get_bytes(object_key)), columns=columns).to_pandas()
 
-    return {key: loader(object_key) for key, object_key in object_keys.items() if object_key in existing}
+    return {key: replace(loader, read=read) for key, loader in stored.items()}
 
 
 def subset(loaders: Loaders, keys: list[str]) -> dict[str, Callable[[], pd.DataFrame]]:

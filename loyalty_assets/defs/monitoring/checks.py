@@ -120,7 +120,7 @@ def concept_drift_check(
     lake: LakeResource,
 ) -> dg.AssetCheckResult:
     week = context.partition_key
-    # Checks ignore the partition mapping of additional inputs, so the week's drops are read by lake key.
+    # Checks ignore the partition mapping of additional inputs, so the week's committed drops are read directly.
     week_days = [(date.fromisoformat(week) + timedelta(days=offset)).isoformat() for offset in range(7)]
     loyalty, last_complete = week_drop(lake_partitions(lake, "raw_loyalty_history", week_days), week)
     label_weeks = weeks_before(week, config.label_lookback_weeks)
