@@ -24,6 +24,7 @@ from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
 from loyalty_assets.domain.redaction import SECRET_ENVIRONMENT_VARIABLES
 from loyalty_assets.environment import aws_resources, local_resources
 from loyalty_assets.settings import load_settings
+from loyalty_assets_tests.drop_files import put_committed_drop
 from loyalty_assets_tests.test_distribution_assets import UPSTREAM, Lake, loyalty_history, predictions
 from loyalty_assets_tests.test_orchestration import evaluate_run_status_sensor, read_alerts
 from loyalty_assets_tests.tls import write_self_signed_certificate
@@ -118,7 +119,7 @@ def test_no_secret_reaches_stderr_the_instance_or_the_alert(
     settings = load_settings()
     lake = Lake(Path(settings.lake_uri))
     lake.put_week(WEEK, predictions(WEEK, 24))
-    lake.put("raw_loyalty_history", "2024-03-12", loyalty_history(24, clv=1000.0))
+    put_committed_drop(lake.store, "2024-03-12", loyalty_history(24, clv=1000.0))
     aws = aws_resources(replace(settings, env="aws"))
     alerts = local_resources(settings)["alert_notifier"]
     resources = {

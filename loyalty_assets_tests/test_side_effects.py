@@ -12,6 +12,7 @@ import pytest
 from loyalty_assets.defs.distribution.resources import SmtpMailer
 from loyalty_assets.domain.messaging import deliver_once, send_smtp, sent_marker_key
 from loyalty_assets.domain.storage import LocalStore
+from loyalty_assets_tests.drop_files import put_committed_drop
 from loyalty_assets_tests.test_distribution_assets import (
     RECIPIENTS,
     SENDER,
@@ -32,7 +33,7 @@ MARKER = sent_marker_key(f"marketing_{WEEK_2}")
 def week_in_lake(tmp_path) -> Lake:
     lake = Lake(tmp_path / "lake")
     lake.put_week(WEEK_2, predictions(WEEK_2, 24))
-    lake.put("raw_loyalty_history", "2024-03-12", loyalty_history(24, clv=1000.0))
+    put_committed_drop(lake.store, "2024-03-12", loyalty_history(24, clv=1000.0))
     return lake
 
 
