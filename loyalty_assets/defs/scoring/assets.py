@@ -8,11 +8,7 @@ from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeResource
-from loyalty_assets.domain.scoring import (
-    load_action_table,
-    score_members,
-    tier_segment_counts,
-)
+from loyalty_assets.domain.scoring import ChurnScorer, load_action_table, tier_segment_counts
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
 
@@ -35,17 +31,9 @@ def churn_predictions(
     Critical members. Also written as CSV and Parquet to a stable per-week key in the lake."""
     week = context.partition_key
     segments = assign_segments(segmentation_model["model"], scoring_features)
-    predictions = score_members(
-        churn_model["model"],
-        scoring_features,
-        churn_model["feature_columns"],
-        churn_model["tier_cutoffs"],
-        segments,
-        load_action_table(),
-        week,
-        churn_model["version"],
-        segmentation_model["version"],
-    )
+    # The online API (loyalty_assets.serving) scores through the same ChurnScorer.
+    scorer = ChurnScorer.from_bundle(churn_model, load_action_table())
+    predictions = scorer.score(scoring_features, segments, week, segmentation_model["version"])
     store = lake.store()
     csv_key, parquet_key = predictions_export_key(week, "csv"), predictions_export_key(week, "parquet")
     store.put_bytes(csv_key, predictions.to_csv(index=False).encode("utf-8"))
