@@ -68,3 +68,36 @@ def load_settings() -> Settings:
         timezone=os.environ.get("LOYALTY_TIMEZONE") or "UTC",
         schedules_running=_flag("LOYALTY_SCHEDULES_RUNNING", default=env == "aws"),
     )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The online scoring API (``loyalty-assets serve``)."""
+
+    api_keys: tuple[str, ...]
+    reload_seconds: float
+    max_body_bytes: int
+
+
+def _positive_number(name: str, default: str, kind: type):
+    text = os.environ.get(name) or default
+    try:
+        value = kind(text)
+    except ValueError as error:
+        raise SettingsError(f"{name}={text!r}: use a positive number") from error
+    if not value > 0:
+        raise SettingsError(f"{name}={text!r}: use a positive number")
+    return value
+
+
+def load_api_settings() -> ApiSettings:
+    """``LOYALTY_API_KEYS`` (comma-separated secret, required), ``LOYALTY_API_RELOAD_SECONDS``,
+    ``LOYALTY_API_MAX_BODY_BYTES``."""
+    keys = tuple(key.strip() for key in os.environ.get("LOYALTY_API_KEYS", "").split(",") if key.strip())
+    if not keys:
+        raise SettingsError("LOYALTY_API_KEYS is not set: give the API at least one key (comma-separated)")
+    return ApiSettings(
+        api_keys=keys,
+        reload_seconds=_positive_number("LOYALTY_API_RELOAD_SECONDS", "30", float),
+        max_body_bytes=_positive_number("LOYALTY_API_MAX_BODY_BYTES", "65536", int),
+    )
