@@ -586,11 +586,12 @@ def member_features(
     not cancelled); ``activity`` maps ``ACTIVITY_COLUMNS_USED`` (without ``loyalty_number``) to
     equal-length sequences, one entry per month, ``flights_with_companions`` None where unknown.
     The formulas are those of :func:`build_features` (same cumulative matrices and
-    ``_snapshot_features``), over the months ``history_start .. snapshot`` (only their year and month are read); months outside
-    are ignored.
+    ``_snapshot_features``), over the months ``history_start .. snapshot`` (only their year and month
+    are read); months outside are ignored.
     Raises ValueError when the member is not eligible at the snapshot or a month appears twice.
     """
-    snapshot_number, start = month_number(snapshot.year, snapshot.month), month_number(history_start.year, history_start.month)
+    snapshot_number = month_number(snapshot.year, snapshot.month)
+    start = month_number(history_start.year, history_start.month)
     if snapshot_number < start:
         raise ValueError(f"snapshot {snapshot:%Y-%m} precedes history_start {history_start:%Y-%m}")
     cancelled = loyalty["cancellation_year"] is not None
@@ -611,8 +612,8 @@ def member_features(
     if _eligible(members, snapshot_number).size == 0:
         raise ValueError(f"member {loyalty['loyalty_number']} is not enrolled and active in {snapshot:%Y-%m}")
     months = snapshot_number - start + 1
-    row_month = month_number(np.asarray(activity["year"], dtype=np.int64), np.asarray(activity["month"], dtype=np.int64))
-    row_month -= start
+    years, months_of_year = np.asarray(activity["year"], dtype=np.int64), np.asarray(activity["month"], dtype=np.int64)
+    row_month = month_number(years, months_of_year) - start
     rows = np.flatnonzero((row_month >= 0) & (row_month < months))
     row_month = row_month[rows]
     if np.unique(row_month).size != row_month.size:

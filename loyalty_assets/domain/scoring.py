@@ -381,9 +381,8 @@ class ChurnScorer:
     @classmethod
     def from_bundle(cls, bundle: dict, action_table: pd.DataFrame, **options) -> ChurnScorer:
         """From a registry bundle (``model``, ``feature_columns``, ``tier_cutoffs``, ``version``)."""
-        return cls(
-            bundle["model"], bundle["feature_columns"], bundle["tier_cutoffs"], action_table, bundle["version"], **options
-        )
+        model, columns, cutoffs = bundle["model"], bundle["feature_columns"], bundle["tier_cutoffs"]
+        return cls(model, columns, cutoffs, action_table, bundle["version"], **options)
 
     @property
     def attribution(self) -> ForestAttribution:

@@ -68,6 +68,10 @@ def _prediction(row: dict[str, Any]) -> Response:
     )
 
 
+def _invalid(location: list, message: str, kind: str) -> Response:
+    return json_response({"detail": [{"loc": location, "msg": message, "type": kind}]}, status=422)
+
+
 def _unavailable() -> Response:
     return json_response({"detail": "no champion loaded yet"}, status=503)
 
@@ -96,10 +100,7 @@ def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_backgroun
     async def member(request: Request) -> Response:
         text = request.path_params["loyalty_number"]
         if not text.isdigit():
-            return json_response(
-                {"detail": [{"loc": ["path", "loyalty_number"], "msg": "must be a positive integer", "type": "int_parsing"}]},
-                status=422,
-            )
+            return _invalid(["path", "loyalty_number"], "must be a positive integer", "int_parsing")
         week = state.week
         if week is None:
             return json_response({"detail": "no scored week in the lake yet"}, status=503)
@@ -130,7 +131,7 @@ def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_backgroun
         try:
             row = score_request(champions, body)
         except ValueError as error:  # the member is not enrolled and active at as_of
-            return json_response({"detail": [{"loc": ["body", "as_of"], "msg": str(error), "type": "value_error"}]}, status=422)
+            return _invalid(["body", "as_of"], str(error), "value_error")
         return _prediction(row)
 
     async def model(request: Request) -> Response:
@@ -163,9 +164,8 @@ def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_backgroun
         stop = threading.Event()
         thread = None
         if refresh_in_background:
-            thread = threading.Thread(
-                target=_load_then_poll, args=(state, settings.reload_seconds, stop), name="champion-refresh", daemon=True
-            )
+            arguments = (state, settings.reload_seconds, stop)
+            thread = threading.Thread(target=_load_then_poll, args=arguments, name="champion-refresh", daemon=True)
             thread.start()
         yield
         stop.set()
@@ -222,7 +222,8 @@ class GuardedApp:
 
         path = scope["path"]
         try:
-            if not path.startswith(PUBLIC_PATHS) and not _authorized(dict(scope["headers"]).get(b"authorization"), self.keys):
+            authorization = dict(scope["headers"]).get(b"authorization")
+            if not path.startswith(PUBLIC_PATHS) and not _authorized(authorization, self.keys):
                 response = json_response(
                     {"detail": "missing or invalid API key"}, status=401, headers={"www-authenticate": "Bearer"}
                 )

@@ -140,7 +140,8 @@ def compile_churn_model(model, feature_columns: list[str], check_rows: pd.DataFr
     difference = float(np.max(np.abs(compiled_probability(check_rows) - expected)))
     if not difference <= COMPILED_TOLERANCE:
         return fallback(
-            f"compiled model differs from scikit-learn by {difference:.3g} > {COMPILED_TOLERANCE:g}; scikit-learn serves",
+            f"compiled model differs from scikit-learn by {difference:.3g} > {COMPILED_TOLERANCE:g}; "
+            "scikit-learn serves",
             difference,
             len(check_rows),
         )

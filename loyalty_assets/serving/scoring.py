@@ -16,7 +16,12 @@ from typing import Annotated, Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from loyalty_assets.domain.features import FEATURE_COLUMNS, member_features
+from loyalty_assets.domain.features import (
+    ACTIVITY_COLUMNS_USED,
+    FEATURE_COLUMNS,
+    LOYALTY_COLUMNS_USED,
+    member_features,
+)
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.serving.champions import Champions
 
@@ -99,7 +104,8 @@ def field_errors(request: ScoreRequest) -> list[dict[str, Any]]:
     for position, row in enumerate(request.activity):
         month = date(row.year, row.month, 1)
         if not first <= month <= request.as_of:
-            error(("activity", position, "month"), f"{month:%Y-%m} is outside the history {first:%Y-%m}..{request.as_of:%Y-%m}")
+            window = f"{first:%Y-%m}..{request.as_of:%Y-%m}"
+            error(("activity", position, "month"), f"{month:%Y-%m} is outside the history {window}")
         if (row.year, row.month) in seen:
             error(("activity", position, "month"), f"{month:%Y-%m} appears twice")
         seen.add((row.year, row.month))
@@ -117,29 +123,11 @@ def current_week() -> str:
 
 def score_request(champions: Champions, request: ScoreRequest) -> dict[str, Any]:
     """The member's ``churn_predictions`` row as of ``request.as_of`` (ValueError if not eligible)."""
-    loyalty = request.model_dump(
-        include={
-            "loyalty_number",
-            "enrollment_year",
-            "enrollment_month",
-            "cancellation_year",
-            "cancellation_month",
-            "loyalty_card",
-            "enrollment_type",
-        }
-    )
+    loyalty = {name: getattr(request, name) for name in LOYALTY_COLUMNS_USED}
     activity = {
         name: [getattr(row, name) for row in request.activity]
-        for name in (
-            "year",
-            "month",
-            "total_flights",
-            "flights_with_companions",
-            "distance",
-            "points_accumulated",
-            "points_redeemed",
-            "dollar_cost_points_redeemed",
-        )
+        for name in ACTIVITY_COLUMNS_USED
+        if name != "loyalty_number"
     }
     values = member_features(
         loyalty, activity, request.as_of, history_start=_months_before(request.as_of, HISTORY_MONTHS - 1)
