@@ -19,6 +19,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -32,8 +33,9 @@ from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.features import FEATURE_COLUMNS
 from loyalty_assets.domain.sample_data import SampleConfig, write_drops
-from loyalty_assets.domain.storage import LocalStore, parquet_bytes_to_dataframe
+from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
 from loyalty_assets.runner import QUIET_CONSOLE, _instance, execute_job, quarter_start
+from loyalty_assets.serving.champions import ServingState
 from loyalty_assets.serving.compiled import compile_churn_model
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.conftest import free_port
@@ -368,3 +370,18 @@ def test_promotion_and_rollback_swap_the_served_model_without_a_failed_request(h
     switches = [version for previous, version in zip(served, served[1:]) if version != previous]
     assert switches == [challenger, champion]
     assert Client(port).get("/v1/model")[1]["champions"]["churn_model_version"] == champion
+
+
+def test_champions_and_week_load_from_an_s3_lake(home, s3_bucket, aws_env):
+    path, champion, _ = home
+    local = LocalStore(path / "lake")
+    lake = S3Store(boto3.client("s3", endpoint_url=aws_env), s3_bucket, "lake")
+    for prefix in ("registry", "churn_predictions", "churn_training_set"):
+        for key in local.list_keys(prefix):
+            lake.put_bytes(key, local.get_bytes(key))
+    state = ServingState(lake)
+    state.refresh()
+    assert state.last_error is None
+    assert state.champions.churn_version == champion
+    assert state.champions.compiled.engine == "treelite"
+    assert state.week.week == WEEK and state.week.row(int(_week(path)["loyalty_number"].iloc[0])) is not None

@@ -182,7 +182,6 @@ def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_backgroun
         ],
         lifespan=lifespan,
     )
-    app.state.serving = state
     return GuardedApp(app, keys)
 
 
@@ -206,7 +205,6 @@ class GuardedApp:
     def __init__(self, app: Starlette, keys: list[bytes]):
         self.app = app
         self.keys = keys
-        self.state = app.state
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
