@@ -385,3 +385,9 @@ def test_champions_and_week_load_from_an_s3_lake(home, s3_bucket, aws_env):
     assert state.champions.churn_version == champion
     assert state.champions.compiled.engine == "treelite"
     assert state.week.week == WEEK and state.week.row(int(_week(path)["loyalty_number"].iloc[0])) is not None
+
+
+def test_serve_refuses_to_start_without_api_keys(monkeypatch, capsys):
+    monkeypatch.setenv("LOYALTY_API_KEYS", " , ")
+    assert cli.main(["serve", "--port", str(free_port())]) == 2
+    assert "LOYALTY_API_KEYS is not set" in capsys.readouterr().err
