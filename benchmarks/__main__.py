@@ -27,6 +27,11 @@ STAGES = [
         "benchmarks.bench_pipeline:bench_weekly_job_15k",
         "<= 15 s, <= 2x floor",
     ),
+    (
+        "online API: latency and 500 req/s for 30 s (15k members)",
+        "benchmarks.bench_serving:bench_online_api",
+        "POST p50 <= 2 ms, p99 <= 10 ms; GET p99 <= 3 ms; 0 errors",
+    ),
 ]
 
 

@@ -96,6 +96,12 @@ def _simulate_experiment(args: argparse.Namespace) -> None:
     print("checks: " + ", ".join(f"{name} {'passed' if passed else 'WARN'}" for name, passed in result.checks_passed.items()))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from loyalty_assets.serving.app import serve
+
+    serve(args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing = model_commands.add_parser("list", help="registered versions and the promotion history")
     listing.add_argument("--kind", choices=["churn", "segmentation"], default="churn")
     listing.set_defaults(handler=_model_list)
+
+    serve = commands.add_parser("serve", help="the online churn-scoring HTTP API (keys in LOYALTY_API_KEYS)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(handler=_serve)
     return parser
 
 

@@ -89,10 +89,11 @@ class NetworkSettings:
     statement_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_STATEMENT_TIMEOUT_SECONDS"]
 
 
-def _positive(name: str, kind: type) -> float | int:
+def _positive(name: str, default: float | int, kind: type) -> float | int:
+    """A positive finite number from ``name``, ``default`` when it is unset."""
     value = os.environ.get(name, "").strip()
     if not value:
-        return NETWORK_DEFAULTS[name]
+        return default
     try:
         number = kind(value)
     except ValueError:
@@ -104,8 +105,30 @@ def _positive(name: str, kind: type) -> float | int:
 
 def load_network_settings() -> NetworkSettings:
     return NetworkSettings(
-        connect_timeout_seconds=_positive("LOYALTY_CONNECT_TIMEOUT_SECONDS", float),
-        read_timeout_seconds=_positive("LOYALTY_READ_TIMEOUT_SECONDS", float),
-        max_attempts=_positive("LOYALTY_MAX_ATTEMPTS", int),
-        statement_timeout_seconds=_positive("LOYALTY_STATEMENT_TIMEOUT_SECONDS", float),
+        connect_timeout_seconds=_positive("LOYALTY_CONNECT_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_CONNECT_TIMEOUT_SECONDS"], float),
+        read_timeout_seconds=_positive("LOYALTY_READ_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_READ_TIMEOUT_SECONDS"], float),
+        max_attempts=_positive("LOYALTY_MAX_ATTEMPTS", NETWORK_DEFAULTS["LOYALTY_MAX_ATTEMPTS"], int),
+        statement_timeout_seconds=_positive("LOYALTY_STATEMENT_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_STATEMENT_TIMEOUT_SECONDS"], float),
+    )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The online scoring API (``loyalty-assets serve``)."""
+
+    api_keys: tuple[str, ...]
+    reload_seconds: float
+    max_body_bytes: int
+
+
+def load_api_settings() -> ApiSettings:
+    """``LOYALTY_API_KEYS`` (comma-separated secret, required), ``LOYALTY_API_RELOAD_SECONDS``,
+    ``LOYALTY_API_MAX_BODY_BYTES``."""
+    keys = tuple(key.strip() for key in os.environ.get("LOYALTY_API_KEYS", "").split(",") if key.strip())
+    if not keys:
+        raise SettingsError("LOYALTY_API_KEYS is not set: give the API at least one key (comma-separated)")
+    return ApiSettings(
+        api_keys=keys,
+        reload_seconds=_positive("LOYALTY_API_RELOAD_SECONDS", 30.0, float),
+        max_body_bytes=_positive("LOYALTY_API_MAX_BODY_BYTES", 65536, int),
     )

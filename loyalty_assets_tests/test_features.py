@@ -14,16 +14,20 @@ import pandas as pd
 import pytest
 
 from loyalty_assets.domain.features import (
+    ACTIVITY_COLUMNS_USED,
     CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
     FEATURES,
     FEATURES_MARKDOWN,
     ID_COLUMNS,
+    LOYALTY_COLUMNS_USED,
     all_snapshots,
     build_features,
     feature_summary_markdown,
     features_markdown,
+    first_activity_month,
     last_complete_month,
+    member_features,
 )
 
 DROP_DATE = date(2018, 7, 10)
@@ -525,3 +529,42 @@ def test_feature_summary_markdown(features):
     cost = next(line for line in lines if line.startswith("| dollar_cost_per_redeemed_point_12m"))
     null_share = float(cost.strip("|").split("|")[-1])
     assert null_share == pytest.approx(features["dollar_cost_per_redeemed_point_12m"].isna().mean(), rel=1e-3)
+
+
+def _member_inputs(loyalty: pd.DataFrame, activity: pd.DataFrame, loyalty_number: int) -> tuple[dict, dict]:
+    record = loyalty[loyalty["loyalty_number"] == loyalty_number].iloc[0]
+    attributes = {
+        name: (None if pd.isna(record[name]) else record[name]) for name in LOYALTY_COLUMNS_USED
+    }
+    rows = activity[activity["loyalty_number"] == loyalty_number]
+    months = {
+        name: [None if pd.isna(value) else value for value in rows[name]]
+        for name in ACTIVITY_COLUMNS_USED
+        if name != "loyalty_number"
+    }
+    return attributes, months
+
+
+def test_member_features_equal_build_features_for_every_member_and_snapshot(features):
+    loyalty, activity = sample_loyalty(), sample_activity()
+    start = first_activity_month(activity)
+    checked = 0
+    for expected in features.itertuples(index=False):
+        attributes, months = _member_inputs(loyalty, activity, expected.loyalty_number)
+        actual = member_features(attributes, months, expected.snapshot_month.date(), history_start=start.date())
+        np.testing.assert_array_equal(actual, np.array([getattr(expected, name) for name in FEATURE_COLUMNS]))
+        checked += 1
+    assert checked == len(features) > 40
+
+
+def test_member_features_refuse_a_member_not_active_at_the_snapshot():
+    loyalty, activity = sample_loyalty(), sample_activity()
+    start = first_activity_month(activity).date()
+    for member_number, snapshot in ((CANCELLED_EARLY, date(2018, 1, 1)), (ENROLLS_LATER, date(2018, 5, 1))):
+        attributes, months = _member_inputs(loyalty, activity, member_number)
+        with pytest.raises(ValueError, match="not enrolled and active"):
+            member_features(attributes, months, snapshot, history_start=start)
+    attributes, months = _member_inputs(loyalty, activity, STEADY)
+    twice = {name: values + values[:1] for name, values in months.items()}
+    with pytest.raises(ValueError, match="a month twice"):
+        member_features(attributes, twice, date(2018, 6, 1), history_start=start)

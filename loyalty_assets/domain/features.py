@@ -32,9 +32,11 @@ Conventions worth knowing downstream:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -367,27 +369,61 @@ def _activity_cumulative(activity: pd.DataFrame, members: _Members, start: int, 
     def column(name: str, dtype) -> np.ndarray:
         return activity[name].to_numpy(dtype=dtype)[rows]
 
+    companions = activity["flights_with_companions"]
+    companions_known = companions.notna().to_numpy()[rows]
+    return _cumulative_measures(
+        flat_index,
+        months,
+        member_count,
+        flights=column("total_flights", "int64"),
+        flights_with_companions=(
+            companions.to_numpy(dtype="int64", na_value=0)[rows] if companions_known.any() else None
+        ),
+        companions_known=companions_known,
+        distance=column("distance", "float64"),
+        points_accumulated=column("points_accumulated", "float64"),
+        points_redeemed=column("points_redeemed", "float64"),
+        dollar_cost=column("dollar_cost_points_redeemed", "float64"),
+    )
+
+
+def _cumulative_measures(
+    flat_index: np.ndarray,
+    months: int,
+    member_count: int,
+    *,
+    flights: np.ndarray,
+    flights_with_companions: np.ndarray | None,
+    companions_known: np.ndarray,
+    distance: np.ndarray,
+    points_accumulated: np.ndarray,
+    points_redeemed: np.ndarray,
+    dollar_cost: np.ndarray,
+) -> _ActivityCumulative:
+    """Cumulative matrices of every measure from per-row values placed at ``flat_index``.
+
+    ``flights_with_companions`` may be None when ``companions_known`` is all false.
+    """
+
     def cumulative(values: np.ndarray, dtype) -> np.ndarray:
         return _scatter_cumulative(flat_index, values, months, member_count, dtype)
 
-    flights_values = _counts_as_int32(column("total_flights", "int64"), months, "total_flights")
-    companions = activity["flights_with_companions"]
-    companions_known = companions.notna().to_numpy()[rows]
+    flights_values = _counts_as_int32(flights, months, "total_flights")
     companion_flights = flights_with_known_companions = None
     if companions_known.any():
-        companion_values = companions.to_numpy(dtype="int64", na_value=0)[rows]
-        companion_flights = cumulative(_counts_as_int32(companion_values, months, "flights_with_companions"), np.int32)
+        companion_values = _counts_as_int32(flights_with_companions, months, "flights_with_companions")
+        companion_flights = cumulative(companion_values, np.int32)
         if not companions_known.all():
             flights_with_known_companions = cumulative(np.where(companions_known, flights_values, 0), np.int32)
-    flights = cumulative(flights_values, np.int32)
+    flights_cumulative = cumulative(flights_values, np.int32)
     if companion_flights is not None and flights_with_known_companions is None:
-        flights_with_known_companions = flights
+        flights_with_known_companions = flights_cumulative
     return _ActivityCumulative(
-        flights=flights,
-        distance=cumulative(column("distance", "float64"), np.float64),
-        points_accumulated=cumulative(column("points_accumulated", "float64"), np.float64),
-        points_redeemed=cumulative(column("points_redeemed", "float64"), np.float64),
-        dollar_cost=cumulative(column("dollar_cost_points_redeemed", "float64"), np.float64),
+        flights=flights_cumulative,
+        distance=cumulative(distance, np.float64),
+        points_accumulated=cumulative(points_accumulated, np.float64),
+        points_redeemed=cumulative(points_redeemed, np.float64),
+        dollar_cost=cumulative(dollar_cost, np.float64),
         companion_flights=companion_flights,
         flights_with_known_companions=flights_with_known_companions,
     )
@@ -430,7 +466,9 @@ def _snapshot_features(
     distance_12m = _window_sum(activity.distance, month, 12)
     monthly_flights = _monthly_values(activity.flights, month, 12)
     mean_flights = flights_12m / 12.0
-    flights_std = np.sqrt(((monthly_flights - mean_flights) ** 2).mean(axis=0))
+    # Summed month by month: numpy's pairwise sum over one member's column would round differently
+    # from its row-wise sum over many members, and the online path scores one member at a time.
+    flights_std = np.sqrt(functools.reduce(np.add, (monthly_flights - mean_flights) ** 2) / 12.0)
     if activity.companion_flights is None:
         companion_share = np.full(flights_12m.shape, np.nan)
     else:
@@ -528,6 +566,80 @@ def build_features(
     features.insert(1, "snapshot_month", np.repeat(np.array(ordered_snapshots, dtype="datetime64[ns]"), row_counts))
     features.insert(2, "history_months", np.repeat(np.array(snapshot_positions, dtype=np.int64) + 1, row_counts))
     return features
+
+
+def _category_code(value: str | None, codes: dict[str, int]) -> float:
+    """One value of :func:`_category_codes` (same normalisation) without a pandas round trip."""
+    return float("nan") if value is None else float(codes.get(str(value).strip().casefold(), np.nan))
+
+
+def member_features(
+    loyalty: Mapping[str, Any],
+    activity: Mapping[str, Sequence],
+    snapshot: date,
+    *,
+    history_start: date,
+) -> np.ndarray:
+    """The ``FEATURE_COLUMNS`` of one member at one snapshot, from plain values: the online path.
+
+    ``loyalty`` maps ``LOYALTY_COLUMNS_USED`` to scalars (cancellation year and month both None when
+    not cancelled); ``activity`` maps ``ACTIVITY_COLUMNS_USED`` (without ``loyalty_number``) to
+    equal-length sequences, one entry per month, ``flights_with_companions`` None where unknown.
+    The formulas are those of :func:`build_features` (same cumulative matrices and
+    ``_snapshot_features``), over the months ``history_start .. snapshot`` (only their year and month
+    are read); months outside are ignored.
+    Raises ValueError when the member is not eligible at the snapshot or a month appears twice.
+    """
+    snapshot_number = month_number(snapshot.year, snapshot.month)
+    start = month_number(history_start.year, history_start.month)
+    if snapshot_number < start:
+        raise ValueError(f"snapshot {snapshot:%Y-%m} precedes history_start {history_start:%Y-%m}")
+    cancelled = loyalty["cancellation_year"] is not None
+    members = _Members(
+        loyalty_number=np.array([loyalty["loyalty_number"]], dtype=np.int64),
+        enrollment_month_number=np.array([month_number(loyalty["enrollment_year"], loyalty["enrollment_month"])]),
+        cancellation_month_number=np.array(
+            [
+                month_number(loyalty["cancellation_year"], loyalty["cancellation_month"])
+                if cancelled
+                else np.iinfo(np.int64).max
+            ],
+            dtype=np.int64,
+        ),
+        loyalty_card_tier=np.array([_category_code(loyalty["loyalty_card"], LOYALTY_CARD_TIERS)]),
+        promotion_enrollment=np.array([_category_code(loyalty["enrollment_type"], ENROLLMENT_TYPE_PROMOTION)]),
+    )
+    if _eligible(members, snapshot_number).size == 0:
+        raise ValueError(f"member {loyalty['loyalty_number']} is not enrolled and active in {snapshot:%Y-%m}")
+    months = snapshot_number - start + 1
+    years, months_of_year = np.asarray(activity["year"], dtype=np.int64), np.asarray(activity["month"], dtype=np.int64)
+    row_month = month_number(years, months_of_year) - start
+    rows = np.flatnonzero((row_month >= 0) & (row_month < months))
+    row_month = row_month[rows]
+    if np.unique(row_month).size != row_month.size:
+        raise ValueError(f"member {loyalty['loyalty_number']} has a month twice in its activity")
+    companions = [activity["flights_with_companions"][row] for row in rows]
+    companions_known = np.array([value is not None for value in companions], dtype=bool)
+
+    def column(name: str, dtype) -> np.ndarray:
+        return np.asarray(activity[name], dtype=dtype)[rows]
+
+    cumulative = _cumulative_measures(
+        row_month + 1,
+        months,
+        1,
+        flights=column("total_flights", np.int64),
+        flights_with_companions=np.array([value or 0 for value in companions], dtype=np.int64),
+        companions_known=companions_known,
+        distance=column("distance", np.float64),
+        points_accumulated=column("points_accumulated", np.float64),
+        points_redeemed=column("points_redeemed", np.float64),
+        dollar_cost=column("dollar_cost_points_redeemed", np.float64),
+    )
+    flown = np.flatnonzero(np.diff(cumulative.flights[:, 0]) > 0)
+    last_flight_month = np.array([flown[-1] if flown.size else -1], dtype=np.int64)
+    values = _snapshot_features(cumulative, members, months - 1, snapshot_number, last_flight_month)
+    return np.array([values[name][0] for name in FEATURE_COLUMNS], dtype=np.float64)
 
 
 def feature_summary_markdown(features: pd.DataFrame) -> str:

@@ -25,7 +25,7 @@ is computed here from ``tree_.value`` and the tree structure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from importlib import resources
 from itertools import pairwise
@@ -39,6 +39,12 @@ from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
+from loyalty_assets.domain.experiments import (
+    DEFAULT_CONTROL_SHARES,
+    assign_experiment,
+    cell_control_shares,
+    experiment_id,
+)
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
 
 RISK_TIERS = ("Low", "Medium", "High", "Critical")
@@ -147,8 +153,8 @@ def load_action_table(path: str | Path | None = None) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def recommend_actions(segments, tiers, table: pd.DataFrame) -> pd.Series:
-    """Recommended action per member from the (segment, risk tier) rule table.
+def recommend_actions(segments, tiers, table: pd.DataFrame | np.ndarray) -> pd.Series:
+    """Recommended action per member from the (segment, risk tier) rule table (or its ``action_matrix``).
 
     ``segments`` and ``tiers`` are aligned by position; the result has the index of ``segments``
     when it is a Series. An unknown segment or tier raises.
@@ -163,13 +169,18 @@ def recommend_actions(segments, tiers, table: pd.DataFrame) -> pd.Series:
     unknown_tiers = tier_values[tier_codes < 0].astype(object).unique().tolist()
     if unknown_segments or unknown_tiers:
         raise ValueError(f"unknown segments {unknown_segments} or risk tiers {unknown_tiers}")
-    matrix = (
+    matrix = table if isinstance(table, np.ndarray) else action_matrix(table)
+    index = segments.index if isinstance(segments, pd.Series) else None
+    return pd.Series(matrix[segment_codes, tier_codes], index=index, name="recommended_action", dtype=object)
+
+
+def action_matrix(table: pd.DataFrame) -> np.ndarray:
+    """The rule table as a (segment x tier) array in ``SEGMENT_NAMES`` x ``RISK_TIERS`` order."""
+    return (
         table.pivot(index="segment", columns="risk_tier", values="recommended_action")
         .reindex(index=list(SEGMENT_NAMES), columns=list(RISK_TIERS))
         .to_numpy(dtype=object)
     )
-    index = segments.index if isinstance(segments, pd.Series) else None
-    return pd.Series(matrix[segment_codes, tier_codes], index=index, name="recommended_action", dtype=object)
 
 
 def unwrap_forest_pipeline(model) -> Pipeline:
@@ -236,6 +247,8 @@ def _node_contributions(forest, n_features: int) -> np.ndarray:
 def _chunked_rows(function, values, n_jobs: int) -> np.ndarray:
     """``function`` over row chunks in threads, results stacked in row order."""
     chunks = max(1, int(np.ceil(len(values) / SCORING_CHUNK_ROWS)), n_jobs if len(values) >= 2 * n_jobs else 1)
+    if chunks == 1:
+        return function(values)
     bounds = np.linspace(0, len(values), chunks + 1).astype(int)
     rows = values.iloc if isinstance(values, pd.DataFrame) else values
     parts = Parallel(n_jobs=n_jobs, prefer="threads")(
@@ -244,53 +257,64 @@ def _chunked_rows(function, values, n_jobs: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def feature_contributions(forest_pipeline: Pipeline, X, feature_names: Sequence[str], n_jobs: int = 2):
-    """Per-member Saabas contributions of each feature to the forest's churn probability.
+class ForestAttribution:
+    """The Saabas path-contribution table of a fitted forest pipeline, built once, reused for every row.
 
-    ``X`` holds the pipeline's input columns (``feature_names``, in order). Returns
-    ``(bias, contributions)``: ``bias`` is the mean root churn share over the trees and
-    ``contributions`` a DataFrame (rows of ``X`` x features after preprocessing) such that
-    ``bias + contributions.sum(axis=1)`` equals ``forest_pipeline.predict_proba(X)[:, 1]``.
-    Contributions are computed on the imputed ``X``, i.e. what the trees actually split on.
+    ``contributions(X)`` returns ``(bias, contributions)``: ``bias`` is the mean root churn share over
+    the trees and ``contributions`` a DataFrame (rows of ``X`` x features after preprocessing) such
+    that ``bias + contributions.sum(axis=1)`` equals ``forest_pipeline.predict_proba(X)[:, 1]``.
+    Contributions are computed on the preprocessed ``X``, i.e. what the trees actually split on.
     """
-    forest = forest_pipeline[-1]
-    preprocessing = forest_pipeline[:-1]
-    names = list(feature_names)
-    if len(preprocessing.steps):
-        transformed = preprocessing.transform(X)
-        names = list(preprocessing.get_feature_names_out(names))
-    else:
-        transformed = X
-    matrix = np.ascontiguousarray(np.asarray(transformed), dtype=np.float32)
-    if matrix.shape[1] != forest.n_features_in_:
-        raise ValueError(
-            f"X has {matrix.shape[1]} columns after preprocessing, the forest expects {forest.n_features_in_}"
-        )
-    table = _node_contributions(forest, matrix.shape[1])
-    offsets = _tree_offsets(forest)
-    trees = [estimator.tree_ for estimator in forest.estimators_]
 
-    def contributions_of(rows: np.ndarray) -> np.ndarray:
-        total = np.zeros((len(rows), matrix.shape[1]))
-        for tree, offset in zip(trees, offsets[:-1]):
-            total += table[tree.apply(rows) + offset]
-        return total / len(trees)
+    def __init__(self, forest_pipeline: Pipeline):
+        self.pipeline = forest_pipeline
+        self.forest = forest_pipeline[-1]
+        self.trees = [estimator.tree_ for estimator in self.forest.estimators_]
+        self.offsets = _tree_offsets(self.forest)
+        self.table = _node_contributions(self.forest, self.forest.n_features_in_)
+        self.bias = float(np.mean([_positive_share(tree)[0] for tree in self.trees]))
 
-    values = _chunked_rows(contributions_of, matrix, n_jobs) if len(matrix) else np.zeros((0, matrix.shape[1]))
-    bias = float(np.mean([_positive_share(tree)[0] for tree in trees]))
-    index = X.index if isinstance(X, pd.DataFrame) else None
-    return bias, pd.DataFrame(values, index=index, columns=names)
+    def contributions(self, X, feature_names: Sequence[str], n_jobs: int = 2) -> tuple[float, pd.DataFrame]:
+        preprocessing = self.pipeline[:-1]
+        names = list(feature_names)
+        if len(preprocessing.steps):
+            transformed = preprocessing.transform(X)
+            names = list(preprocessing.get_feature_names_out(names))
+        else:
+            transformed = X
+        matrix = np.ascontiguousarray(np.asarray(transformed), dtype=np.float32)
+        if matrix.shape[1] != self.forest.n_features_in_:
+            raise ValueError(
+                f"X has {matrix.shape[1]} columns after preprocessing, the forest expects {self.forest.n_features_in_}"
+            )
+
+        def contributions_of(rows: np.ndarray) -> np.ndarray:
+            total = np.zeros((len(rows), matrix.shape[1]))
+            for tree, offset in zip(self.trees, self.offsets[:-1]):
+                total += self.table[tree.apply(rows) + offset]
+            return total / len(self.trees)
+
+        values = _chunked_rows(contributions_of, matrix, n_jobs) if len(matrix) else np.zeros((0, matrix.shape[1]))
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return self.bias, pd.DataFrame(values, index=index, columns=names)
+
+
+def feature_contributions(forest_pipeline: Pipeline, X, feature_names: Sequence[str], n_jobs: int = 2):
+    """Per-member Saabas contributions of each feature to the forest's churn probability
+    (``ForestAttribution.contributions`` of a table built for this call)."""
+    return ForestAttribution(forest_pipeline).contributions(X, feature_names, n_jobs=n_jobs)
 
 
 def top_reasons(
-    forest_pipeline: Pipeline, X, mask, feature_names: Sequence[str], k: int = 3, n_jobs: int = 2
+    forest: Pipeline | ForestAttribution, X, mask, feature_names: Sequence[str], k: int = 3, n_jobs: int = 2
 ) -> pd.Series:
     """Up to ``k`` features that push each masked member's risk up, largest first, comma-separated.
 
     Only rows where ``mask`` is true are explained (exact attributions are the expensive part, so
     the caller passes the High and Critical members); other rows get ``""``. A feature is listed
     only when its contribution is positive, so a row can name fewer than ``k`` features. The index
-    is that of ``X`` when it is a DataFrame.
+    is that of ``X`` when it is a DataFrame. ``forest`` is the forest pipeline or its prepared
+    ``ForestAttribution``.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -300,7 +324,8 @@ def top_reasons(
     reasons = np.full(len(X), "", dtype=object)
     if mask.any():
         explained = X[mask] if isinstance(X, pd.DataFrame) else np.asarray(X)[mask]
-        _, contributions = feature_contributions(forest_pipeline, explained, feature_names, n_jobs=n_jobs)
+        attribution = forest if isinstance(forest, ForestAttribution) else ForestAttribution(forest)
+        _, contributions = attribution.contributions(explained, feature_names, n_jobs=n_jobs)
         values = contributions.to_numpy()
         order = np.argsort(-values, axis=1, kind="stable")[:, :k]
         names = np.asarray(contributions.columns, dtype=object)[order]
@@ -334,6 +359,98 @@ def _aligned_segments(segments, features: pd.DataFrame) -> np.ndarray:
     return aligned.to_numpy(dtype=object)
 
 
+class ChurnScorer:
+    """A churn champion prepared to score: the one scoring path of the weekly batch and the online API.
+
+    The action rule matrix is prepared once and the tree attribution table on first use, so an
+    online request pays for neither. ``probability`` replaces ``model.predict_proba(X)[:, 1]`` with
+    an equivalent function of the feature frame (the online API passes a compiled model that was
+    checked against scikit-learn). ``n_jobs`` threads score row chunks in parallel.
+    """
+
+    def __init__(
+        self,
+        model,
+        feature_columns: Sequence[str],
+        cutoffs: dict[str, float],
+        action_table: pd.DataFrame,
+        churn_model_version: str,
+        *,
+        probability: Callable[[pd.DataFrame], np.ndarray] | None = None,
+        control_shares: Mapping[str, float] = DEFAULT_CONTROL_SHARES,
+        n_jobs: int = 2,
+    ):
+        self.model = model
+        self.feature_columns = list(feature_columns)
+        self.cutoffs = dict(cutoffs)
+        self.churn_model_version = str(churn_model_version)
+        self.n_jobs = n_jobs
+        self._actions = action_matrix(action_table)
+        self._control_shares = cell_control_shares(action_table, control_shares)
+        self._probability = probability or (lambda rows: model.predict_proba(rows)[:, 1])
+        self._attribution: ForestAttribution | None = None
+
+    @classmethod
+    def from_bundle(cls, bundle: dict, action_table: pd.DataFrame, **options) -> ChurnScorer:
+        """From a registry bundle (``model``, ``feature_columns``, ``tier_cutoffs``, ``version``)."""
+        model, columns, cutoffs = bundle["model"], bundle["feature_columns"], bundle["tier_cutoffs"]
+        return cls(model, columns, cutoffs, action_table, bundle["version"], **options)
+
+    @property
+    def attribution(self) -> ForestAttribution:
+        if self._attribution is None:
+            self._attribution = ForestAttribution(unwrap_forest_pipeline(self.model))
+        return self._attribution
+
+    def score(
+        self, features: pd.DataFrame, segments, week: str | date | pd.Timestamp, segmentation_model_version: str
+    ) -> pd.DataFrame:
+        """The ``churn_predictions`` rows of one week, one per row of ``features``, in input order.
+
+        ``features`` is a ``scoring_features`` snapshot (``loyalty_number``, ``snapshot_month`` and the
+        model's feature columns), one row per member. ``segments`` is a Series aligned to
+        ``features.index`` (as ``segmentation.assign_segments`` returns) or an array in row order.
+        ``churn_risk_pct`` is the calibrated probability x 100 rounded to 0.1; the tier is assigned on
+        the unrounded probability. Every week is a retention experiment: the rows carry the
+        ``experiments.EXPERIMENT_COLUMNS`` and hold-outs get the hold-out action.
+        """
+        required = ["loyalty_number", "snapshot_month", *self.feature_columns]
+        missing = [column for column in required if column not in features.columns]
+        if missing:
+            raise ValueError(f"features lack columns {missing}")
+        if features.empty:
+            raise ValueError("features has no rows to score")
+        duplicated = features["loyalty_number"][features["loyalty_number"].duplicated()].unique()
+        if len(duplicated):
+            raise ValueError(f"features hold several rows for members {duplicated[:10].tolist()}")
+        segment_values = _aligned_segments(segments, features)
+        X = features[self.feature_columns]
+        probability = _chunked_rows(self._probability, X, self.n_jobs)
+        tiers = assign_tiers(probability, self.cutoffs)
+        explain = np.isin(tiers.codes, [RISK_TIERS.index(tier) for tier in EXPLAINED_TIERS])
+        reasons = (
+            top_reasons(self.attribution, X, explain, self.feature_columns, n_jobs=self.n_jobs)
+            if explain.any()
+            else np.full(len(X), "", dtype=object)
+        )
+        scored = pd.DataFrame(
+            {
+                "loyalty_number": features["loyalty_number"].to_numpy(dtype=np.int64),
+                "week": _week_string(week),
+                "snapshot_month": features["snapshot_month"].to_numpy(dtype="datetime64[ns]"),
+                "churn_risk_pct": np.round(probability * 100.0, 1),
+                "risk_tier": tiers,
+                "segment": segment_values,
+                "recommended_action": recommend_actions(segment_values, tiers, self._actions).to_numpy(),
+                "top_reasons": np.asarray(reasons, dtype=object),
+                "churn_model_version": self.churn_model_version,
+                "segmentation_model_version": str(segmentation_model_version),
+            },
+            columns=PREDICTION_COLUMNS,
+        )
+        return assign_experiment(scored, self._control_shares, experiment_id(week))
+
+
 def score_members(
     model,
     features: pd.DataFrame,
@@ -346,45 +463,9 @@ def score_members(
     segmentation_model_version: str,
     n_jobs: int = 2,
 ) -> pd.DataFrame:
-    """The ``churn_predictions`` rows of one week, one per row of ``features``, in input order.
-
-    ``features`` is a ``scoring_features`` snapshot (``loyalty_number``, ``snapshot_month`` and the
-    model's ``feature_columns``), one row per member. ``segments`` is a Series aligned to
-    ``features.index`` (as ``segmentation.assign_segments`` returns) or an array in row order.
-    ``churn_risk_pct`` is the calibrated probability x 100 rounded to 0.1; the tier is assigned on
-    the unrounded probability. ``n_jobs`` threads score row chunks in parallel.
-    """
-    feature_columns = list(feature_columns)
-    required = ["loyalty_number", "snapshot_month", *feature_columns]
-    missing = [column for column in required if column not in features.columns]
-    if missing:
-        raise ValueError(f"features lack columns {missing}")
-    if features.empty:
-        raise ValueError("features has no rows to score")
-    duplicated = features["loyalty_number"][features["loyalty_number"].duplicated()].unique()
-    if len(duplicated):
-        raise ValueError(f"features hold several rows for members {duplicated[:10].tolist()}")
-    segment_values = _aligned_segments(segments, features)
-    X = features[feature_columns]
-    probability = _chunked_rows(lambda rows: model.predict_proba(rows)[:, 1], X, n_jobs)
-    tiers = assign_tiers(probability, cutoffs)
-    explain = np.isin(tiers.codes, [RISK_TIERS.index(tier) for tier in EXPLAINED_TIERS])
-    reasons = top_reasons(unwrap_forest_pipeline(model), X, explain, feature_columns, n_jobs=n_jobs)
-    return pd.DataFrame(
-        {
-            "loyalty_number": features["loyalty_number"].to_numpy(dtype=np.int64),
-            "week": _week_string(week),
-            "snapshot_month": features["snapshot_month"].to_numpy(dtype="datetime64[ns]"),
-            "churn_risk_pct": np.round(probability * 100.0, 1),
-            "risk_tier": tiers,
-            "segment": segment_values,
-            "recommended_action": recommend_actions(segment_values, tiers, action_table).to_numpy(),
-            "top_reasons": reasons.to_numpy(),
-            "churn_model_version": str(churn_model_version),
-            "segmentation_model_version": str(segmentation_model_version),
-        },
-        columns=PREDICTION_COLUMNS,
-    )
+    """``ChurnScorer.score`` with a scorer prepared for this one call (see :class:`ChurnScorer`)."""
+    scorer = ChurnScorer(model, feature_columns, cutoffs, action_table, churn_model_version, n_jobs=n_jobs)
+    return scorer.score(features, segments, week, segmentation_model_version)
 
 
 def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -39,6 +39,7 @@ how far per trip and how steadily a member flies. Left out:
 from __future__ import annotations
 
 import io
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -71,6 +72,8 @@ LOYAL_REGULARS = "Loyal Regulars"
 DABBLERS = "Dabblers"
 SEGMENT_NAMES = (ROAD_WARRIORS, LOYAL_REGULARS, DABBLERS)
 N_CLUSTERS = len(SEGMENT_NAMES)
+# Up to this many rows K-Means predicts without a thread limit (too few rows to start threads).
+UNLIMITED_THREADS_ROWS = 64
 
 # Columns the naming rules read from the centroids (clustered or not).
 NAMING_COLUMNS = (FLIGHTS, DISTANCE, ACTIVE_MONTHS, TENURE)
@@ -326,7 +329,9 @@ def _cluster_labels(pipeline: Pipeline, features: pd.DataFrame, config: Segmenta
     labels = pd.Series(-1, index=features.index, dtype="int64")
     if active.any():
         values = _engagement_values(features.loc[active], config.engagement_columns, config.log1p_columns)
-        with threadpool_limits(limits=config.max_threads):
+        # Setting the limit scans the loaded libraries (milliseconds): an online request skips it.
+        limit = threadpool_limits(limits=config.max_threads) if len(values) > UNLIMITED_THREADS_ROWS else nullcontext()
+        with limit:
             labels.loc[active] = pipeline.predict(values)
     return labels
 

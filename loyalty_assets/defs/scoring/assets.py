@@ -3,26 +3,15 @@
 from datetime import timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.columns import PREDICTION_COLUMN_DESCRIPTIONS
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeResource
-from pydantic import Field
-
-from loyalty_assets.domain.experiments import (
-    CONTROL,
-    DEFAULT_CONTROL_SHARES,
-    assign_experiment,
-    cell_control_shares,
-    experiment_id,
-)
-from loyalty_assets.domain.scoring import (
-    load_action_table,
-    score_members,
-    tier_segment_counts,
-)
+from loyalty_assets.domain.experiments import CONTROL, DEFAULT_CONTROL_SHARES, experiment_id
+from loyalty_assets.domain.scoring import ChurnScorer, load_action_table, tier_segment_counts
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
 
@@ -56,22 +45,13 @@ def churn_predictions(
     """Every member enrolled on the week's latest drop date, scored by the promoted champions: churn risk
     (0-100%, calibrated), risk tier, segment, recommended action and the top reasons for High and
     Critical members. Each week is also a retention experiment: a hashed share of every cell is held
-    out (``experiment_arm`` control, no intervention). Also written as CSV and Parquet to a stable per-week key in the lake."""
+    out (``experiment_arm`` control, no intervention). Also written as CSV and Parquet to a stable
+    per-week key in the lake."""
     week = context.partition_key
     segments = assign_segments(segmentation_model["model"], scoring_features)
-    action_table = load_action_table()
-    scored = score_members(
-        churn_model["model"],
-        scoring_features,
-        churn_model["feature_columns"],
-        churn_model["tier_cutoffs"],
-        segments,
-        action_table,
-        week,
-        churn_model["version"],
-        segmentation_model["version"],
-    )
-    predictions = assign_experiment(scored, cell_control_shares(action_table, config.control_shares), experiment_id(week))
+    # The online API (loyalty_assets.serving) scores through the same ChurnScorer.
+    scorer = ChurnScorer.from_bundle(churn_model, load_action_table(), control_shares=config.control_shares)
+    predictions = scorer.score(scoring_features, segments, week, segmentation_model["version"])
     store = lake.store()
     csv_key, parquet_key = predictions_export_key(week, "csv"), predictions_export_key(week, "parquet")
     store.put_bytes(csv_key, predictions.to_csv(index=False).encode("utf-8"))

@@ -1,0 +1,1 @@
+"""The online churn-scoring API: the promoted champions behind HTTP, reloaded when the registry changes."""
