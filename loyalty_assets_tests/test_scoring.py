@@ -12,6 +12,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS
 from loyalty_assets.domain.scoring import (
     PREDICTION_COLUMNS,
     RISK_TIERS,
@@ -201,7 +202,7 @@ def test_score_members_columns_dtypes_and_ranges(champion, week_features):
     predictions = score_members(
         model, features, FEATURES, cutoffs, segments, load_action_table(), "2018-12-03", "churn-v7", "seg-v2"
     )
-    assert list(predictions.columns) == PREDICTION_COLUMNS
+    assert list(predictions.columns) == [*PREDICTION_COLUMNS, *EXPERIMENT_COLUMNS]
     assert len(predictions) == len(features)
     assert predictions["loyalty_number"].tolist() == features["loyalty_number"].tolist()
     assert predictions["loyalty_number"].dtype == np.int64

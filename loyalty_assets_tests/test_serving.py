@@ -33,6 +33,7 @@ from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.features import FEATURE_COLUMNS
 from loyalty_assets.domain.sample_data import SampleConfig, write_drops
+from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
 from loyalty_assets.runner import QUIET_CONSOLE, _instance, execute_job, quarter_start
 from loyalty_assets.serving.champions import ServingState
@@ -191,8 +192,9 @@ def _plain(value):
 def _score_bodies(path: Path) -> dict[int, dict]:
     """A POST body per member from the week's drop: attributes and the months up to the snapshot."""
     lake = LocalStore(path / "lake")
-    loyalty = parquet_bytes_to_dataframe(lake.get_bytes(f"raw_loyalty_history/{AS_OF}.parquet"))
-    activity = parquet_bytes_to_dataframe(lake.get_bytes(f"raw_flight_activity/{AS_OF}.parquet"))
+    tables = read_commit(lake, str(AS_OF)).tables
+    loyalty = parquet_bytes_to_dataframe(lake.get_bytes(tables["raw_loyalty_history"]))
+    activity = parquet_bytes_to_dataframe(lake.get_bytes(tables["raw_flight_activity"]))
     activity = activity[activity["year"] * 12 + activity["month"] <= 2026 * 12 + 10]
     months = {
         member: [{name: _plain(row[name]) for name in ACTIVITY_FIELDS} for row in rows.to_dict("records")]
@@ -201,7 +203,12 @@ def _score_bodies(path: Path) -> dict[int, dict]:
     bodies = {}
     for row in loyalty.to_dict("records"):
         body = {name: _plain(row[name]) for name in LOYALTY_FIELDS}
-        bodies[body["loyalty_number"]] = {**body, "as_of": SNAPSHOT, "activity": months.get(body["loyalty_number"], [])}
+        bodies[body["loyalty_number"]] = {
+            **body,
+            "as_of": SNAPSHOT,
+            "week": str(WEEK),
+            "activity": months.get(body["loyalty_number"], []),
+        }
     return bodies
 
 
@@ -224,6 +231,7 @@ def test_score_matches_the_batch_row_for_every_member_of_the_week(home, server):
             and answer["risk_tier"] == row["risk_tier"]
             and answer["segment"] == row["segment"]
             and answer["recommended_action"] == row["recommended_action"]
+            and answer["experiment_arm"] == row["experiment_arm"]
             and answer["top_reasons"] == row["top_reasons"]
             and answer["snapshot_month"] == "2026-10-01"
         )

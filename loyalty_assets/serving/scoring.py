@@ -53,6 +53,9 @@ class ScoreRequest(BaseModel):
 
     loyalty_number: int = Field(gt=0)
     as_of: date = Field(description="the last complete month, YYYY-MM (or its first day)")
+    week: date | None = Field(
+        default=None, description="the scoring week's Monday, which decides the experiment arm (default: this week)"
+    )
     country: str | None = None
     province: str | None = None
     city: str | None = None
@@ -82,6 +85,13 @@ class ScoreRequest(BaseModel):
     def _first_day(cls, value: date) -> date:
         if value.day != 1:
             raise ValueError("give a month, YYYY-MM")
+        return value
+
+    @field_validator("week")
+    @classmethod
+    def _monday(cls, value: date | None) -> date | None:
+        if value is not None and value.weekday() != 0:
+            raise ValueError("give the week's Monday, YYYY-MM-DD")
         return value
 
 
@@ -136,5 +146,6 @@ def score_request(champions: Champions, request: ScoreRequest) -> dict[str, Any]
     features.insert(0, "loyalty_number", [request.loyalty_number])
     features.insert(1, "snapshot_month", [pd.Timestamp(request.as_of)])
     segments = assign_segments(champions.segmentation, features)
-    row = champions.scorer.score(features, segments, current_week(), champions.segmentation_version).iloc[0]
+    week = request.week.isoformat() if request.week else current_week()
+    row = champions.scorer.score(features, segments, week, champions.segmentation_version).iloc[0]
     return row.to_dict()
