@@ -5,13 +5,22 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from datetime import date
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty_assets.domain.ingest import QUARANTINE_REASONS, DropError, SourceFile, ingest_drop
+from loyalty_assets.domain.ingest import (
+    PLAUSIBLE_RANGES,
+    QUARANTINE_REASONS,
+    DropError,
+    SourceFile,
+    ingest_drop,
+    plausible_ranges_markdown,
+)
 
 LOYALTY_HEADER = (
     "Loyalty Number,Country,Province,City,Postal Code,Gender,Education,Salary,Marital Status,"
@@ -352,6 +361,13 @@ def test_split_files_of_different_activity_variants_are_a_drop_error():
         ("480934,2017,3,2,1,5,100,10,0,0", "Total Flights", "inconsistent_total"),
         ("999999,2017,3,1,0,1,100,10,0,0", "Loyalty Number", "unknown_member"),
         ("480934,2017,abc,1,0,1,-100,10,0,0", "Month", "non_numeric_value"),  # first failing column wins
+        ("480934,2017,3,1,0,1,100,1000000000000,0,0", "Points Accumulated", "implausible_value"),
+        ("480934,2017,3,1,0,1,1000000000000000,10,0,0", "Distance", "implausible_value"),
+        ("480934,2017,3,501,0,501,100,10,0,0", "Flights Booked", "implausible_value"),
+        ("480934,2017,3,1,0,1,100,10,0,100001", "Dollar Cost Points Redeemed", "implausible_value"),
+        ("480934,1949,3,1,0,1,100,10,0,0", "Year", "implausible_value"),
+        ("480934,2019,1,1,0,1,100,10,0,0", "Year", "after_drop_date"),  # the drop is dated 2018-12-31
+        ("480934,2099,1,1,0,1,1e15,10,0,0", "Distance", "implausible_value"),  # per-value rules come first
     ],
 )
 def test_bad_activity_row_is_quarantined_with_its_reason(bad_row, column, reason):
@@ -379,6 +395,13 @@ def test_bad_activity_row_is_quarantined_with_its_reason(bad_row, column, reason
         ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2015,5,2016,", "Cancellation Month", "cancellation_incomplete"),
         ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2015,5,0,4", "Cancellation Year", "cancellation_incomplete"),
         ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2015,5,2016,0", "Cancellation Month", "cancellation_incomplete"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,20000000,Single,Nova,5000,Standard,2015,5,,", "Salary", "implausible_value"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,-10000001,Single,Nova,5000,Standard,2015,5,,", "Salary", "implausible_value"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,1e8,Standard,2015,5,,", "CLV", "implausible_value"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,15,5,,", "Enrollment Year", "implausible_value"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2099,5,,", "Enrollment Year", "after_drop_date"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2019,1,,", "Enrollment Year", "after_drop_date"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2015,5,2019,1", "Cancellation Year", "after_drop_date"),
     ],
 )  # fmt: skip
 def test_bad_loyalty_row_is_quarantined_with_its_reason(bad_row, column, reason):
@@ -389,6 +412,38 @@ def test_bad_loyalty_row_is_quarantined_with_its_reason(bad_row, column, reason)
     assert reason in QUARANTINE_REASONS
     assert json.loads(quarantine.loc[0, "raw_values"])["Loyalty Number"] == bad_row.split(",")[0]
     pd.testing.assert_frame_equal(result.loyalty, ingest().loyalty)
+
+
+def test_values_at_the_plausible_bounds_and_in_the_drop_month_are_accepted():
+    loyalty_rows = [
+        *LOYALTY_ROWS,
+        "700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Doctor,-10000000,Single,Nova,10000000,Standard,1950,1,2018,12",
+        "700002,Canada,Ontario,Toronto,M2Z 4K1,Male,Doctor,10000000,Single,Nova,0,Standard,2018,12,,",
+    ]
+    activity_rows = [
+        *ACTIVITY_ROWS,
+        "700001,1950,1,500,0,500,1000000,1000000,1000000,100000",
+        "700002,2018,12,0,500,500,0,0,0,0",  # the drop's own month is month-to-date, not after the drop
+    ]
+    result = ingest(loyalty_rows, activity_rows)
+
+    assert result.quarantine.empty
+    assert len(result.loyalty) == 6 and len(result.activity) == 7
+
+
+@pytest.mark.parametrize("drop_date", [DROP_DATE, date(2018, 12, 31), pd.Timestamp("2018-12-31 02:00")])
+def test_drop_date_is_a_date_or_an_iso_string(drop_date):
+    activity = activity_file([*ACTIVITY_ROWS, "480934,2019,1,1,0,1,100,10,0,0"])
+    result = ingest_drop([loyalty_file()], [activity], drop_date=drop_date)
+    assert result.stats["quarantined_by_reason"] == {"after_drop_date": 1}
+    assert result.stats["drop_date"] == "2018-12-31"
+
+
+def test_readme_shows_the_plausible_ranges_of_the_code():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    table = plausible_ranges_markdown()
+    assert table in readme
+    assert all(f"| {column} " in table for column in PLAUSIBLE_RANGES)
 
 
 def test_activity_of_a_quarantined_member_is_quarantined_as_unknown_member():

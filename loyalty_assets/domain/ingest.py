@@ -102,21 +102,56 @@ QUARANTINE_REASONS = (
     "implausible_value", "after_drop_date",
 )  # fmt: skip
 FIRST_PLAUSIBLE_YEAR = 1950
-# Inclusive (low, high) per numeric column; None = no bound on that side. Years end at the drop date.
-PLAUSIBLE_RANGES: dict[str, tuple[float | None, float | None]] = {
-    "Salary": (-10_000_000, 10_000_000),  # real medians 61,915 .. 182,144; 20 real negatives are kept
-    "CLV": (None, 10_000_000),  # real p90 15,342
-    "Enrollment Year": (FIRST_PLAUSIBLE_YEAR, None),
-    "Cancellation Year": (FIRST_PLAUSIBLE_YEAR, None),
-    "Year": (FIRST_PLAUSIBLE_YEAR, None),
-    "Flights Booked": (None, 500),  # real maximum 32 flights a month
-    "Flights with Companions": (None, 500),
-    "Total Flights": (None, 500),
-    "Distance": (None, 1_000_000),  # km a month; 32 flights x the longest non-stop flight (15,300 km) < 500,000
-    "Points Accumulated": (None, 1_000_000),  # about 0.1 x distance
-    "Points Redeemed": (None, 1_000_000),  # about 500 per redeeming month
-    "Dollar Cost Points Redeemed": (None, 100_000),  # CAD: 1,000,000 points x 0.081
+
+
+@dataclass(frozen=True)
+class PlausibleRange:
+    """Inclusive bounds of one numeric column (None: no bound on that side) and the real data behind them."""
+
+    low: float | None
+    high: float | None
+    real_data: str
+
+
+# Years end at the drop date (``after_drop_date``), not at a fixed bound.
+PLAUSIBLE_RANGES: dict[str, PlausibleRange] = {
+    "Salary": PlausibleRange(-10_000_000, 10_000_000, "medians 61,915 .. 182,144; 20 negatives, kept and flagged"),
+    "CLV": PlausibleRange(None, 10_000_000, "p90 15,342"),
+    "Enrollment Year": PlausibleRange(FIRST_PLAUSIBLE_YEAR, None, "2012 .. 2018"),
+    "Cancellation Year": PlausibleRange(FIRST_PLAUSIBLE_YEAR, None, "2013 .. 2018"),
+    "Year": PlausibleRange(FIRST_PLAUSIBLE_YEAR, None, "2017 .. 2018"),
+    "Flights Booked": PlausibleRange(None, 500, "about 80% of the flights"),
+    "Flights with Companions": PlausibleRange(None, 500, "about 20% of the flights"),
+    "Total Flights": PlausibleRange(None, 500, "at most 32 a month"),
+    "Distance": PlausibleRange(None, 1_000_000, "km a month: a flight's p90 714; 32 x the longest non-stop < 500,000"),
+    "Points Accumulated": PlausibleRange(None, 1_000_000, "about 0.1 x distance"),
+    "Points Redeemed": PlausibleRange(None, 1_000_000, "about 500 in a redeeming month"),
+    "Dollar Cost Points Redeemed": PlausibleRange(None, 100_000, "CAD, about 0.081 a point"),
 }
+
+
+def plausible_ranges_markdown() -> str:
+    """The plausible ranges as a Markdown table (table | column | lowest | highest | real data), for the README."""
+
+    def shown(value: float | None, column: str, none: str) -> str:
+        if value is None:
+            return none
+        return str(value) if column.endswith("Year") else f"{value:,}"
+
+    non_negative = {rule.column for rule in _LOYALTY_NUMBER_RULES + _ACTIVITY_NUMBER_RULES if rule.non_negative}
+    rows = [
+        (
+            LOYALTY_TABLE if column in LOYALTY_COLUMNS else ACTIVITY_TABLE,
+            column,
+            shown(bounds.low, column, "0 (negative_value)" if column in non_negative else "none"),
+            shown(bounds.high, column, "the drop's month" if column.endswith("Year") else "none"),
+            bounds.real_data,
+        )
+        for column, bounds in PLAUSIBLE_RANGES.items()
+    ]
+    return pd.DataFrame(rows, columns=["table", "column", "lowest", "highest", "real data"]).to_markdown(index=False)
+
+
 MAX_FIELD_BYTES = 128 * 1024
 ACTIVITY_KEY = ["loyalty_number", "year", "month"]
 VARIANT_10_COLUMN = "10-column"
@@ -467,11 +502,11 @@ def _check_numbers(table: pa.Table, rules: tuple[_NumberRule, ...], rejections: 
             rejections.add(~missing & ((values < 1) | (values > 12)), rule.column, "month_out_of_range")
         if rule.non_negative:
             rejections.add(values < 0, rule.column, "negative_value")
-        low, high = PLAUSIBLE_RANGES.get(rule.column, (None, None))
-        if low is not None:
-            rejections.add(~missing & (values < low), rule.column, "implausible_value")
-        if high is not None:
-            rejections.add(values > high, rule.column, "implausible_value")
+        bounds = PLAUSIBLE_RANGES.get(rule.column)
+        if bounds is not None and bounds.low is not None:
+            rejections.add(~missing & (values < bounds.low), rule.column, "implausible_value")
+        if bounds is not None and bounds.high is not None:
+            rejections.add(values > bounds.high, rule.column, "implausible_value")
         parsed[rule.column] = np.where(missing, np.nan, values)
     return parsed
 

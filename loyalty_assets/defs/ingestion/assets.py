@@ -104,7 +104,11 @@ def raw_loyalty_tables(context: dg.AssetExecutionContext, config: IngestConfig, 
     activity_folder, activity_files = landing.drop_files("flight_activity", drop_date)
     try:
         result = ingest_drop(
-            loyalty_files, activity_files, drop_date=drop_date, loyalty_folder=loyalty_folder, activity_folder=activity_folder
+            loyalty_files,
+            activity_files,
+            drop_date=drop_date,
+            loyalty_folder=loyalty_folder,
+            activity_folder=activity_folder,
         )
     except DropError as error:
         raise dg.Failure(description=str(error)) from error
