@@ -1,17 +1,19 @@
 """Weekly scoring with the promoted champions only, saved to the lake and as CSV and Parquet files."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
+from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.exports import predictions_export_key
-from loyalty_assets.defs.storage import LakeResource
+from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain.scoring import (
     load_action_table,
     score_members,
     tier_segment_counts,
+    unscored_member_counts,
 )
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
@@ -19,6 +21,13 @@ from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
 
 @dg.asset(
     partitions_def=weekly_partitions,
+    # The scoring drop's members and quarantine, to count every member left out of the week.
+    ins={
+        "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"],
+        "raw_quarantine": dg.AssetIn(
+            metadata=LAZY_PARTITIONS, partition_mapping=RAW_DROP_INS["raw_loyalty_history"].partition_mapping
+        ),
+    },
     io_manager_key="lake_io_manager",
     group_name="predictions",
     kinds={"scikit-learn", "pandas", "s3"},
@@ -28,11 +37,18 @@ from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
     ),
 )
 def churn_predictions(
-    context: dg.AssetExecutionContext, scoring_features, churn_model, segmentation_model, lake: LakeResource
+    context: dg.AssetExecutionContext,
+    scoring_features,
+    churn_model,
+    segmentation_model,
+    raw_loyalty_history,
+    raw_quarantine,
+    lake: LakeResource,
 ) -> dg.Output:
     """Every member enrolled on the week's latest drop date, scored by the promoted champions: churn risk
     (0-100%, calibrated), risk tier, segment, recommended action and the top reasons for High and
-    Critical members. Also written as CSV and Parquet to a stable per-week key in the lake."""
+    Critical members. Also written as CSV and Parquet to a stable per-week key in the lake. The
+    metadata counts every member of the drop left out of scoring, per reason."""
     week = context.partition_key
     segments = assign_segments(segmentation_model["model"], scoring_features)
     predictions = score_members(
@@ -46,6 +62,11 @@ def churn_predictions(
         churn_model["version"],
         segmentation_model["version"],
     )
+    drop_key, loyalty = latest_partition(raw_loyalty_history, "raw_loyalty_history", f"week {week}")
+    if drop_key not in raw_quarantine:
+        raise dg.Failure(f"raw_quarantine {drop_key} is missing beside raw_loyalty_history {drop_key}: ingest it again")
+    quarantine = raw_quarantine[drop_key]()
+    coverage = unscored_member_counts(loyalty, quarantine, predictions, date.fromisoformat(drop_key))
     store = lake.store()
     csv_key, parquet_key = predictions_export_key(week, "csv"), predictions_export_key(week, "parquet")
     store.put_bytes(csv_key, predictions.to_csv(index=False).encode("utf-8"))
@@ -56,6 +77,11 @@ def churn_predictions(
         metadata={
             **table_metadata(predictions),
             "members_scored": len(predictions),
+            "scoring_drop": drop_key,
+            "members_in_drop": coverage["members_in_drop"],
+            "members_cancelled": coverage["members_cancelled"],
+            "members_left_out": coverage["members_left_out"],
+            "members_left_out_by_reason": dg.MetadataValue.json(coverage["left_out_by_reason"]),
             "churn_model_version": churn_model["version"],
             "segmentation_model_version": segmentation_model["version"],
             "critical_share": float((predictions["risk_tier"] == "Critical").mean()),
