@@ -24,8 +24,8 @@ Decisions the data contract leaves open, fixed here:
 - **One quarantine row per bad input row.** Per-value rules run column by column in contract
   order (within a column: missing, non-numeric, non-integer, month range, negative, implausible);
   then the cross-field rules (after drop date, cancellation incomplete, cancellation before
-  enrollment, inconsistent total), then the cross-row rules (duplicate member, unknown member). The first rule that
-  fails names the row's reason and column.
+  enrollment, inconsistent total), then the cross-row rules (duplicate member, unknown member).
+  The first rule that fails names the row's reason and column.
 - **Duplicate members**: every copy of a loyalty number that appears more than once (among rows
   with a valid number) is quarantined as ``duplicate_member``: we cannot tell which copy is right.
 - **Activity duplicates**: rows with the same (member, year, month) and equal parsed values are
@@ -102,6 +102,8 @@ QUARANTINE_REASONS = (
     "implausible_value", "after_drop_date",
 )  # fmt: skip
 FIRST_PLAUSIBLE_YEAR = 1950
+MAX_FIELD_BYTES = 128 * 1024
+REEXPORT = "re-export the file and land it again"
 
 
 @dataclass(frozen=True)
@@ -130,29 +132,6 @@ PLAUSIBLE_RANGES: dict[str, PlausibleRange] = {
 }
 
 
-def plausible_ranges_markdown() -> str:
-    """The plausible ranges as a Markdown table (table | column | lowest | highest | real data), for the README."""
-
-    def shown(value: float | None, column: str, none: str) -> str:
-        if value is None:
-            return none
-        return str(value) if column.endswith("Year") else f"{value:,}"
-
-    non_negative = {rule.column for rule in _LOYALTY_NUMBER_RULES + _ACTIVITY_NUMBER_RULES if rule.non_negative}
-    rows = [
-        (
-            LOYALTY_TABLE if column in LOYALTY_COLUMNS else ACTIVITY_TABLE,
-            column,
-            shown(bounds.low, column, "0 (negative_value)" if column in non_negative else "none"),
-            shown(bounds.high, column, "the drop's month" if column.endswith("Year") else "none"),
-            bounds.real_data,
-        )
-        for column, bounds in PLAUSIBLE_RANGES.items()
-    ]
-    return pd.DataFrame(rows, columns=["table", "column", "lowest", "highest", "real data"]).to_markdown(index=False)
-
-
-MAX_FIELD_BYTES = 128 * 1024
 ACTIVITY_KEY = ["loyalty_number", "year", "month"]
 VARIANT_10_COLUMN = "10-column"
 VARIANT_8_COLUMN = "8-column"
@@ -237,10 +216,29 @@ _ACTIVITY_NUMBER_RULES = (
 )
 
 
+def plausible_ranges_markdown() -> str:
+    """The plausible ranges as a Markdown table (table | column | lowest | highest | real data), for the README."""
+
+    def shown(value: float | None, column: str, none: str) -> str:
+        if value is None:
+            return none
+        return str(value) if column.endswith("Year") else f"{value:,}"
+
+    non_negative = {rule.column for rule in _LOYALTY_NUMBER_RULES + _ACTIVITY_NUMBER_RULES if rule.non_negative}
+    rows = [
+        (
+            LOYALTY_TABLE if column in LOYALTY_COLUMNS else ACTIVITY_TABLE,
+            column,
+            shown(bounds.low, column, "0 (negative_value)" if column in non_negative else "none"),
+            shown(bounds.high, column, "the drop's month" if column.endswith("Year") else "none"),
+            bounds.real_data,
+        )
+        for column, bounds in PLAUSIBLE_RANGES.items()
+    ]
+    return pd.DataFrame(rows, columns=["table", "column", "lowest", "highest", "real data"]).to_markdown(index=False)
+
+
 # ---------------------------------------------------------------- reading files
-
-
-REEXPORT = "re-export the file and land it again"
 
 
 def _gunzip(source: SourceFile) -> bytes:
