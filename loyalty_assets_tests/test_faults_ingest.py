@@ -82,7 +82,10 @@ def _corrupt_crc(data: bytes) -> bytes:
 
 def _without_column(header: str, rows: list[str], column: str) -> bytes:
     position = header.split(",").index(column)
-    drop = lambda line: ",".join(value for index, value in enumerate(line.split(",")) if index != position)  # noqa: E731
+
+    def drop(line: str) -> str:
+        return ",".join(value for index, value in enumerate(line.split(",")) if index != position)
+
     return csv_bytes(drop(header), [drop(row) for row in rows])
 
 
