@@ -36,6 +36,7 @@ DROP_DATE = date(2018, 12, 31)
 N_MEMBERS = 15_000
 FIRST_MONTH = (2016, 10)
 N_MONTHS = 27
+DROP_DATE = "2018-12-31"
 PROVINCES = {
     "Ontario": ("Toronto", "M2Z 4K1"),
     "British Columbia": ("Vancouver", "V6E 3D9"),
@@ -160,12 +161,12 @@ def build_drop(seed: int = 20261127) -> tuple[list[SourceFile], list[SourceFile]
     half = len(activity_columns["Loyalty Number"]) // 2
     loyalty = [
         SourceFile(
-            "loyalty_history/dt=2018-12-31/customer_loyalty_history.csv", _csv_bytes(loyalty_columns, LOYALTY_COLUMNS)
+            f"loyalty_history/dt={DROP_DATE}/customer_loyalty_history.csv", _csv_bytes(loyalty_columns, LOYALTY_COLUMNS)
         )
     ]
     activity = [
         SourceFile(
-            f"flight_activity/dt=2018-12-31/part-{part}.csv",
+            f"flight_activity/dt={DROP_DATE}/part-{part}.csv",
             _csv_bytes({name: values[rows] for name, values in activity_columns.items()}, ACTIVITY_COLUMNS),
         )
         for part, rows in ((1, slice(None, half)), (2, slice(half, None)))
@@ -181,7 +182,7 @@ def bench_ingest_drop() -> str:
     loyalty, activity = build_drop()
     megabytes = sum(len(source.data) for source in loyalty + activity) / 1e6
     started, started_cpu = time.perf_counter(), time.process_time()
-    result = ingest_drop(loyalty, activity)
+    result = ingest_drop(loyalty, activity, drop_date=DROP_DATE)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     stats = result.stats
     return (
@@ -199,7 +200,7 @@ def bench_ingest_with_completeness() -> str:
     tables = {LOYALTY_TABLE: loyalty, ACTIVITY_TABLE: activity}
     manifests = {table: _manifest(files) for table, files in tables.items()}
     started, started_cpu = time.perf_counter(), time.process_time()
-    result = ingest_drop(loyalty, activity)
+    result = ingest_drop(loyalty, activity, drop_date=DROP_DATE)
     ingested, ingested_cpu = time.perf_counter(), time.process_time()
     rows_read = result.stats["rows_read"]
     problems, _ = last_complete_month_problems(result.activity, DROP_DATE, 0.01)

@@ -25,6 +25,7 @@ def bench_churn_training_15k():
     drop = ingest_drop(
         [SourceFile("loyalty.csv", encode_drop_file(members, "csv"))],
         [SourceFile("activity.csv", encode_drop_file(flights, "csv"))],
+        drop_date=TRAINING_DROP,
     )
     loyalty, activity = drop.loyalty, drop.activity
     features = build_features(loyalty, activity, all_snapshots(activity, TRAINING_DROP))

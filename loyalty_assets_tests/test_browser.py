@@ -36,7 +36,7 @@ SCORING_JOB = "weekly_scoring_job"
 # (the global lineage page collapses groups once there are several).
 GRAPH_PAGE = "/assets/churn_predictions?view=lineage&lineageScope=upstream&lineageDepth=100"
 ASSETS_ON_THE_GRAPH = ("churn_predictions", "raw_flight_activity")
-GRAPH_VIEWPORT = {"width": 2400, "height": 1500}  # large enough for Dagster to draw full-size nodes
+GRAPH_VIEWPORT = {"width": 3200, "height": 1800}  # large enough for Dagster to draw full-size nodes
 
 PREPARE_TIMEOUT_SECONDS = 600
 SERVER_START_TIMEOUT_SECONDS = 90

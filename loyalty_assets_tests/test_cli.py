@@ -32,7 +32,7 @@ def test_sample_data_writes_one_drop_per_day_in_the_landing_zone(home, capsys):
     activity = [
         SourceFile(key, landing.get_bytes(key)) for key in keys if key.startswith("flight_activity/dt=2026-11-27")
     ]
-    assert len(ingest_drop(loyalty, activity).loyalty) > 0
+    assert len(ingest_drop(loyalty, activity, drop_date="2026-11-27").loyalty) > 0
     assert "wrote 4 files for 2 drops" in capsys.readouterr().out
 
 

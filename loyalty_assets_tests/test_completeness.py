@@ -167,7 +167,7 @@ def test_sample_drops_with_their_duplicates_and_manifests_pass_every_signal(tmp_
             folder = key.rsplit("/", 1)[0]
             manifest = store.get_bytes(f"{folder}/_manifest.json")
             tables[key.split("/")[0]] = (SourceFile(key, store.get_bytes(key)), manifest)
-        result = ingest_drop([tables["loyalty_history"][0]], [tables["flight_activity"][0]])
+        result = ingest_drop([tables["loyalty_history"][0]], [tables["flight_activity"][0]], drop_date=day)
         stats = result.stats
         assert stats["exact_duplicates_dropped"] > 0 and stats["conflicting_keys_resolved"] > 0
         assert last_complete_month_problems(result.activity, day, 0.0)[0] == []

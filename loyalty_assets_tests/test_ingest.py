@@ -5,12 +5,22 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from datetime import date
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty_assets.domain.ingest import QUARANTINE_REASONS, DropError, SourceFile, ingest_drop
+from loyalty_assets.domain.ingest import (
+    PLAUSIBLE_RANGES,
+    QUARANTINE_REASONS,
+    DropError,
+    SourceFile,
+    ingest_drop,
+    plausible_ranges_markdown,
+)
 
 LOYALTY_HEADER = (
     "Loyalty Number,Country,Province,City,Postal Code,Gender,Education,Salary,Marital Status,"
@@ -20,6 +30,8 @@ ACTIVITY_HEADER = (
     "Loyalty Number,Year,Month,Flights Booked,Flights with Companions,Total Flights,Distance,"
     "Points Accumulated,Points Redeemed,Dollar Cost Points Redeemed"
 )
+DROP_DATE = "2018-12-31"  # the dt= the fixture files are named after
+ingest_files = partial(ingest_drop, drop_date=DROP_DATE)
 ACTIVITY_HEADER_8 = (
     "Loyalty Number,Year,Month,Total Flights,Distance,Points Accumulated,Points Redeemed,Dollar Cost Points Redeemed"
 )
@@ -75,7 +87,7 @@ def activity_file(
 
 
 def ingest(loyalty_rows: list[str] = LOYALTY_ROWS, activity_rows: list[str] = ACTIVITY_ROWS):
-    return ingest_drop([loyalty_file(loyalty_rows)], [activity_file(activity_rows)])
+    return ingest_files([loyalty_file(loyalty_rows)], [activity_file(activity_rows)])
 
 
 def quarantined(result, table: str) -> pd.DataFrame:
@@ -123,7 +135,7 @@ def test_header_variants_give_the_same_tables(style, bom, eol):
     loyalty = SourceFile("l.csv", csv_bytes(rename_header(LOYALTY_HEADER, style), LOYALTY_ROWS, bom=bom, eol=eol))
     activity = SourceFile("a.csv", csv_bytes(rename_header(ACTIVITY_HEADER, style), ACTIVITY_ROWS, bom=bom, eol=eol))
 
-    result = ingest_drop([loyalty], [activity])
+    result = ingest_files([loyalty], [activity])
     reference = ingest()
 
     pd.testing.assert_frame_equal(result.loyalty, reference.loyalty)
@@ -133,7 +145,7 @@ def test_header_variants_give_the_same_tables(style, bom, eol):
 
 def test_eight_column_activity_variant_leaves_booked_and_companions_empty():
     rows = [",".join(row.split(",")[:3] + row.split(",")[5:]) for row in ACTIVITY_ROWS]
-    result = ingest_drop([loyalty_file()], [SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER_8, rows))])
+    result = ingest_files([loyalty_file()], [SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER_8, rows))])
 
     assert result.stats["activity_variant"] == "8-column"
     assert str(result.activity["flights_booked"].dtype) == "Int64"
@@ -171,11 +183,11 @@ def test_parquet_and_gzip_inputs_match_csv():
     activity_frame = pd.read_csv(io.BytesIO(csv_bytes(ACTIVITY_HEADER, ACTIVITY_ROWS)), encoding="utf-8-sig")
     loyalty_frame.columns = [name.lower().replace(" ", "_") for name in loyalty_frame.columns]
 
-    parquet_loyalty = ingest_drop(
+    parquet_loyalty = ingest_files(
         [SourceFile("l.parquet", _parquet_bytes(loyalty_frame))],
         [SourceFile("a.csv.gz", gzip.compress(csv_bytes(ACTIVITY_HEADER, ACTIVITY_ROWS)))],
     )
-    parquet_activity = ingest_drop([loyalty_file()], [SourceFile("a.parquet", _parquet_bytes(activity_frame))])
+    parquet_activity = ingest_files([loyalty_file()], [SourceFile("a.parquet", _parquet_bytes(activity_frame))])
 
     pd.testing.assert_frame_equal(parquet_loyalty.loyalty, reference.loyalty)
     pd.testing.assert_frame_equal(parquet_loyalty.activity, reference.activity)
@@ -194,7 +206,7 @@ def test_split_extracts_are_concatenated_with_row_numbers_per_file():
         ),
     ]
 
-    result = ingest_drop(loyalty_parts, activity_parts)
+    result = ingest_files(loyalty_parts, activity_parts)
 
     pd.testing.assert_frame_equal(result.loyalty, ingest().loyalty)
     pd.testing.assert_frame_equal(result.activity, ingest().activity)
@@ -228,7 +240,7 @@ def test_missing_required_column_names_file_and_column(table, column):
     files = ([broken], [activity_file()]) if table == "loyalty" else ([loyalty_file()], [broken])
 
     with pytest.raises(DropError) as raised:
-        ingest_drop(*files)
+        ingest_files(*files)
 
     assert str(raised.value).startswith(f"{table}/dt=2026-11-27/part-1.csv: missing required column '{column}'")
 
@@ -237,52 +249,99 @@ def test_only_one_optional_flight_column_is_a_missing_column():
     header = ACTIVITY_HEADER.replace(",Flights with Companions", "")
     rows = [",".join(row.split(",")[:4] + row.split(",")[5:]) for row in ACTIVITY_ROWS]
     with pytest.raises(DropError, match="a.csv: missing required column 'Flights with Companions'"):
-        ingest_drop([loyalty_file()], [SourceFile("a.csv", csv_bytes(header, rows))])
+        ingest_files([loyalty_file()], [SourceFile("a.csv", csv_bytes(header, rows))])
+
+
+AGAIN = "re-export the file and land it again"
 
 
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        (SourceFile("a.csv", b""), "a.csv: empty file (no header row)"),
-        (SourceFile("a.csv", b"\xef\xbb\xbf\r\n"), "a.csv: empty file (no header row)"),
-        (SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER, [])), "a.csv: empty file (no data rows)"),
-        (SourceFile("a.csv", bytes(range(256)) * 4), "a.csv: unreadable file"),
-        (SourceFile("a.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), "a.csv: unreadable file: the header is not UTF-8"),
-        (SourceFile("a.csv", b"id;when;what\r\n1;2;3\r\n"), "a.csv: missing required column 'Loyalty Number'"),
-        (SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER, ["1,2,3"])), "a.csv: unreadable file: not a valid CSV file"),
-        (SourceFile("a.csv.gz", b"not gzip at all"), "a.csv.gz: unreadable file: not a valid gzip stream"),
-        (SourceFile("a.csv.gz", gzip.compress(csv_bytes(ACTIVITY_HEADER, ACTIVITY_ROWS))[:40]), "a.csv.gz: unreadable file"),
-        (SourceFile("a.parquet", b"PAR1garbagePAR1"), "a.parquet: unreadable file: not a valid Parquet file"),
-        (SourceFile("a.xlsx", csv_bytes(ACTIVITY_HEADER, ACTIVITY_ROWS)), "a.xlsx: unsupported file type"),
+        (SourceFile("a.csv", b""), f"a.csv: empty file (no header row): {AGAIN}"),
+        (SourceFile("a.csv", b"\xef\xbb\xbf\r\n"), f"a.csv: empty file (no header row): {AGAIN}"),
+        (SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER, [])), f"a.csv: empty file (no data rows, only the header): {AGAIN}"),
+        (SourceFile("a.csv", bytes(range(256)) * 4), "a.csv: row 1, column #2: invalid UTF-8 byte 0x80; the file is not UTF-8 "
+         "(a Latin-1 or Windows-1252 export?): re-export it as UTF-8 and land it again"),
+        (SourceFile("a.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), "a.csv: row 0 (header): not UTF-8 text ('utf-8' codec can't "
+         "decode byte 0x89 in position 0: invalid start byte): re-export the file as UTF-8 and land it again"),
+        (SourceFile("a.csv", b"id;when;what\r\n1;2;3\r\n"), "a.csv: the header has no commas but holds ';': the file looks "
+         "';'-delimited; re-export it comma-separated and land it again"),
+        (SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER, ["1,2,3"])), "a.csv: unreadable file: not a valid CSV file (CSV parse "
+         f"error: Expected 10 columns, got 3: 1,2,3): {AGAIN}"),
+        (SourceFile("a.csv.gz", b"not gzip at all"), "a.csv.gz: unreadable file: not a valid gzip stream (Not a gzipped file "
+         f"(b'no')); the file is damaged or cut short: {AGAIN}"),
+        (SourceFile("a.csv.gz", gzip.compress(csv_bytes(ACTIVITY_HEADER, ACTIVITY_ROWS))[:40]), "a.csv.gz: unreadable file: not "
+         "a valid gzip stream (Compressed file ended before the end-of-stream marker was reached); the file is damaged or "
+         f"cut short: {AGAIN}"),
+        (SourceFile("a.parquet", b"PAR1garbagePAR1"), "a.parquet: unreadable file: not a valid Parquet file (Could not open "
+         "Parquet input source '<Buffer>': Parquet file size is 15 bytes, smaller than the size reported by footer's "
+         f"(1701273954bytes)): {AGAIN}"),
+        (SourceFile("a.xlsx", csv_bytes(ACTIVITY_HEADER, ACTIVITY_ROWS)), "a.xlsx: unsupported file type: land .csv, .csv.gz "
+         "or .parquet files"),
     ],
     ids=["zero-bytes", "bom-only", "header-only", "garbage-bytes", "binary-header", "foreign-header", "ragged-row", "bad-gzip",
          "truncated-gzip", "bad-parquet", "unknown-suffix"],
 )  # fmt: skip
-def test_unreadable_or_empty_file_is_a_drop_error_naming_the_file(source, message):
+def test_unreadable_or_empty_file_is_a_one_line_drop_error_naming_the_file(source, message):
     with pytest.raises(DropError) as raised:
-        ingest_drop([loyalty_file()], [source])
-    assert str(raised.value).startswith(message)
+        ingest_files([loyalty_file()], [source])
+    assert str(raised.value) == message
+
+
+def _corrupt_crc(data: bytes) -> bytes:
+    """A gzip stream whose CRC-32 trailer no longer matches its content."""
+    return data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (SourceFile("a.csv.gz", _corrupt_crc(gzip.compress(csv_bytes(ACTIVITY_HEADER, ACTIVITY_ROWS)))),
+         f"a.csv.gz: unreadable file: not a valid gzip stream (CRC check failed); the file is damaged or cut short: {AGAIN}"),
+        (SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER, ACTIVITY_ROWS) + "480934,2017,3,1,0,1,1é,10,0,0\r\n".encode("latin-1")),
+         "a.csv: row 6, column 'Distance': invalid UTF-8 byte 0xe9; the file is not UTF-8 (a Latin-1 or Windows-1252 "
+         "export?): re-export it as UTF-8 and land it again"),
+        (SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER, [*ACTIVITY_ROWS[:2], "", f"480934,2017,3,1,0,1,{'9' * 200_000},10,0,0"])),
+         "a.csv: row 3, column 'Distance': a field of 200,000 bytes is over the 131,072-byte limit; the file is damaged "
+         f"(a lost quote or line break?): {AGAIN}"),
+        (SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER, [f"480934,2017,3,1,0,1,1,\"{'x' * 140_000}\",0,0"])),
+         "a.csv: row 1, column 'Points Accumulated': a field of 140,000 bytes is over the 131,072-byte limit; the file is "
+         f"damaged (a lost quote or line break?): {AGAIN}"),
+        (SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER + "," + "x" * 140_000, ACTIVITY_ROWS)),
+         f"a.csv: row 0 (header) has 140,155 bytes, over the 131,072-byte field limit; the file is damaged: {AGAIN}"),
+    ],
+    ids=["gzip-crc", "latin-1-data-row", "long-field-after-blank-line", "long-quoted-field", "long-header"],
+)  # fmt: skip
+def test_damaged_file_error_names_row_and_column(source, message):
+    with pytest.raises(DropError) as raised:
+        ingest_files([loyalty_file()], [source])
+    assert str(raised.value) == message
+
+
+def test_drop_error_is_always_one_line():
+    assert str(DropError("a.csv: first\r\n  second\tthird")) == "a.csv: first second third"
 
 
 def test_partition_without_files_names_the_folder():
     with pytest.raises(DropError, match=r"^landing/loyalty_history/dt=2026-11-27: partition has no files$"):
-        ingest_drop([], [activity_file()], loyalty_folder="landing/loyalty_history/dt=2026-11-27")
+        ingest_files([], [activity_file()], loyalty_folder="landing/loyalty_history/dt=2026-11-27")
     with pytest.raises(DropError, match=r"^flight_activity: partition has no files$"):
-        ingest_drop([loyalty_file()], [])
+        ingest_files([loyalty_file()], [])
 
 
 def test_duplicate_header_is_a_drop_error():
     header = LOYALTY_HEADER + ",loyalty_number"
     rows = [row + "," + row.split(",")[0] for row in LOYALTY_ROWS]
     with pytest.raises(DropError, match=r"l.csv: column 'Loyalty Number' appears more than once"):
-        ingest_drop([SourceFile("l.csv", csv_bytes(header, rows))], [activity_file()])
+        ingest_files([SourceFile("l.csv", csv_bytes(header, rows))], [activity_file()])
 
 
 def test_split_files_of_different_activity_variants_are_a_drop_error():
     rows_8 = [",".join(row.split(",")[:3] + row.split(",")[5:]) for row in ACTIVITY_ROWS]
     parts = [activity_file(name="part-1.csv"), SourceFile("part-2.csv", csv_bytes(ACTIVITY_HEADER_8, rows_8))]
     with pytest.raises(DropError, match="part-2.csv: columns .* differ from part-1.csv"):
-        ingest_drop([loyalty_file()], parts)
+        ingest_files([loyalty_file()], parts)
 
 
 # ---------------------------------------------------------------- quarantine rules
@@ -302,6 +361,13 @@ def test_split_files_of_different_activity_variants_are_a_drop_error():
         ("480934,2017,3,2,1,5,100,10,0,0", "Total Flights", "inconsistent_total"),
         ("999999,2017,3,1,0,1,100,10,0,0", "Loyalty Number", "unknown_member"),
         ("480934,2017,abc,1,0,1,-100,10,0,0", "Month", "non_numeric_value"),  # first failing column wins
+        ("480934,2017,3,1,0,1,100,1000000000000,0,0", "Points Accumulated", "implausible_value"),
+        ("480934,2017,3,1,0,1,1000000000000000,10,0,0", "Distance", "implausible_value"),
+        ("480934,2017,3,501,0,501,100,10,0,0", "Flights Booked", "implausible_value"),
+        ("480934,2017,3,1,0,1,100,10,0,100001", "Dollar Cost Points Redeemed", "implausible_value"),
+        ("480934,1949,3,1,0,1,100,10,0,0", "Year", "implausible_value"),
+        ("480934,2019,1,1,0,1,100,10,0,0", "Year", "after_drop_date"),  # the drop is dated 2018-12-31
+        ("480934,2099,1,1,0,1,1e15,10,0,0", "Distance", "implausible_value"),  # per-value rules come first
     ],
 )
 def test_bad_activity_row_is_quarantined_with_its_reason(bad_row, column, reason):
@@ -329,6 +395,13 @@ def test_bad_activity_row_is_quarantined_with_its_reason(bad_row, column, reason
         ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2015,5,2016,", "Cancellation Month", "cancellation_incomplete"),
         ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2015,5,0,4", "Cancellation Year", "cancellation_incomplete"),
         ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2015,5,2016,0", "Cancellation Month", "cancellation_incomplete"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,20000000,Single,Nova,5000,Standard,2015,5,,", "Salary", "implausible_value"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,-10000001,Single,Nova,5000,Standard,2015,5,,", "Salary", "implausible_value"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,1e8,Standard,2015,5,,", "CLV", "implausible_value"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,15,5,,", "Enrollment Year", "implausible_value"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2099,5,,", "Enrollment Year", "after_drop_date"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2019,1,,", "Enrollment Year", "after_drop_date"),
+        ("700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Master,90000,Single,Nova,5000,Standard,2015,5,2019,1", "Cancellation Year", "after_drop_date"),
     ],
 )  # fmt: skip
 def test_bad_loyalty_row_is_quarantined_with_its_reason(bad_row, column, reason):
@@ -339,6 +412,38 @@ def test_bad_loyalty_row_is_quarantined_with_its_reason(bad_row, column, reason)
     assert reason in QUARANTINE_REASONS
     assert json.loads(quarantine.loc[0, "raw_values"])["Loyalty Number"] == bad_row.split(",")[0]
     pd.testing.assert_frame_equal(result.loyalty, ingest().loyalty)
+
+
+def test_values_at_the_plausible_bounds_and_in_the_drop_month_are_accepted():
+    loyalty_rows = [
+        *LOYALTY_ROWS,
+        "700001,Canada,Ontario,Toronto,M2Z 4K1,Male,Doctor,-10000000,Single,Nova,10000000,Standard,1950,1,2018,12",
+        "700002,Canada,Ontario,Toronto,M2Z 4K1,Male,Doctor,10000000,Single,Nova,0,Standard,2018,12,,",
+    ]
+    activity_rows = [
+        *ACTIVITY_ROWS,
+        "700001,1950,1,500,0,500,1000000,1000000,1000000,100000",
+        "700002,2018,12,0,500,500,0,0,0,0",  # the drop's own month is month-to-date, not after the drop
+    ]
+    result = ingest(loyalty_rows, activity_rows)
+
+    assert result.quarantine.empty
+    assert len(result.loyalty) == 6 and len(result.activity) == 7
+
+
+@pytest.mark.parametrize("drop_date", [DROP_DATE, date(2018, 12, 31), pd.Timestamp("2018-12-31 02:00")])
+def test_drop_date_is_a_date_or_an_iso_string(drop_date):
+    activity = activity_file([*ACTIVITY_ROWS, "480934,2019,1,1,0,1,100,10,0,0"])
+    result = ingest_drop([loyalty_file()], [activity], drop_date=drop_date)
+    assert result.stats["quarantined_by_reason"] == {"after_drop_date": 1}
+    assert result.stats["drop_date"] == "2018-12-31"
+
+
+def test_readme_shows_the_plausible_ranges_of_the_code():
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    table = plausible_ranges_markdown()
+    assert table in readme
+    assert all(f"| {column} " in table for column in PLAUSIBLE_RANGES)
 
 
 def test_activity_of_a_quarantined_member_is_quarantined_as_unknown_member():

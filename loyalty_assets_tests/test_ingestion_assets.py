@@ -46,6 +46,7 @@ def test_local_materialization_matches_the_domain_ingest(tmp_path):
     expected = ingest_drop(
         [SourceFile("l.csv", landing.get_bytes(f"loyalty_history/dt={DAY}/customer_loyalty_history.csv"))],
         [SourceFile("a.csv", landing.get_bytes(f"flight_activity/dt={DAY}/customer_flight_activity.csv"))],
+        drop_date=DAY,
     )
     pd.testing.assert_frame_equal(_lake_table(lake, "raw_loyalty_history"), expected.loyalty)
     pd.testing.assert_frame_equal(_lake_table(lake, "raw_flight_activity"), expected.activity)

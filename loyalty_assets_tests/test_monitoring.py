@@ -103,6 +103,7 @@ def ingested(population, drop_date: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     result = ingest_drop(
         [SourceFile("loyalty.csv", encode_drop_file(loyalty, "csv"))],
         [SourceFile("activity.csv", encode_drop_file(activity, "csv"))],
+        drop_date=drop_date,
     )
     return result.loyalty, result.activity
 

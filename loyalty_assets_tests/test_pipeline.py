@@ -116,6 +116,30 @@ def test_the_ui_shows_rounded_metrics_gates_plots_and_described_columns(env):
     assert all(column.description for column in schema.columns)
 
 
+def test_scoring_metadata_counts_every_member_left_out_with_a_reason(env):
+    defs = build_defs(load_settings())
+    result = dg.materialize(
+        list(defs.assets) + list(defs.asset_checks),
+        selection=["churn_predictions"],
+        partition_key=WEEK,
+        resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    materialization = result.asset_materializations_for_node("churn_predictions")[0]
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    predictions = parquet_bytes_to_dataframe(_lake(env).get_bytes(f"churn_predictions/{WEEK}.parquet"))
+
+    assert metadata["scoring_drop"] == AS_OF.isoformat()
+    assert metadata["members_scored"] == len(predictions)
+    left_out = metadata["members_left_out_by_reason"]
+    assert left_out["loyalty_row_quarantined"] == 0 and left_out["no_scoring_features"] == 0
+    assert left_out["enrolled_after_snapshot"] > 0  # the sample data enrols members in the drop's own month
+    assert metadata["members_left_out"] == sum(left_out.values())
+    assert metadata["members_in_drop"] == (
+        metadata["members_scored"] + metadata["members_cancelled"] + metadata["members_left_out"]
+    )
+
+
 def _run_month(env, selection, raise_on_error=False):
     settings = load_settings()
     defs = build_defs(settings)

@@ -297,6 +297,7 @@ def test_generated_drop_passes_our_ingestion_with_only_the_intended_findings(tmp
     result = ingest_drop(
         [SourceFile(loyalty_key, store.get_bytes(loyalty_key))],
         [SourceFile(activity_key, store.get_bytes(activity_key))],
+        drop_date=LAST_DROP,
     )
     assert result.quarantine.empty
     assert result.stats["activity_variant"] == variant

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS
+from loyalty_assets.domain.ingest import SourceFile, ingest_drop
 from loyalty_assets.domain.scoring import (
     PREDICTION_COLUMNS,
     RISK_TIERS,
@@ -24,9 +25,11 @@ from loyalty_assets.domain.scoring import (
     tier_cutoffs,
     tier_segment_counts,
     top_reasons,
+    unscored_member_counts,
     unwrap_forest_pipeline,
 )
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
+from loyalty_assets_tests.drop_files import ACTIVITY_HEADER, LOYALTY_HEADER, activity_row, csv_bytes, member_row
 
 DRIVER = "months_since_last_flight"
 FEATURES = [DRIVER, "tenure_months", "distance_12m", "companion_share_12m", "loyalty_card_tier"]
@@ -244,3 +247,37 @@ def test_score_members_rejects_members_without_segment_and_duplicates(champion, 
         score_members(
             model, doubled, *arguments, ["Dabblers"] * len(doubled), load_action_table(), "2018-12-03", "c", "s"
         )
+
+
+def test_every_member_of_the_drop_is_scored_cancelled_or_left_out_with_a_reason():
+    drop_date = "2026-11-20"  # snapshot 2026-10
+    members = [
+        member_row(100000),  # scored
+        member_row(100001),  # eligible, but scoring_features had no row for it
+        member_row(100002, enrolled=(2026, 11)),  # enrolled in the month-to-date month
+        member_row(100003, cancelled=(2026, 11)),  # cancelled by the drop date: not eligible
+        member_row(100004, cancelled=(2020, 5)),
+        member_row(100005, enrolled=(2099, 1)),  # quarantined: after_drop_date
+        member_row(100006, enrolled=(2026, 10)),  # enrolled in the snapshot month: scored
+    ]
+    drop = ingest_drop(
+        [SourceFile("l.csv", csv_bytes(LOYALTY_HEADER, members))],
+        [SourceFile("a.csv", csv_bytes(ACTIVITY_HEADER, [activity_row(100000, 2026, 10)]))],
+        drop_date=drop_date,
+    )
+    predictions = pd.DataFrame({"loyalty_number": [100000, 100006]})
+
+    counts = unscored_member_counts(drop.loyalty, drop.quarantine, predictions, drop_date)
+
+    assert drop.stats["quarantined_by_reason"] == {"after_drop_date": 1}
+    assert counts == {
+        "members_in_drop": 7,
+        "members_scored": 2,
+        "members_cancelled": 2,
+        "members_left_out": 3,
+        "left_out_by_reason": {
+            "loyalty_row_quarantined": 1,
+            "enrolled_after_snapshot": 1,
+            "no_scoring_features": 1,
+        },
+    }

@@ -22,10 +22,10 @@ Decisions the data contract leaves open, fixed here:
 - **Flights before enrollment** flags activity rows with ``total_flights > 0`` in a month before
   the member's enrollment month (zero rows before enrollment are just the extract's padding).
 - **One quarantine row per bad input row.** Per-value rules run column by column in contract
-  order (within a column: missing, non-numeric, non-integer, month range, negative); then the
-  cross-field rules (cancellation incomplete, cancellation before enrollment, inconsistent
-  total), then the cross-row rules (duplicate member, unknown member). The first rule that
-  fails names the row's reason and column.
+  order (within a column: missing, non-numeric, non-integer, month range, negative, implausible);
+  then the cross-field rules (after drop date, cancellation incomplete, cancellation before
+  enrollment, inconsistent total), then the cross-row rules (duplicate member, unknown member).
+  The first rule that fails names the row's reason and column.
 - **Duplicate members**: every copy of a loyalty number that appears more than once (among rows
   with a valid number) is quarantined as ``duplicate_member``: we cannot tell which copy is right.
 - **Activity duplicates**: rows with the same (member, year, month) and equal parsed values are
@@ -36,9 +36,20 @@ Decisions the data contract leaves open, fixed here:
 - **Split extracts** must agree on the activity variant (all 8-column or all 10-column);
   columns outside the contract are ignored and listed in ``stats["ignored_columns"]``.
 - **Flights Booked / with Companions** may be empty per row in a 10-column file (kept as NA).
+- **Plausible ranges** (``PLAUSIBLE_RANGES``): a number outside its column's range is
+  quarantined as ``implausible_value``. The bounds sit an order of magnitude or more beyond the
+  real data set's values (data contract: at most 32 flights a month, a flight's distance p90
+  714 km, CLV p90 15,342, salary medians up to 182,144), so every honest row passes while 1e12
+  points or 1e15 km do not. Years start at 1950; their upper end is the drop date (next rule).
+- **After the drop date**: activity in a month after the drop's month, and an enrollment or
+  cancellation month after it, are quarantined as ``after_drop_date`` (the drop's own month is
+  month-to-date and allowed).
 - **Reason codes** (``QUARANTINE_REASONS``): the eight of docs/design.md plus ``missing_value``
   (a required non-key number is empty), ``non_integer_value`` (a count, year or month with a
-  fraction) and ``inconsistent_total``.
+  fraction), ``inconsistent_total``, ``implausible_value`` and ``after_drop_date``.
+- **File-level errors** are one line naming the file (row and column where known) and what to do.
+  A field may hold at most ``MAX_FIELD_BYTES`` (128 KB, the csv module's own limit): a longer one
+  means a damaged file, not a value to quarantine.
 - ``row_number`` counts data rows per file (header = 0; blank lines are not rows);
   ``raw_values`` holds the row's contract columns as read (keys are the contract's names).
 """
@@ -49,6 +60,7 @@ import csv
 import gzip
 import zlib
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -87,7 +99,39 @@ QUARANTINE_REASONS = (
     "missing_key", "missing_value", "non_numeric_value", "non_integer_value",
     "month_out_of_range", "negative_value", "cancellation_incomplete",
     "cancellation_before_enrollment", "inconsistent_total", "duplicate_member", "unknown_member",
+    "implausible_value", "after_drop_date",
 )  # fmt: skip
+FIRST_PLAUSIBLE_YEAR = 1950
+MAX_FIELD_BYTES = 128 * 1024
+REEXPORT = "re-export the file and land it again"
+
+
+@dataclass(frozen=True)
+class PlausibleRange:
+    """Inclusive bounds of one numeric column (None: no bound on that side) and the real data behind them."""
+
+    low: float | None
+    high: float | None
+    real_data: str
+
+
+# Years end at the drop date (``after_drop_date``), not at a fixed bound.
+PLAUSIBLE_RANGES: dict[str, PlausibleRange] = {
+    "Salary": PlausibleRange(-10_000_000, 10_000_000, "medians 61,915 .. 182,144; 20 negatives, kept and flagged"),
+    "CLV": PlausibleRange(None, 10_000_000, "p90 15,342"),
+    "Enrollment Year": PlausibleRange(FIRST_PLAUSIBLE_YEAR, None, "2012 .. 2018"),
+    "Cancellation Year": PlausibleRange(FIRST_PLAUSIBLE_YEAR, None, "2013 .. 2018"),
+    "Year": PlausibleRange(FIRST_PLAUSIBLE_YEAR, None, "2017 .. 2018"),
+    "Flights Booked": PlausibleRange(None, 500, "about 80% of the flights"),
+    "Flights with Companions": PlausibleRange(None, 500, "about 20% of the flights"),
+    "Total Flights": PlausibleRange(None, 500, "at most 32 a month"),
+    "Distance": PlausibleRange(None, 1_000_000, "km a month: a flight's p90 714; 32 x the longest non-stop < 500,000"),
+    "Points Accumulated": PlausibleRange(None, 1_000_000, "about 0.1 x distance"),
+    "Points Redeemed": PlausibleRange(None, 1_000_000, "about 500 in a redeeming month"),
+    "Dollar Cost Points Redeemed": PlausibleRange(None, 100_000, "CAD, about 0.081 a point"),
+}
+
+
 ACTIVITY_KEY = ["loyalty_number", "year", "month"]
 VARIANT_10_COLUMN = "10-column"
 VARIANT_8_COLUMN = "8-column"
@@ -104,7 +148,19 @@ def normalise_header(name: str) -> str:
 
 
 class DropError(ValueError):
-    """A file-level problem: the whole partition fails and nothing is written."""
+    """A file-level problem: the whole partition fails and nothing is written.
+
+    The message is always one line (whitespace and line breaks inside it are collapsed).
+    """
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(message.split()))
+
+
+def _quoted(text: object, limit: int = 200) -> str:
+    """An embedded library message or value, cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 @dataclass(frozen=True)
@@ -160,6 +216,28 @@ _ACTIVITY_NUMBER_RULES = (
 )
 
 
+def plausible_ranges_markdown() -> str:
+    """The plausible ranges as a Markdown table (table | column | lowest | highest | real data), for the README."""
+
+    def shown(value: float | None, column: str, none: str) -> str:
+        if value is None:
+            return none
+        return str(value) if column.endswith("Year") else f"{value:,}"
+
+    non_negative = {rule.column for rule in _LOYALTY_NUMBER_RULES + _ACTIVITY_NUMBER_RULES if rule.non_negative}
+    rows = [
+        (
+            LOYALTY_TABLE if column in LOYALTY_COLUMNS else ACTIVITY_TABLE,
+            column,
+            shown(bounds.low, column, "0 (negative_value)" if column in non_negative else "none"),
+            shown(bounds.high, column, "the drop's month" if column.endswith("Year") else "none"),
+            bounds.real_data,
+        )
+        for column, bounds in PLAUSIBLE_RANGES.items()
+    ]
+    return pd.DataFrame(rows, columns=["table", "column", "lowest", "highest", "real data"]).to_markdown(index=False)
+
+
 # ---------------------------------------------------------------- reading files
 
 
@@ -167,7 +245,56 @@ def _gunzip(source: SourceFile) -> bytes:
     try:
         return gzip.decompress(source.data)
     except (OSError, EOFError, zlib.error) as error:
-        raise DropError(f"{source.name}: unreadable file: not a valid gzip stream ({error})") from error
+        raise DropError(
+            f"{source.name}: unreadable file: not a valid gzip stream ({_quoted(error)}); "
+            f"the file is damaged or cut short: {REEXPORT}"
+        ) from error
+
+
+def _data_row(data: bytes, offset: int) -> tuple[int, bytes]:
+    """The data row number (header = 0, blank lines skipped) and the text before ``offset`` on its line."""
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    if line_start == 0:
+        return 0, data[:offset]
+    earlier_rows = sum(1 for line in data[:line_start].split(b"\n")[1:-1] if line.strip())
+    return earlier_rows + 1, data[line_start:offset]
+
+
+def _column_at(header: list[str], line_before: bytes) -> str:
+    """The header name of the field that holds the end of ``line_before`` (commas counted, quotes ignored)."""
+    position = line_before.count(b",")
+    return f"'{header[position]}'" if 0 <= position < len(header) else f"#{position + 1}"
+
+
+def _csv_problem(name: str, data: bytes, header: list[str]) -> DropError | None:
+    """Locate the first invalid UTF-8 byte or over-long field (Arrow reports neither's row)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        row, before = _data_row(data, error.start)
+        return DropError(
+            f"{name}: row {row}, column {_column_at(header, before)}: invalid UTF-8 byte "
+            f"0x{data[error.start]:02x}; the file is not UTF-8 (a Latin-1 or Windows-1252 export?): "
+            "re-export it as UTF-8 and land it again"
+        )
+    offset = 0
+    for line in data.split(b"\n"):
+        if len(line) > MAX_FIELD_BYTES:
+            start = offset
+            for field in line.split(b","):
+                if len(field) > MAX_FIELD_BYTES:
+                    row, before = _data_row(data, start)
+                    return _long_field_error(name, row, _column_at(header, before), len(field))
+                start += len(field) + 1
+        offset += len(line) + 1
+    return None
+
+
+def _long_field_error(name: str, row: int, column: str, size: int) -> DropError:
+    return DropError(
+        f"{name}: row {row}, column {column}: a field of {size:,} bytes is over the "
+        f"{MAX_FIELD_BYTES:,}-byte limit; the file is damaged (a lost quote or line break?): {REEXPORT}"
+    )
 
 
 def _read_csv(name: str, data: bytes) -> pa.Table:
@@ -177,9 +304,16 @@ def _read_csv(name: str, data: bytes) -> pa.Table:
     try:
         header_line = header_bytes.decode("utf-8-sig").rstrip("\r")
     except UnicodeDecodeError as error:
-        raise DropError(f"{name}: unreadable file: the header is not UTF-8 text ({error})") from error
+        raise DropError(
+            f"{name}: row 0 (header): not UTF-8 text ({_quoted(error)}): re-export the file as UTF-8 and land it again"
+        ) from error
     if not header_line.strip():
-        raise DropError(f"{name}: empty file (no header row)")
+        raise DropError(f"{name}: empty file (no header row): {REEXPORT}")
+    if len(header_bytes) > MAX_FIELD_BYTES:
+        raise DropError(
+            f"{name}: row 0 (header) has {len(header_bytes):,} bytes, over the {MAX_FIELD_BYTES:,}-byte field limit; "
+            f"the file is damaged: {REEXPORT}"
+        )
     header = next(csv.reader([header_line]))
     positions = [str(index) for index in range(len(header))]
     try:
@@ -189,7 +323,10 @@ def _read_csv(name: str, data: bytes) -> pa.Table:
             convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(positions, pa.string())),
         )
     except pa.ArrowInvalid as error:
-        raise DropError(f"{name}: unreadable file: not a valid CSV file ({error})") from error
+        located = _csv_problem(name, data, header)
+        if located is not None:
+            raise located from error
+        raise DropError(f"{name}: unreadable file: not a valid CSV file ({_quoted(error)}): {REEXPORT}") from error
     return table.rename_columns(header)
 
 
@@ -198,7 +335,7 @@ def _read_parquet(name: str, data: bytes) -> pa.Table:
     try:
         table = pq.read_table(pa.BufferReader(data))
     except pa.ArrowException as error:
-        raise DropError(f"{name}: unreadable file: not a valid Parquet file ({error})") from error
+        raise DropError(f"{name}: unreadable file: not a valid Parquet file ({_quoted(error)}): {REEXPORT}") from error
     columns = []
     for column_name, column in zip(table.column_names, table.columns):
         try:
@@ -217,10 +354,20 @@ def _read_source(source: SourceFile) -> pa.Table:
     elif lower_name.endswith(".parquet"):
         table = _read_parquet(source.name, source.data)
     else:
-        raise DropError(f"{source.name}: unsupported file type (expected .csv, .csv.gz or .parquet)")
+        raise DropError(f"{source.name}: unsupported file type: land .csv, .csv.gz or .parquet files")
     if table.num_rows == 0:
-        raise DropError(f"{source.name}: empty file (no data rows)")
+        raise DropError(f"{source.name}: empty file (no data rows, only the header): {REEXPORT}")
+    _check_field_sizes(source.name, table)
     return table
+
+
+def _check_field_sizes(name: str, table: pa.Table) -> None:
+    """A field over ``MAX_FIELD_BYTES`` (e.g. a lost quote swallowing many rows) fails the file."""
+    for column_name, column in zip(table.column_names, table.columns):
+        lengths = pc.binary_length(column)
+        longest = pc.max(lengths).as_py()
+        if longest is not None and longest > MAX_FIELD_BYTES:
+            raise _long_field_error(name, pc.index(lengths, longest).as_py() + 1, f"'{column_name}'", longest)
 
 
 def _select_contract_columns(
@@ -242,8 +389,14 @@ def _select_contract_columns(
     required = [column for column in contract if column not in optional or any(o in found for o in optional)]
     for column in required:
         if column not in found:
+            if len(table.column_names) == 1 and ";" in table.column_names[0]:
+                raise DropError(
+                    f"{name}: the header has no commas but holds ';': the file looks ';'-delimited; "
+                    "re-export it comma-separated and land it again"
+                )
             raise DropError(
-                f"{name}: missing required column '{column}' (columns found: {', '.join(table.column_names)})"
+                f"{name}: missing required column '{column}' (columns found: "
+                f"{_quoted(', '.join(table.column_names))}): export the data contract's columns and land it again"
             )
     present = [column for column in contract if column in found]
     selected = table.select([table.column_names.index(found[column]) for column in present])
@@ -347,6 +500,11 @@ def _check_numbers(table: pa.Table, rules: tuple[_NumberRule, ...], rejections: 
             rejections.add(~missing & ((values < 1) | (values > 12)), rule.column, "month_out_of_range")
         if rule.non_negative:
             rejections.add(values < 0, rule.column, "negative_value")
+        bounds = PLAUSIBLE_RANGES.get(rule.column)
+        if bounds is not None and bounds.low is not None:
+            rejections.add(~missing & (values < bounds.low), rule.column, "implausible_value")
+        if bounds is not None and bounds.high is not None:
+            rejections.add(values > bounds.high, rule.column, "implausible_value")
         parsed[rule.column] = np.where(missing, np.nan, values)
     return parsed
 
@@ -368,17 +526,24 @@ def _quarantine_rows(extract: _Extract, table_name: str, rejections: _Rejections
     )
 
 
-def _validate_loyalty(extract: _Extract) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def _month_number(year, month):
+    return year * 12 + month
+
+
+def _validate_loyalty(extract: _Extract, drop_month: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     table = extract.table
     rejections = _Rejections(table.num_rows)
     numbers = _check_numbers(table, _LOYALTY_NUMBER_RULES, rejections)
 
     cancel_year, cancel_month = numbers["Cancellation Year"], numbers["Cancellation Month"]
+    enrolled = _month_number(numbers["Enrollment Year"], numbers["Enrollment Month"])
+    cancelled = _month_number(cancel_year, cancel_month)
+    rejections.add(enrolled > drop_month, "Enrollment Year", "after_drop_date")
+    rejections.add(cancelled > drop_month, "Cancellation Year", "after_drop_date")
     has_year, has_month = ~np.isnan(cancel_year), ~np.isnan(cancel_month)
     rejections.add(has_month & ~has_year, "Cancellation Year", "cancellation_incomplete")
     rejections.add(has_year & ~has_month, "Cancellation Month", "cancellation_incomplete")
-    enrolled = numbers["Enrollment Year"] * 12 + numbers["Enrollment Month"]
-    rejections.add(cancel_year * 12 + cancel_month < enrolled, "Cancellation Year", "cancellation_before_enrollment")
+    rejections.add(cancelled < enrolled, "Cancellation Year", "cancellation_before_enrollment")
 
     loyalty_number = numbers["Loyalty Number"]
     valid_number = np.isfinite(loyalty_number) & (loyalty_number > 0) & (loyalty_number == np.trunc(loyalty_number))
@@ -456,10 +621,13 @@ def _deduplicated_order(columns: dict[str, np.ndarray | pd.api.extensions.Extens
     return order[~np.isin(order, dropped)], stats
 
 
-def _validate_activity(extract: _Extract, loyalty: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def _validate_activity(
+    extract: _Extract, loyalty: pd.DataFrame, drop_month: int
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     table = extract.table
     rejections = _Rejections(table.num_rows)
     numbers = _check_numbers(table, _ACTIVITY_NUMBER_RULES, rejections)
+    rejections.add(_month_number(numbers["Year"], numbers["Month"]) > drop_month, "Year", "after_drop_date")
     variant = VARIANT_10_COLUMN if "Flights Booked" in numbers else VARIANT_8_COLUMN
     if variant == VARIANT_10_COLUMN:
         booked_plus_companions = numbers["Flights Booked"] + numbers["Flights with Companions"]
@@ -483,8 +651,10 @@ def _validate_activity(extract: _Extract, loyalty: pd.DataFrame) -> tuple[pd.Dat
     activity = pd.DataFrame({name: values[order] for name, values in columns.items()}, copy=False)
 
     enrollment = loyalty.set_index("loyalty_number")
-    enrolled = (enrollment["enrollment_year"] * 12 + enrollment["enrollment_month"]).reindex(activity["loyalty_number"])
-    flown_before = (activity["year"] * 12 + activity["month"]).to_numpy() < enrolled.to_numpy()
+    enrolled = _month_number(enrollment["enrollment_year"], enrollment["enrollment_month"]).reindex(
+        activity["loyalty_number"]
+    )
+    flown_before = _month_number(activity["year"], activity["month"]).to_numpy() < enrolled.to_numpy()
     activity["flag_before_enrollment"] = flown_before & (activity["total_flights"] > 0).to_numpy()
     stats = {
         **duplicate_stats,
@@ -504,6 +674,7 @@ def ingest_drop(
     loyalty_files: list[SourceFile],
     activity_files: list[SourceFile],
     *,
+    drop_date: str | date,
     loyalty_folder: str = LOYALTY_TABLE,
     activity_folder: str = ACTIVITY_TABLE,
 ) -> IngestResult:
@@ -511,6 +682,7 @@ def ingest_drop(
 
     ``loyalty_files``/``activity_files`` are the files of the ``dt=`` folders (several files per
     table are concatenated in the given order); the folder names appear in "no files" errors.
+    ``drop_date`` (a date or ``YYYY-MM-DD``) is the drop's ``dt=``: rows dated after it are quarantined.
     Returns the ``raw_loyalty_history``, ``raw_flight_activity`` and ``raw_quarantine`` frames of
     docs/design.md and the stats dict (see the module docstring for the rules).
     """
@@ -521,13 +693,16 @@ def ingest_drop(
     loyalty_extract = _read_extract(loyalty_files, LOYALTY_COLUMNS)
     activity_extract = _read_extract(activity_files, ACTIVITY_COLUMNS, OPTIONAL_ACTIVITY_COLUMNS)
 
-    loyalty, loyalty_quarantine, loyalty_stats = _validate_loyalty(loyalty_extract)
-    activity, activity_quarantine, activity_stats = _validate_activity(activity_extract, loyalty)
+    drop_day = pd.Timestamp(drop_date)
+    drop_month = _month_number(drop_day.year, drop_day.month)
+    loyalty, loyalty_quarantine, loyalty_stats = _validate_loyalty(loyalty_extract, drop_month)
+    activity, activity_quarantine, activity_stats = _validate_activity(activity_extract, loyalty, drop_month)
     quarantine = pd.concat([loyalty_quarantine, activity_quarantine], ignore_index=True)
 
     rows_read = {LOYALTY_TABLE: loyalty_extract.table.num_rows, ACTIVITY_TABLE: activity_extract.table.num_rows}
     by_reason = quarantine["reason"].value_counts().sort_index()
     stats = {
+        "drop_date": drop_day.date().isoformat(),
         "rows_read": rows_read,
         "rows_written": {LOYALTY_TABLE: len(loyalty), ACTIVITY_TABLE: len(activity)},
         "exact_duplicates_dropped": activity_stats["exact_duplicates_dropped"],

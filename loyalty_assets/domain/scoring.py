@@ -45,6 +45,9 @@ from loyalty_assets.domain.experiments import (
     cell_control_shares,
     experiment_id,
 )
+from loyalty_assets.domain.features import last_complete_month, month_number, timestamp_month_number
+from loyalty_assets.domain.ingest import LOYALTY_TABLE
+from loyalty_assets.domain.labels import members_enrolled_on
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
 
 RISK_TIERS = ("Low", "Medium", "High", "Critical")
@@ -475,3 +478,37 @@ def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(pd.Series(tiers, name="risk_tier"), pd.Series(segments, name="segment"), dropna=False).reindex(
         index=list(RISK_TIERS), columns=list(SEGMENT_NAMES), fill_value=0
     )
+
+
+def unscored_member_counts(
+    loyalty: pd.DataFrame, quarantine: pd.DataFrame, predictions: pd.DataFrame, drop_date
+) -> dict:
+    """How the scoring drop's members split: scored, cancelled, or left out with a reason.
+
+    ``loyalty`` and ``quarantine`` are the drop's ``raw_loyalty_history`` and ``raw_quarantine``;
+    ``predictions`` is the week's ``churn_predictions``. Eligible members are enrolled and not
+    cancelled on ``drop_date``. Left out, by reason: ``loyalty_row_quarantined`` (rows the ingest
+    quarantined; their eligibility is unknown), ``enrolled_after_snapshot`` (eligible, enrolled in
+    the drop's month-to-date month) and ``no_scoring_features`` (any other eligible member without
+    a prediction).
+    ``members_in_drop`` = ``members_scored`` + ``members_cancelled`` + ``members_left_out``.
+    """
+    quarantined_loyalty_rows = int((quarantine["table"] == LOYALTY_TABLE).sum())
+    numbers = loyalty["loyalty_number"]
+    eligible = numbers.isin(members_enrolled_on(loyalty, drop_date)).to_numpy()
+    scored = eligible & numbers.isin(predictions["loyalty_number"]).to_numpy()
+    enrolled = month_number(loyalty["enrollment_year"].to_numpy(), loyalty["enrollment_month"].to_numpy())
+    after_snapshot = enrolled > timestamp_month_number(last_complete_month(drop_date))
+    unscored = eligible & ~scored
+    by_reason = {
+        "loyalty_row_quarantined": quarantined_loyalty_rows,
+        "enrolled_after_snapshot": int((unscored & after_snapshot).sum()),
+        "no_scoring_features": int((unscored & ~after_snapshot).sum()),
+    }
+    return {
+        "members_in_drop": len(loyalty) + quarantined_loyalty_rows,
+        "members_scored": int(scored.sum()),
+        "members_cancelled": int((~eligible).sum()),
+        "members_left_out": sum(by_reason.values()),
+        "left_out_by_reason": by_reason,
+    }

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +19,11 @@ import joblib
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from botocore.exceptions import ClientError
+
+ACCESS_DENIED_CODES = frozenset(
+    {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+)
 
 
 class ObjectStore(Protocol):
@@ -87,8 +94,25 @@ class LocalStore:
         return str(self._path(key))
 
 
+class StoreError(OSError):
+    """An object store refused a request; the message is one line naming the location and what to do."""
+
+
+def s3_store_error(error: ClientError, url: str, bucket: str, endpoint: str | None) -> StoreError:
+    """A one-line ``StoreError`` for a refused S3 request (no credential is part of the message)."""
+    code = str(error.response.get("Error", {}).get("Code", "unknown"))
+    where = f"{url} (endpoint {endpoint or 'AWS default'})"
+    if code == "NoSuchBucket":
+        return StoreError(f"{where}: bucket '{bucket}' does not exist: create it or correct the s3:// URI")
+    if code in ACCESS_DENIED_CODES:
+        return StoreError(f"{where}: access denied ({code}): check the AWS credentials and the bucket policy")
+    message = " ".join(str(error.response.get("Error", {}).get("Message", "")).split())[:200]
+    operation = getattr(error, "operation_name", "request")
+    return StoreError(f"{where}: S3 {operation} failed ({code}: {message}): check the bucket and the endpoint")
+
+
 class S3Store:
-    """Objects below ``s3://bucket/prefix`` through a boto3 S3 client."""
+    """Objects below ``s3://bucket/prefix`` through a boto3 S3 client; a refused request raises ``StoreError``."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = ""):
         self.client = client
@@ -99,18 +123,28 @@ class S3Store:
         key = _clean_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @contextmanager
+    def _refusals_named(self, url: str) -> Iterator[None]:
+        try:
+            yield
+        except ClientError as error:
+            raise s3_store_error(error, url, self.bucket, self.client.meta.endpoint_url) from error
+
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with self._refusals_named(self.url(key)):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except self.client.exceptions.NoSuchKey as error:
-            raise FileNotFoundError(f"{self.url(key)} does not exist") from error
-        return response["Body"].read()
+        with self._refusals_named(self.url(key)):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except self.client.exceptions.NoSuchKey as error:
+                raise FileNotFoundError(f"{self.url(key)} does not exist") from error
+            return response["Body"].read()
 
     def exists(self, key: str) -> bool:
-        response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        with self._refusals_named(self.url(key)):
+            response = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
         return any(item["Key"] == self._key(key) for item in response.get("Contents", []))
 
     def list_keys(self, prefix: str) -> list[str]:
@@ -118,12 +152,14 @@ class S3Store:
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
-            keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
+        with self._refusals_named(f"s3://{self.bucket}/{full_prefix}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self._refusals_named(self.url(key)):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

@@ -206,7 +206,11 @@ def raw_loyalty_tables(
     activity_folder, activity_files = landed[ACTIVITY_TABLE].folder, landed[ACTIVITY_TABLE].files
     try:
         result = ingest_drop(
-            loyalty_files, activity_files, loyalty_folder=loyalty_folder, activity_folder=activity_folder
+            loyalty_files,
+            activity_files,
+            drop_date=drop_date,
+            loyalty_folder=loyalty_folder,
+            activity_folder=activity_folder,
         )
     except DropError as error:
         raise dg.Failure(description=str(error)) from error

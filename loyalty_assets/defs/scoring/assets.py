@@ -1,17 +1,18 @@
 """Weekly scoring with the promoted champions only, saved to the lake and as CSV and Parquet files."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 from pydantic import Field
 
+from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.columns import PREDICTION_COLUMN_DESCRIPTIONS
 from loyalty_assets.defs.scoring.exports import predictions_export_key
-from loyalty_assets.defs.storage import LakeResource
+from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain.experiments import CONTROL, DEFAULT_CONTROL_SHARES, experiment_id
-from loyalty_assets.domain.scoring import ChurnScorer, load_action_table, tier_segment_counts
+from loyalty_assets.domain.scoring import ChurnScorer, load_action_table, tier_segment_counts, unscored_member_counts
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
 
@@ -26,6 +27,13 @@ class ScoringConfig(dg.Config):
 
 @dg.asset(
     partitions_def=weekly_partitions,
+    # The scoring drop's members and quarantine, to count every member left out of the week.
+    ins={
+        "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"],
+        "raw_quarantine": dg.AssetIn(
+            metadata=LAZY_PARTITIONS, partition_mapping=RAW_DROP_INS["raw_loyalty_history"].partition_mapping
+        ),
+    },
     io_manager_key="lake_io_manager",
     group_name="predictions",
     kinds={"scikit-learn", "pandas", "s3"},
@@ -40,18 +48,26 @@ def churn_predictions(
     scoring_features,
     churn_model,
     segmentation_model,
+    raw_loyalty_history,
+    raw_quarantine,
     lake: LakeResource,
 ) -> dg.Output:
     """Every member enrolled on the week's latest drop date, scored by the promoted champions: churn risk
     (0-100%, calibrated), risk tier, segment, recommended action and the top reasons for High and
     Critical members. Each week is also a retention experiment: a hashed share of every cell is held
     out (``experiment_arm`` control, no intervention). Also written as CSV and Parquet to a stable
-    per-week key in the lake."""
+    per-week key in the lake. The metadata counts every member of the drop left out of scoring, per
+    reason."""
     week = context.partition_key
     segments = assign_segments(segmentation_model["model"], scoring_features)
     # The online API (loyalty_assets.serving) scores through the same ChurnScorer.
     scorer = ChurnScorer.from_bundle(churn_model, load_action_table(), control_shares=config.control_shares)
     predictions = scorer.score(scoring_features, segments, week, segmentation_model["version"])
+    drop_key, loyalty = latest_partition(raw_loyalty_history, "raw_loyalty_history", f"week {week}")
+    if drop_key not in raw_quarantine:
+        raise dg.Failure(f"raw_quarantine {drop_key} is missing beside raw_loyalty_history {drop_key}: ingest it again")
+    quarantine = raw_quarantine[drop_key]()
+    coverage = unscored_member_counts(loyalty, quarantine, predictions, date.fromisoformat(drop_key))
     store = lake.store()
     csv_key, parquet_key = predictions_export_key(week, "csv"), predictions_export_key(week, "parquet")
     store.put_bytes(csv_key, predictions.to_csv(index=False).encode("utf-8"))
@@ -62,6 +78,11 @@ def churn_predictions(
         metadata={
             **table_metadata(predictions, PREDICTION_COLUMN_DESCRIPTIONS),
             "members_scored": len(predictions),
+            "scoring_drop": drop_key,
+            "members_in_drop": coverage["members_in_drop"],
+            "members_cancelled": coverage["members_cancelled"],
+            "members_left_out": coverage["members_left_out"],
+            "members_left_out_by_reason": dg.MetadataValue.json(coverage["left_out_by_reason"]),
             "churn_model_version": churn_model["version"],
             "segmentation_model_version": segmentation_model["version"],
             "critical_share": float((predictions["risk_tier"] == "Critical").mean()),
