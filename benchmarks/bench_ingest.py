@@ -36,7 +36,6 @@ DROP_DATE = date(2018, 12, 31)
 N_MEMBERS = 15_000
 FIRST_MONTH = (2016, 10)
 N_MONTHS = 27
-DROP_DATE = "2018-12-31"
 PROVINCES = {
     "Ontario": ("Toronto", "M2Z 4K1"),
     "British Columbia": ("Vancouver", "V6E 3D9"),
