@@ -109,6 +109,7 @@ def _repository_origin():
 
 
 def launch(
+    defs: dg.Definitions,
     instance: dg.DagsterInstance,
     job_name: str,
     *,
@@ -117,31 +118,32 @@ def launch(
     run_config: dict | None = None,
     verbose: bool = False,
 ) -> dg.JobExecutionResult:
-    """Create the run with the code location's origin and execute it here, in process."""
+    """Create the run with the code location's origin and execute it here, in process, on ``defs``
+    (built for the current settings)."""
+    from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.definitions.reconstruct import ReconstructableRepository
     from dagster._core.execution.api import execute_run
 
-    repository = ReconstructableRepository.for_module(CODE_LOCATION_MODULE, "defs", str(PROJECT_ROOT))
-    job = repository.get_reconstructable_job(job_name)
+    job = defs.resolve_job_def(job_name)
     if asset_selection:
         job = job.get_subset(asset_selection=asset_selection)
-    config = _run_config(verbose, run_config)
+    code = ReconstructableRepository.for_module(CODE_LOCATION_MODULE, "defs", str(PROJECT_ROOT))
     run = instance.create_run_for_job(
-        job_def=job.get_definition(),
-        run_config=config,
+        job_def=job,
+        run_config=_run_config(verbose, run_config),
         tags={"dagster/partition": partition_key} if partition_key else None,
-        job_code_origin=job.get_python_origin(),
+        job_code_origin=code.get_reconstructable_job(job_name).get_python_origin(),
         remote_job_origin=_repository_origin().get_job_origin(job_name),
         asset_selection=frozenset(asset_selection) if asset_selection else None,
     )
-    return execute_run(job, run, instance)
+    return execute_run(InMemoryJob(job), run, instance)
 
 
 def execute_job(
-    instance: dg.DagsterInstance, job_name: str, partition_key: str, verbose: bool = False
+    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition_key: str, verbose: bool = False
 ) -> dg.JobExecutionResult:
     """One partition of a job; ``RunFailed`` with one line per failed step or check."""
-    result = launch(instance, job_name, partition_key=partition_key, verbose=verbose)
+    result = launch(defs, instance, job_name, partition_key=partition_key, verbose=verbose)
     if not result.success:
         raise RunFailed(f"{job_name} [{partition_key}] failed (run {result.run_id}):\n{failure_summary(result)}")
     return result
@@ -206,9 +208,10 @@ def coarse_steps(as_of: date, accepted: set[date], lake: ObjectStore) -> tuple[l
 
 def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -> None:
     """Ingest the drops up to ``as_of``, fit what is due, and score the week of ``as_of``."""
-    from loyalty_assets.definitions import defs
+    from loyalty_assets.definitions import build_defs
 
     settings = load_settings()
+    defs = build_defs(settings)
     resources = defs.resources
     landing_dates = [day for day in resources["landing"].drop_dates("flight_activity") if day <= as_of]
     if as_of not in landing_dates:
@@ -225,7 +228,7 @@ def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -
             echo(f"skipping the drop of {day}: rejected by its ingest run {rejected_run} (see the UI); fix and re-land it")
             continue
         echo(f"running daily_ingest_job for {day}")
-        result = launch(instance, "daily_ingest_job", partition_key=day.isoformat(), verbose=verbose)
+        result = launch(defs, instance, "daily_ingest_job", partition_key=day.isoformat(), verbose=verbose)
         if result.success:
             accepted.add(day)
         elif day == as_of:
@@ -239,10 +242,10 @@ def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -
         if step.note:
             echo(step.note)
         echo(f"running {step.job_name} for {step.partition}")
-        _report_warnings(execute_job(instance, step.job_name, step.partition.isoformat(), verbose), echo)
+        _report_warnings(execute_job(defs, instance, step.job_name, step.partition.isoformat(), verbose), echo)
     week = (as_of - timedelta(days=as_of.weekday())).isoformat()
     echo(f"running weekly_scoring_job for {week}")
-    _report_warnings(execute_job(instance, "weekly_scoring_job", week, verbose), echo)
+    _report_warnings(execute_job(defs, instance, "weekly_scoring_job", week, verbose), echo)
     echo(f"done: lake {settings.lake_uri}, Dagster instance {settings.dagster_home}")
 
 
@@ -294,9 +297,9 @@ def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
 
 def demo(as_of: date, echo: Callable[[str], None], verbose: bool = False) -> None:
     """The sample drops the landing zone misses up to ``as_of``, the whole graph as of ``as_of``, a summary."""
-    from loyalty_assets.definitions import defs
+    from loyalty_assets.environment import resources_for
 
-    write_missing_sample_drops(as_of, defs.resources["landing"].drop_dates("flight_activity"), echo)
+    write_missing_sample_drops(as_of, resources_for(load_settings())["landing"].drop_dates("flight_activity"), echo)
     run_as_of(as_of, echo, verbose)
     print_summary(as_of, echo)
 
@@ -308,14 +311,16 @@ def promote_model_version(
     kind: str, version: str, *, reason: str | None, force: bool, echo: Callable[[str], None], verbose: bool = False
 ) -> None:
     """Materialize the champion asset with a registered version, as a run of the code location."""
-    from loyalty_assets.definitions import defs
+    from loyalty_assets.definitions import build_defs
     from loyalty_assets.domain import registry
 
     settings = load_settings()
+    defs = build_defs(settings)
     reason = reason or "manual promotion"
     registry.check_promotable(defs.resources["lake"].store(), kind, version, force=force, reason=reason)
     asset_name = CHAMPION_ASSETS[kind]
     result = launch(
+        defs,
         instance_for(settings),
         defs.get_implicit_global_asset_job_def().name,
         asset_selection={dg.AssetKey(asset_name)},
