@@ -111,7 +111,7 @@ def _demo(args: argparse.Namespace) -> None:
     check_as_of(load_settings(), args.as_of)
     from loyalty_assets.runner import demo
 
-    demo(args.as_of, echo=print, verbose=args.verbose)
+    demo(args.as_of, echo=print, verbose=args.verbose, customers=args.customers)
 
 
 def _model_promote(args: argparse.Namespace) -> None:
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[verbose], help="write the sample drops missing up to --as-of, run --as-of, summary"
     )
     demo.add_argument("--as-of", type=_parse_date, default=date.today(), dest="as_of")
+    demo.add_argument("--customers", type=_positive_int, default=15000, help="members of the sample drops")
     demo.set_defaults(handler=_demo)
 
     model = commands.add_parser("model", help="list model versions, promote or roll back")

@@ -198,11 +198,17 @@ def coarse_steps(as_of: date, accepted: set[date], lake: ObjectStore) -> tuple[l
             steps.append(CoarseStep(job_name, previous, ""))
         elif not has_champion and _has_drop(accepted, current, as_of + timedelta(days=1)):
             steps.append(
-                CoarseStep(job_name, current, f"no {kind} champion and no accepted drop before {current}: "
-                f"training it from the drops of {current} .. {as_of}")
+                CoarseStep(
+                    job_name,
+                    current,
+                    f"no {kind} champion yet and no accepted drop dated {previous} .. {current - timedelta(days=1)}: "
+                    f"training it on partition {current}, from the latest drop up to {as_of}",
+                )
             )
         else:
-            notes.append(f"no accepted drop dated {previous} .. {current - timedelta(days=1)}: keeping the {kind} champion")
+            notes.append(
+                f"no accepted drop dated {previous} .. {current - timedelta(days=1)}: the {kind} champion stays"
+            )
     return steps, notes
 
 
@@ -225,7 +231,10 @@ def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -
     for day in [day for day in landing_dates if day not in accepted and day != as_of] + [as_of]:
         rejected_run = latest_failed_ingest(instance, day) if day != as_of else None
         if rejected_run:
-            echo(f"skipping the drop of {day}: rejected by its ingest run {rejected_run} (see the UI); fix and re-land it")
+            echo(
+                f"skipping the drop of {day}: rejected by its ingest run {rejected_run}; "
+                f"re-land it fixed, then `loyalty-assets run --as-of {day}`"
+            )
             continue
         echo(f"running daily_ingest_job for {day}")
         result = launch(defs, instance, "daily_ingest_job", partition_key=day.isoformat(), verbose=verbose)
@@ -234,7 +243,8 @@ def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -
         elif day == as_of:
             raise RunFailed(f"daily_ingest_job [{day}] failed (run {result.run_id}):\n{failure_summary(result)}")
         else:
-            echo(f"skipping the drop of {day}: rejected (run {result.run_id}): {run_summary(result)[0][0]}")
+            first_failure = failure_summary(result).splitlines()[0]
+            echo(f"skipping the drop of {day}: rejected by its ingest run {result.run_id}: {first_failure}")
     steps, notes = coarse_steps(as_of, accepted, lake)
     for note in notes:
         echo(note)
@@ -262,7 +272,9 @@ def demo_drop_dates(as_of: date) -> list[date]:
     return sorted({month_end, quarter_end, *(as_of - timedelta(days=back) for back in range(7))})
 
 
-def write_missing_sample_drops(as_of: date, landing_dates: list[date], echo: Callable[[str], None]) -> None:
+def write_missing_sample_drops(
+    as_of: date, landing_dates: list[date], customers: int, echo: Callable[[str], None]
+) -> None:
     """The demo's drops up to ``as_of`` that the landing zone does not hold yet (day two, day three...)."""
     from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 
@@ -270,7 +282,7 @@ def write_missing_sample_drops(as_of: date, landing_dates: list[date], echo: Cal
     missing = [day for day in demo_drop_dates(as_of) if day not in set(landing_dates)]
     if not missing:
         return
-    write_drops(store_for_uri(settings.landing_uri), missing, SampleConfig())
+    write_drops(store_for_uri(settings.landing_uri), missing, SampleConfig(customers=customers))
     echo(f"wrote sample drops for {', '.join(str(day) for day in missing)} to {settings.landing_uri}")
 
 
@@ -295,11 +307,12 @@ def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
     echo(f"  Dagster instance  {settings.dagster_home}  (make dev, then http://127.0.0.1:3000)")
 
 
-def demo(as_of: date, echo: Callable[[str], None], verbose: bool = False) -> None:
+def demo(as_of: date, echo: Callable[[str], None], verbose: bool = False, customers: int = 15000) -> None:
     """The sample drops the landing zone misses up to ``as_of``, the whole graph as of ``as_of``, a summary."""
     from loyalty_assets.environment import resources_for
 
-    write_missing_sample_drops(as_of, resources_for(load_settings())["landing"].drop_dates("flight_activity"), echo)
+    landing_dates = resources_for(load_settings())["landing"].drop_dates("flight_activity")
+    write_missing_sample_drops(as_of, landing_dates, customers, echo)
     run_as_of(as_of, echo, verbose)
     print_summary(as_of, echo)
 
@@ -322,7 +335,7 @@ def promote_model_version(
     result = launch(
         defs,
         instance_for(settings),
-        defs.get_implicit_global_asset_job_def().name,
+        defs.resolve_implicit_global_asset_job_def().name,
         asset_selection={dg.AssetKey(asset_name)},
         run_config={"ops": {asset_name: {"config": {"version": version, "reason": reason, "force": force}}}},
         verbose=verbose,
