@@ -13,18 +13,11 @@ import sys
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from loyalty_assets.errors import RunFailed, UserError
 from loyalty_assets.settings import Settings, SettingsError, load_settings
 
 # A registered version is one path segment (e.g. 2026-10-01-1a2b3c4d), never a path.
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class UserError(Exception):
-    """Bad input from the person at the keyboard: printed as one line, no traceback."""
-
-
-class RunFailed(Exception):
-    """A Dagster run did not succeed; the message has one line per failed step or check."""
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from loyalty_assets.cli import RunFailed, UserError
+from loyalty_assets.errors import RunFailed, UserError
 from loyalty_assets.defs.orchestration.schedules import (
     month_start,
     previous_month,
