@@ -41,6 +41,16 @@ def store_for_uri(uri: str) -> ObjectStore:
     return store_at(uri, S3Resource())
 
 
+def landing_drop_dates(landing, settings: Settings) -> list[date]:
+    """The landing zone's drop dates; an unreachable or missing bucket is one line naming the URI."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return landing.drop_dates("flight_activity")
+    except (BotoCoreError, ClientError, OSError) as error:
+        raise UserError(f"cannot list the landing zone {settings.landing_uri}: {error}") from error
+
+
 def instance_for(settings: Settings) -> dg.DagsterInstance:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
@@ -219,7 +229,7 @@ def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -
     settings = load_settings()
     defs = build_defs(settings)
     resources = defs.resources
-    landing_dates = [day for day in resources["landing"].drop_dates("flight_activity") if day <= as_of]
+    landing_dates = [day for day in landing_drop_dates(resources["landing"], settings) if day <= as_of]
     if as_of not in landing_dates:
         raise UserError(
             f"no drop dated {as_of} in {settings.landing_uri}: run `loyalty-assets sample-data --end {as_of}` "
@@ -311,7 +321,8 @@ def demo(as_of: date, echo: Callable[[str], None], verbose: bool = False, custom
     """The sample drops the landing zone misses up to ``as_of``, the whole graph as of ``as_of``, a summary."""
     from loyalty_assets.environment import resources_for
 
-    landing_dates = resources_for(load_settings())["landing"].drop_dates("flight_activity")
+    settings = load_settings()
+    landing_dates = landing_drop_dates(resources_for(settings)["landing"], settings)
     write_missing_sample_drops(as_of, landing_dates, customers, echo)
     run_as_of(as_of, echo, verbose)
     print_summary(as_of, echo)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -48,6 +49,14 @@ def test_run_without_a_drop_for_the_date_is_one_clear_line(home, capsys):
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0
     assert "no drop dated 2026-11-27" in error and "sample-data" in error
+
+
+def test_a_missing_landing_bucket_is_one_line_naming_it(home, aws_env, monkeypatch, capsys):
+    monkeypatch.setenv("LOYALTY_LANDING_URI", "s3://no-such-bucket/landing")
+    assert cli.main(["run", "--as-of", "2026-11-27"]) == 2
+    error = _one_line_error(capsys)
+    assert error.startswith("loyalty-assets: cannot list the landing zone s3://no-such-bucket/landing:")
+    assert "NoSuchBucket" in error
 
 
 def test_bad_environment_value_is_one_clear_line(home, monkeypatch, capsys):
@@ -201,12 +210,15 @@ def test_the_cli_answers_in_under_a_second_without_importing_dagster(home, comma
     env = _child_env(home)
     probe = subprocess.run([sys.executable, "-c", PROBE, *command], env=env, capture_output=True, text=True)
     assert probe.stderr.strip().splitlines()[-1] == "[]", probe.stderr
-    seconds = []
-    for _ in range(3):  # the best of three: the command's own cost, not a busy neighbour's
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "loyalty_assets.cli", *command], env=env, capture_output=True)
-        seconds.append(time.perf_counter() - started)
-    assert min(seconds) < 1.0, seconds
+    # CPU seconds of the child (user + system): the command's own cost, which is its wall time on an
+    # idle machine; wall time on a shared CI machine also measures the neighbours.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "loyalty_assets.cli", *command], env=env, capture_output=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 1.0, f"{cpu:.2f} s CPU ({wall:.2f} s wall)"
 
 
 def test_a_domain_module_builds_no_definitions_and_imports_no_dagster(home):
