@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -17,14 +16,7 @@ import pytest
 
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.storage import LocalStore
-from loyalty_assets_tests.test_browser import (
-    RUN_DETACHED,
-    DagsterDev,
-    _free_port,
-    _graphql,
-    _stop_process_group,
-    _wait_until_serving,
-)
+from loyalty_assets_tests.test_browser import DagsterDev, _graphql, dagster_dev  # noqa: F401 - a fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXTRACT_DAY = date(2026, 11, 24)  # the single history extract
@@ -125,23 +117,9 @@ def test_the_day_after_a_rejected_drop_skips_it_and_scores(home: Home) -> None:
 
 
 @pytest.fixture(scope="module")
-def dagster_dev(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    """`dagster dev` on the workspace, with the instance the CLI recorded its runs in."""
-    server = DagsterDev(port=_free_port(), log=tmp_path_factory.mktemp("dagster_dev") / "dagster_dev.log")
-    env = {**home.env, "DAGSTER_HOME": str(home.path / "dagster_home")}
-    command = [
-        sys.executable, str(RUN_DETACHED), sys.executable, "-m", "dagster", "dev",
-        "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(server.port),
-    ]  # fmt: skip
-    with server.log.open("w") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_until_serving(server, process)
-        yield server
-    finally:
-        _stop_process_group(process)
+def e2e_env(home: Home) -> dict[str, str]:
+    """What test_browser's `dagster_dev` fixture serves: the instance the CLI recorded its runs in."""
+    return {**home.env, "DAGSTER_HOME": str(home.path / "dagster_home")}
 
 
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
