@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export LOYALTY_HOME ?= $(CURDIR)/.loyalty
 DEMO_DATE ?= $(shell date +%F)
+DAGSTER_PORT ?= 3000
 
 .PHONY: install demo test dev bench clean
 
@@ -25,10 +26,10 @@ test: $(STAMP)
 	scripts/provision-test-machine
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-## The Dagster UI on http://127.0.0.1:3000
+## The Dagster UI on http://127.0.0.1:$(DAGSTER_PORT) (default 3000; `make dev DAGSTER_PORT=3001`)
 dev: $(STAMP)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(LOYALTY_HOME)/dagster_home} ; mkdir -p $$DAGSTER_HOME ; \
-	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 ## Wall time and peak memory per stage.
 bench: $(STAMP)

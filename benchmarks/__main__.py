@@ -15,6 +15,8 @@ STAGES = [
     ("score_members 15k members", "benchmarks.bench_scoring:bench_score_15k", "<= 2 s"),
     ("score_members 1M members", "benchmarks.bench_scoring:bench_score_1m", "<= 60 s"),
     ("drift checks 15k members", "benchmarks.bench_scoring:bench_drift_15k", "<= 2 s"),
+    ("experiment assignment 15k members", "benchmarks.bench_experiments:bench_assignment_15k", "<= 0.05 s"),
+    ("experiment results 52 weeks x 15k", "benchmarks.bench_experiments:bench_results_52_weeks", "<= 5 s"),
     (
         "weekly_scoring_job 15k members (Dagster)",
         "benchmarks.bench_pipeline:bench_weekly_job_15k",

@@ -6,6 +6,7 @@ import dagster as dg
 from loyalty_assets.defs.churn.assets import churn_model, churn_model_candidate
 from loyalty_assets.defs.churn.checks import CHURN_CHECKS
 from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
+from loyalty_assets.defs.experiments.assets import EXPERIMENT_ASSETS
 from loyalty_assets.defs.features.assets import (
     churn_training_set,
     customer_features,
@@ -43,6 +44,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
             churn_predictions,
             *DISTRIBUTION_ASSETS,
             *MONITORING_ASSETS,
+            *EXPERIMENT_ASSETS,
         ],
         asset_checks=[*CHURN_CHECKS, *SEGMENTATION_CHECKS, *MONITORING_CHECKS],
         jobs=JOBS,

@@ -92,13 +92,18 @@ def failure_summary(result: dg.ExecuteInProcessResult | dg.JobExecutionResult) -
     return "\n".join(run_summary(result)[0]) or "the run failed"
 
 
+# The terminal shows the Dagster log only with --verbose; every event is in the instance either way
+# (and the UI shows it).
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VERBOSE_CONSOLE = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
+
+
 def _run_config(verbose: bool, run_config: dict | None = None) -> dict:
-    # In-process execution; the terminal shows the Dagster log only with --verbose (every event is
-    # in the instance either way, and the UI shows it).
+    """In-process execution, with the console log of ``verbose``."""
     return {
         **(run_config or {}),
         "execution": {"config": {"in_process": {}}},
-        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}},
+        **(VERBOSE_CONSOLE if verbose else QUIET_CONSOLE),
     }
 
 
@@ -150,10 +155,15 @@ def launch(
 
 
 def execute_job(
-    defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, partition_key: str, verbose: bool = False
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job_name: str,
+    partition_key: str,
+    run_config: dict | None = None,
+    verbose: bool = False,
 ) -> dg.JobExecutionResult:
     """One partition of a job; ``RunFailed`` with one line per failed step or check."""
-    result = launch(defs, instance, job_name, partition_key=partition_key, verbose=verbose)
+    result = launch(defs, instance, job_name, partition_key=partition_key, run_config=run_config, verbose=verbose)
     if not result.success:
         raise RunFailed(f"{job_name} [{partition_key}] failed (run {result.run_id}):\n{failure_summary(result)}")
     return result
@@ -297,6 +307,7 @@ def write_missing_sample_drops(
 
 
 def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
+    from loyalty_assets.defs.monitoring.assets import report_key
     from loyalty_assets.defs.scoring.exports import predictions_export_key
     from loyalty_assets.domain.scoring import tier_segment_counts
     from loyalty_assets.domain.storage import parquet_bytes_to_dataframe
@@ -314,6 +325,7 @@ def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
     echo(f"  dashboard DuckDB  {settings.home / 'dashboard.duckdb'}")
     echo(f"  CRM export        {settings.home / 'appflow'}")
     echo(f"  marketing e-mail  {settings.outbox_uri}/marketing_{week}.eml")
+    echo(f"  monitoring report {lake.url(report_key(week))}")
     echo(f"  Dagster instance  {settings.dagster_home}  (make dev, then http://127.0.0.1:3000)")
 
 

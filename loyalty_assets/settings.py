@@ -26,7 +26,8 @@ DEFAULT_METRICS_NAMESPACE = "LoyaltyAssets"
 class SettingsError(ValueError):
     """Environment variables the project cannot use; ``problems`` has one line per variable."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str] | str):
+        problems = [problems] if isinstance(problems, str) else problems
         self.problems = problems
         super().__init__(
             problems[0]
@@ -308,9 +309,53 @@ def load_settings() -> Settings:
         email=_read_email(read, aws),
         alerts=_read_alerts(read, aws),
     )
+    try:
+        load_network_settings()
+    except SettingsError as error:
+        read.problems.extend(error.problems)
     if aws:
         _check_aws_region(read)
     if read.problems:
         raise SettingsError(read.problems)
     return settings
 
+
+# --- Network bounds: every call to S3, SNS, AppFlow, CloudWatch, SES, PostgreSQL, Redshift and SMTP ---
+NETWORK_DEFAULTS = {
+    "LOYALTY_CONNECT_TIMEOUT_SECONDS": 10.0,
+    "LOYALTY_READ_TIMEOUT_SECONDS": 60.0,
+    "LOYALTY_MAX_ATTEMPTS": 3,
+    "LOYALTY_STATEMENT_TIMEOUT_SECONDS": 1800.0,
+}
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """How long a network call may wait, and how often botocore tries it (the first try included)."""
+
+    connect_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_CONNECT_TIMEOUT_SECONDS"]
+    read_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_READ_TIMEOUT_SECONDS"]
+    max_attempts: int = NETWORK_DEFAULTS["LOYALTY_MAX_ATTEMPTS"]
+    statement_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_STATEMENT_TIMEOUT_SECONDS"]
+
+
+def _positive(name: str, kind: type) -> float | int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return NETWORK_DEFAULTS[name]
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if not 0 < number < float("inf"):
+        raise SettingsError(f"{name}={value!r}: use a positive {'whole ' if kind is int else ''}number")
+    return number
+
+
+def load_network_settings() -> NetworkSettings:
+    return NetworkSettings(
+        connect_timeout_seconds=_positive("LOYALTY_CONNECT_TIMEOUT_SECONDS", float),
+        read_timeout_seconds=_positive("LOYALTY_READ_TIMEOUT_SECONDS", float),
+        max_attempts=_positive("LOYALTY_MAX_ATTEMPTS", int),
+        statement_timeout_seconds=_positive("LOYALTY_STATEMENT_TIMEOUT_SECONDS", float),
+    )

@@ -19,7 +19,7 @@ from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets_tests.dagster_helpers import local_test_resources
 from loyalty_assets_tests.drop_files import small_drop
 
-GROUPS = {"ingestion", "features", "models", "predictions", "distribution", "monitoring"}
+GROUPS = {"ingestion", "features", "models", "predictions", "distribution", "monitoring", "experiments"}
 CADENCE_BY_CRON = {"0 0 * * *": "daily", "0 0 * * 1": "weekly", "0 0 1 * *": "monthly", "0 0 1 1,4,7,10 *": "quarterly"}
 
 # The whole graph in one place: update it on purpose when the graph changes on purpose.
@@ -37,6 +37,8 @@ EXPECTED_GRAPH = {
         "raw_quarantine": "daily",
         "rds_churn_predictions": "weekly",
         "redshift_churn_predictions": "weekly",
+        "redshift_retention_experiment_results": "monthly",
+        "retention_experiment_results": "monthly",
         "salesforce_churn_sync": "weekly",
         "scoring_features": "weekly",
         "segmentation_model": None,
@@ -60,6 +62,7 @@ EXPECTED_GRAPH = {
         "raw_flight_activity": ["columns_and_types", "members_in_loyalty_history", "unique_member_month"],
         "raw_loyalty_history": ["columns_and_types", "unique_loyalty_number"],
         "raw_quarantine": ["quarantine_share_within_limit"],
+        "retention_experiment_results": ["effect_at_planned_size", "no_harmful_action", "sample_ratio"],
         "scoring_features": [
             "feature_drift",
             "no_infinite_values",
@@ -76,6 +79,8 @@ EXPECTED_GRAPH = {
             "churn_model_candidate",
             "churn_training_set",
             "customer_features",
+            "redshift_retention_experiment_results",
+            "retention_experiment_results",
         ],
         "quarterly_segmentation_job": ["segmentation_model", "segmentation_model_candidate"],
         "weekly_scoring_job": [

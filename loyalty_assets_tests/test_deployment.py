@@ -1,8 +1,15 @@
-"""deploy/dagster.yaml against a real PostgreSQL: storages, run queue, telemetry and the ECS option."""
+"""deploy/dagster.yaml against a real PostgreSQL: storages, run queue, telemetry, run monitoring and the ECS option."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -14,6 +21,10 @@ import pytest
 import yaml
 from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config_schema
+from dagster._core.storage.tags import MAX_RUNTIME_SECONDS_TAG
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import EmptyWorkspaceTarget
+from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster_aws.ecs import EcsRunLauncher
 from dagster_postgres import (
     PostgresEventLogStorage,
@@ -21,6 +32,8 @@ from dagster_postgres import (
     PostgresScheduleStorage,
 )
 
+from loyalty_assets.defs.orchestration.resources import LocalAlertNotifier
+from loyalty_assets.defs.orchestration.sensors import SENSORS
 from loyalty_assets_tests.postgres import admin_connection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -125,3 +138,79 @@ def test_the_commented_ecs_run_launcher_option_is_valid_config() -> None:
 
     assert launcher_config.success, [error.message for error in launcher_config.errors]
     assert whole_instance_config.success, [error.message for error in whole_instance_config.errors]
+
+
+def test_run_monitoring_is_on_in_the_daemon(production_instance: dg.DagsterInstance) -> None:
+    assert production_instance.run_monitoring_enabled
+    assert production_instance.run_monitoring_poll_interval_seconds == 60
+    assert production_instance.run_monitoring_start_timeout_seconds == 300
+    assert production_instance.run_monitoring_max_runtime_seconds == 6 * 3600
+    assert "MONITORING" in production_instance.get_required_daemon_types()
+
+
+# A run of one slow asset on the instance of DAGSTER_HOME; it prints its run id once it has started.
+SLOW_RUN = """
+import sys, time
+import dagster as dg
+
+@dg.asset
+def slow_probe() -> int:
+    print("started", flush=True)
+    time.sleep(120)
+    return 1
+
+dg.materialize([slow_probe], instance=dg.DagsterInstance.get(), tags={sys.argv[1]: sys.argv[2]})
+"""
+
+
+def _started_run(instance: dg.DagsterInstance, known: set[str], timeout: float = 60) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [run for run in instance.get_runs(filters=dg.RunsFilter(job_name="__ephemeral_asset_job__"))]
+        started = [run for run in runs if run.run_id not in known and run.status == dg.DagsterRunStatus.STARTED]
+        if started:
+            return started[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no run reached STARTED within {timeout} s")
+
+
+def test_a_run_killed_by_the_os_ends_failed_and_is_alerted(production_instance: dg.DagsterInstance, tmp_path) -> None:
+    known = {run.run_id for run in production_instance.get_runs()}
+    max_runtime = 3
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, MAX_RUNTIME_SECONDS_TAG, str(max_runtime)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        run = _started_run(production_instance, known)
+        assert worker.stdout.readline() == b"started\n"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    assert worker.returncode == -signal.SIGKILL
+    time.sleep(max_runtime)
+    assert production_instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # nobody reports
+
+    # One tick of the daemon's run monitoring, as `dagster-daemon run` does every poll_interval_seconds.
+    with WorkspaceProcessContext(production_instance, EmptyWorkspaceTarget()) as workspace:
+        errors = [error for error in execute_run_monitoring_iteration(workspace, logging.getLogger("test")) if error]
+    assert errors == []
+    assert production_instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+
+    (failure,) = production_instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    alerts_path = tmp_path / "alerts.jsonl"
+    sensor = next(sensor for sensor in SENSORS if sensor.name == "run_failure_alert_sensor")
+    with dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=failure.dagster_event,
+        dagster_instance=production_instance,
+        dagster_run=production_instance.get_run_by_id(run.run_id),
+        resources={"alert_notifier": LocalAlertNotifier(alerts_path=str(alerts_path))},
+    ) as context:
+        sensor(context)
+    (alert,) = [json.loads(line) for line in alerts_path.read_text().splitlines()]
+    assert alert["title"] == "run of __ephemeral_asset_job__ failed"
+    assert alert["asset_or_check"] == "slow_probe"
+    assert alert["details"].startswith("slow_probe: interrupted, the step started and never finished\n")
+    assert alert["ui_url"].endswith(f"/runs/{run.run_id}")

@@ -30,7 +30,7 @@ from loyalty_assets.defs.distribution.resources import (
     PostgresDashboardDatabase,
     SmtpMailer,
 )
-from loyalty_assets.defs.partitions import daily_partitions, weekly_partitions
+from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeParquetIOManager, LakeResource
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
@@ -50,6 +50,9 @@ RECIPIENTS = ["marketing@airline.example", "crm-team@airline.example"]
 UPSTREAM = [
     dg.AssetSpec("churn_predictions", partitions_def=weekly_partitions).with_io_manager_key("lake_io_manager"),
     dg.AssetSpec("raw_loyalty_history", partitions_def=daily_partitions).with_io_manager_key("lake_io_manager"),
+    dg.AssetSpec("retention_experiment_results", partitions_def=monthly_partitions).with_io_manager_key(
+        "lake_io_manager"
+    ),
 ]
 rds_asset, redshift_asset, salesforce_asset, email_asset = DISTRIBUTION_ASSETS
 
@@ -66,6 +69,7 @@ def predictions(week: str, members: int, first_member: int = 100001) -> pd.DataF
             "risk_tier": pd.cut(risk, [0, 25, 50, 75, 100], labels=TIERS).astype(str),
             "segment": np.array(SEGMENTS)[position % 3],
             "recommended_action": "call within a week",
+            "experiment_arm": "treatment",
             "top_reasons": "fewer flights; points unredeemed",
             "churn_model_version": "churn-2024-02-01-abc",
             "segmentation_model_version": "segmentation-2024-01-01-def",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import socket
@@ -13,13 +12,10 @@ from email import policy
 from email.parser import BytesParser
 
 import boto3
+import numpy as np
 import pandas as pd
 import pytest
 from aiosmtpd.smtp import AuthResult
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
@@ -38,6 +34,7 @@ from loyalty_assets.domain.messaging import (
     write_eml,
 )
 from loyalty_assets.domain.storage import LocalStore
+from loyalty_assets_tests.tls import write_self_signed_certificate
 
 SENDER = "churn-bot@example.com"
 RECIPIENTS = ["marketing@example.com", "crm-team@example.com"]
@@ -55,6 +52,7 @@ def predictions(
             "churn_risk_pct": risks,
             "risk_tier": tiers,
             "segment": segments,
+            "experiment_arm": "treatment",
         }
     )
 
@@ -92,6 +90,8 @@ def test_top_critical_members_rank_by_expected_loss(this_week, member_value):
     assert top["expected_loss"].tolist() == pytest.approx([0.7 * 9000, 0.9 * 5000, 0.9 * 2000])
     with pytest.raises(ValueError, match="no member value for 1 Critical members"):
         top_critical_members(this_week, member_value.drop(100002))
+    held_out = this_week.assign(experiment_arm=np.where(this_week["loyalty_number"] == 100004, "control", "treatment"))
+    assert top_critical_members(held_out, member_value, top_n=3)["loyalty_number"].tolist() == [100002, 100003, 100001]
 
 
 def test_marketing_email_through_real_smtp_server(smtp_server, this_week, member_value):
@@ -153,29 +153,10 @@ def test_smtp_refusal_names_the_server(this_week, member_value):
 @pytest.fixture(scope="module")
 def tls_contexts(tmp_path_factory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server, client) contexts around a self-signed certificate for 127.0.0.1."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert_path, key_path = write_self_signed_certificate(tmp_path_factory.mktemp("tls"))
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    client = ssl.create_default_context(cafile=str(folder / "cert.pem"))
+    server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cafile=str(cert_path))
     return server, client
 
 
@@ -369,3 +350,14 @@ def test_put_run_metrics_rejects_nan_before_sending(aws_env):
     with pytest.raises(ValueError, match=r"\['auc'\] are NaN or infinite"):
         put_run_metrics(client, "Loyalty/Pipeline", {"auc": math.nan, "rows": 3.0}, {"job": "j"})
     assert client.list_metrics(Namespace="Loyalty/Pipeline")["Metrics"] == []
+
+
+def test_marketing_email_carries_the_realised_uplift_lines(this_week, member_value):
+    line = "Win-back offer (Critical): churn 2.1% treated vs 3.4% held out, -1.3 pp [-2.2, -0.4]"
+    summary = summarize_for_marketing(this_week, member_value, "x", experiment_lines=[line])
+    message = build_marketing_email(summary, SENDER, RECIPIENTS)
+    assert "Is the retention programme working?" in text_part(message)
+    assert line in text_part(message)
+    assert "-1.3 pp [-2.2, -0.4]" in html_part(message)
+    without = build_marketing_email(summarize_for_marketing(this_week, member_value, "x"), SENDER, RECIPIENTS)
+    assert "retention programme" not in text_part(without)

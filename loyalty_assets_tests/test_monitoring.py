@@ -56,6 +56,9 @@ UPSTREAM = [
     dg.AssetSpec("churn_model").with_io_manager_key("model_io_manager"),
     dg.AssetSpec("raw_loyalty_history", partitions_def=daily_partitions).with_io_manager_key("lake_io_manager"),
     dg.AssetSpec("churn_training_set", partitions_def=monthly_partitions).with_io_manager_key("lake_io_manager"),
+    dg.AssetSpec("retention_experiment_results", partitions_def=monthly_partitions).with_io_manager_key(
+        "lake_io_manager"
+    ),
 ]
 
 
@@ -294,6 +297,7 @@ def test_report_and_checks_on_a_realistic_week(world, lake):
     assert all(f'<td class="text">{name}</td>' in page for name in FEATURE_COLUMNS)
     assert page.count("data:image/png;base64,") == 3  # score histogram, tier history, realised performance
     assert f'<td class="text">{MATURE_WEEK}</td>' in page
+    assert "<h2>Retention experiments</h2>" in page and "No retention experiment has matured outcomes yet" in page
     evaluations = {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
     feature = values(evaluations["feature_drift"])
     assert metadata["max_drift_score"] == feature["max_drift_score"]

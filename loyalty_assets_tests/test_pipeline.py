@@ -98,6 +98,24 @@ def test_week_is_scored_by_the_champions_and_distributed(env):
     assert (env / "outbox" / f"marketing_{WEEK}.eml").is_file()
 
 
+def test_the_ui_shows_rounded_metrics_gates_plots_and_described_columns(env):
+    instance = dg.DagsterInstance.from_config(str(load_settings().dagster_home))
+
+    def latest(asset: str) -> dict:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        return {key: value.value for key, value in event.asset_materialization.metadata.items()}
+
+    raw = registry.record(_lake(env), "churn", _champion_version(env))["metrics"]
+    candidate, champion = latest("churn_model_candidate"), latest("churn_model")
+    for metadata in (candidate, champion):
+        assert metadata["roc_auc"] == float(f"{raw['roc_auc']:.4g}") and metadata["n_test"] == raw["n_test"]
+    assert champion["gates_passed"] is True and "| no_leakage" in champion["gates"]
+    assert "data:image/png;base64," in champion["evaluation_plot"]
+    assert "| Road Warriors" in latest("segmentation_model")["segment_profile"]
+    schema = latest("churn_predictions")["dagster/column_schema"]
+    assert all(column.description for column in schema.columns)
+
+
 def _run_month(env, selection, raise_on_error=False):
     settings = load_settings()
     defs = build_defs(settings)

@@ -106,7 +106,7 @@ def test_tier_cutoffs_and_assign_tiers_reject_bad_input():
 
 def test_packaged_action_table_covers_every_segment_and_tier():
     table = load_action_table()
-    assert list(table.columns) == ["version", "segment", "risk_tier", "recommended_action"]
+    assert list(table.columns) == ["version", "segment", "risk_tier", "recommended_action", "control_share"]
     assert table["version"].nunique() == 1
     combos = set(zip(table["segment"], table["risk_tier"]))
     assert combos == {(segment, tier) for segment in SEGMENT_NAMES for tier in RISK_TIERS}

@@ -31,6 +31,7 @@ def weekly_predictions(week: str, risks: list[float], first_member: int = 100001
             "risk_tier": ["Critical" if risk >= 50 else "Low" for risk in risks],
             "segment": "Frequent flyers",
             "recommended_action": "call",
+            "experiment_arm": "treatment",
             "salary": 55000.0,
             "city": "Toronto",
         }
@@ -124,6 +125,7 @@ def test_failed_insert_leaves_previous_rows_of_the_week(conn, postgres_dsn):
         cursor.execute(
             f'CREATE TABLE "{schema}".crm (loyalty_number bigint, week text, churn_risk_pct double precision '
             "CHECK (churn_risk_pct BETWEEN 0 AND 100), risk_tier text, segment text, recommended_action text, "
+            "experiment_arm text, "
             "salary double precision, city text)"
         )
     conn.commit()
@@ -183,7 +185,7 @@ def test_partition_swap_is_one_transaction_on_an_autocommit_connection(conn, pos
 
 
 def test_connect_postgres_names_the_server_but_not_the_password():
-    with pytest.raises(ConnectionError, match="'port': '1'") as raised:
+    with pytest.raises(ConnectionError, match="PostgreSQL 127.0.0.1:1/test: ") as raised:
         connect_postgres("host=127.0.0.1 port=1 user=postgres dbname=test password=hunter2 connect_timeout=3")
     assert "hunter2" not in str(raised.value)
 
@@ -259,8 +261,9 @@ def test_redshift_s3_copy_runs_in_the_swap_transaction(conn, postgres_dsn):
         )
 
 
-def test_crm_export_keeps_only_the_crm_columns():
-    predictions = weekly_predictions("2024-01-08", [5.0, 60.0]).assign(postal_code="M5V", clv=9000.0)
+def test_crm_export_keeps_only_the_crm_columns_and_gives_hold_outs_no_action():
+    predictions = weekly_predictions("2024-01-08", [5.0, 60.0, 70.0]).assign(postal_code="M5V", clv=9000.0)
+    predictions.loc[2, ["experiment_arm", "recommended_action"]] = ["control", "Hold out: no intervention"]
     exported = crm_export(predictions)
     assert list(exported.columns) == [
         "loyalty_number",
@@ -269,8 +272,10 @@ def test_crm_export_keeps_only_the_crm_columns():
         "risk_tier",
         "segment",
         "recommended_action",
+        "experiment_arm",
     ]
-    assert exported["loyalty_number"].tolist() == [100001, 100002]
+    assert exported["loyalty_number"].tolist() == [100001, 100002, 100003]
+    assert exported["recommended_action"].tolist() == ["call", "call", ""]
     with pytest.raises(ValueError, match="recommended_action"):
         crm_export(predictions.drop(columns="recommended_action"))
 

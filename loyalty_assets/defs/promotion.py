@@ -5,6 +5,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from loyalty_assets.defs.champion_metadata import champion_metadata
 from loyalty_assets.defs.storage import LakeResource
 from loyalty_assets.domain import registry
 
@@ -52,6 +53,7 @@ def promote(
             "reason": config.reason,
             "forced": config.force,
             "registry_record": dg.MetadataValue.json(record),
+            **champion_metadata(store, kind, bundle),
         },
     )
 

@@ -6,11 +6,12 @@ Plain functions over boto3 clients and smtplib; nothing here knows about Dagster
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 import smtplib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from loyalty_assets.domain.redaction import one_line, redact
 from loyalty_assets.domain.storage import ObjectStore
 
 CRITICAL_TIER = "Critical"
@@ -34,6 +36,7 @@ class MarketingSummary:
     counts / previous_counts: columns ``risk_tier, segment, members`` (previous is None in the first week).
     top_members: columns ``loyalty_number, churn_risk_pct, segment, expected_loss``, best first.
     file_location: URL or path of the full prediction file.
+    experiment_lines: the latest retention experiment results, one line per action and tier.
     """
 
     week: str
@@ -41,6 +44,7 @@ class MarketingSummary:
     previous_counts: pd.DataFrame | None
     top_members: pd.DataFrame
     file_location: str
+    experiment_lines: tuple[str, ...] = ()  # realised uplift per action, one line each
 
 
 def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -49,13 +53,13 @@ def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def top_critical_members(predictions: pd.DataFrame, member_value: pd.Series, top_n: int = 10) -> pd.DataFrame:
-    """The ``top_n`` members of the Critical tier by expected loss = churn risk (fraction) x member value.
+    """The ``top_n`` members of the Critical tier to call (experiment hold-outs left out) by expected
+    loss = churn risk (fraction) x member value.
 
     ``member_value`` is indexed by loyalty_number (e.g. a yearly revenue estimate chosen by the caller).
     """
-    critical = predictions.loc[
-        predictions["risk_tier"] == CRITICAL_TIER, ["loyalty_number", "churn_risk_pct", "segment"]
-    ]
+    to_call = (predictions["risk_tier"] == CRITICAL_TIER) & (predictions["experiment_arm"] != "control")
+    critical = predictions.loc[to_call, ["loyalty_number", "churn_risk_pct", "segment"]]
     value = critical["loyalty_number"].map(member_value)
     if value.isna().any():
         missing = critical.loc[value.isna(), "loyalty_number"]
@@ -70,6 +74,7 @@ def summarize_for_marketing(
     file_location: str,
     previous_predictions: pd.DataFrame | None = None,
     top_n: int = 10,
+    experiment_lines: Sequence[str] = (),
 ) -> MarketingSummary:
     """A MarketingSummary from one week of churn_predictions (and the previous week's, if any)."""
     weeks = predictions["week"].astype(str).unique()
@@ -81,6 +86,7 @@ def summarize_for_marketing(
         previous_counts=None if previous_predictions is None else tier_segment_counts(previous_predictions),
         top_members=top_critical_members(predictions, member_value, top_n),
         file_location=file_location,
+        experiment_lines=tuple(experiment_lines),
     )
 
 
@@ -103,6 +109,12 @@ def _change_matrix(counts: pd.DataFrame, previous_counts: pd.DataFrame) -> pd.Da
     return _count_matrix(merged.assign(change=merged["members"] - merged["members_previous"]), "change")
 
 
+def _experiment_block(lines: Sequence[str]) -> list[str]:
+    if not lines:
+        return []
+    return ["Is the retention programme working? (treated vs held out, 95% interval)\n" + "\n".join(lines)]
+
+
 def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Sequence[str]) -> EmailMessage:
     """Plain-text e-mail with an HTML alternative: tier x segment counts, change, top Critical members."""
     if isinstance(recipients, str) or not recipients:
@@ -120,6 +132,7 @@ def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Se
             "Members per risk tier and segment:\n" + counts.to_string(),
             "Change from last week:\n" + change_text,
             f"Top {CRITICAL_TIER} members by expected loss (risk x member value):\n" + top.to_string(index=False),
+            *_experiment_block(summary.experiment_lines),
             f"Full file: {summary.file_location}",
         ]
     )
@@ -136,7 +149,8 @@ def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Se
         f"<h3>Members per risk tier and segment</h3>{counts.to_html()}"
         f"<h3>Change from last week</h3>{change_html}"
         f"<h3>Top {CRITICAL_TIER} members by expected loss</h3>{top.to_html(index=False)}"
-        f"<p>Full file: {link}</p></body></html>"
+        + "".join(f"<p>{html.escape(block)}</p>" for block in _experiment_block(summary.experiment_lines))
+        + f"<p>Full file: {link}</p></body></html>"
     )
 
     message = EmailMessage()
@@ -169,6 +183,8 @@ def send_smtp(
 
     ``ssl`` is implicit TLS (port 465), ``starttls`` upgrades a plain connection (port 587).
     Credentials are only sent over TLS. ``ssl_context`` defaults to the system trust store.
+    ``timeout`` bounds the connect and every reply. Errors are one line with the credentials
+    masked, and chain no smtplib error (whose text may quote them).
     """
     if security not in ("none", "starttls", "ssl"):
         raise ValueError(f"security must be 'none', 'starttls' or 'ssl', got {security!r}")
@@ -184,7 +200,7 @@ def send_smtp(
         else:
             connection = smtplib.SMTP(host, port, timeout=timeout)
     except OSError as error:
-        raise EmailDeliveryError(f"could not connect to {server}: {error}") from error
+        raise EmailDeliveryError(f"could not connect to {server}: {_smtp_reason(error, username, password)}") from None
     try:
         with connection:
             if security == "starttls":
@@ -193,9 +209,14 @@ def send_smtp(
                 connection.login(username, password)
             refused = connection.send_message(message)
     except (smtplib.SMTPException, OSError) as error:
-        raise EmailDeliveryError(f"{server} did not accept the message: {error}") from error
+        reason = _smtp_reason(error, username, password)
+        raise EmailDeliveryError(f"{server} did not accept the message: {reason}") from None
     if refused:
-        raise EmailDeliveryError(f"{server} refused recipients: {refused}")
+        raise EmailDeliveryError(f"{server} refused recipients: {_smtp_reason(refused, username, password)}")
+
+
+def _smtp_reason(error: object, username: str | None, password: str | None) -> str:
+    return one_line(redact(str(error) or type(error).__name__, [password, username]))
 
 
 def send_ses(client: Any, message: EmailMessage) -> str:
@@ -208,6 +229,47 @@ def write_eml(store: ObjectStore, key: str, message: EmailMessage) -> str:
     """Archive the message as an RFC 5322 ``.eml`` object; returns its URL or path."""
     store.put_bytes(key, message.as_bytes(policy=policy.SMTP))
     return store.url(key)
+
+
+def sent_marker_key(name: str) -> str:
+    """``sent_messages/<name>.json``: the record that message ``name`` (e.g. ``marketing_2024-01-08``) went out."""
+    return f"sent_messages/{name}.json"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What :func:`deliver_once` did: ``sent`` is False when an earlier send was found; ``record`` is its marker."""
+
+    sent: bool
+    record: dict[str, Any]
+
+
+def deliver_once(
+    store: ObjectStore,
+    name: str,
+    message: EmailMessage,
+    deliver: Callable[[EmailMessage], str],
+    *,
+    resend: bool = False,
+) -> Delivery:
+    """Send ``message`` through ``deliver`` unless the sent-marker of ``name`` is in ``store``; ``resend`` sends anyway.
+
+    The marker (Message-ID, subject, where it went, when) is written in one atomic put, only after
+    ``deliver`` returned: a failed send leaves no marker, so a re-run tries again.
+    """
+    key = sent_marker_key(name)
+    if not resend and store.exists(key):
+        return Delivery(sent=False, record=json.loads(store.get_bytes(key)))
+    delivered = deliver(message)
+    record = {
+        "name": name,
+        "message_id": message["Message-ID"],
+        "subject": message["Subject"],
+        "delivered": delivered,
+        "sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    store.put_bytes(key, json.dumps(record, indent=2).encode("utf-8"))
+    return Delivery(sent=True, record=record)
 
 
 SEVERITIES = ("info", "warning", "error", "critical")

@@ -82,6 +82,7 @@ class MonitoringReport:
     realised: pd.DataFrame
     concept_status: str | None
     concept_message: str
+    experiments: pd.DataFrame | None = None  # the latest retention_experiment_results, if any
 
 
 def _png(figure: Figure) -> bytes:
@@ -97,8 +98,13 @@ def _figure(width: float = 7.0, height: float = 3.0) -> Figure:
     return figure
 
 
-def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
-    """Share of members per score bin, this week against the reference, as PNG bytes."""
+def score_histogram_figure(edges, reference_shares, current_shares) -> Figure:
+    """Share of members per score bin, this week against the reference, on a quantile axis.
+
+    The edges are the reference's score quantiles (``drift.reference_score_edges``), crowded near the
+    base rate: on a linear score axis every bin but the last would be a sliver at the left edge. Each
+    bin gets the same width instead, and the ticks name its score edges.
+    """
     edges = np.asarray(edges, dtype=float)
     reference_shares = np.asarray(reference_shares, dtype=float)
     current_shares = np.asarray(current_shares, dtype=float)
@@ -106,17 +112,28 @@ def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
         raise ValueError(
             f"{edges.size} edges need {edges.size - 1} shares, got {reference_shares.size} and {current_shares.size}"
         )
-    # Scores crowd near the base rate: show the bins up to the last one holding members, on a log scale.
-    shown = int(np.flatnonzero((reference_shares > 0) | (current_shares > 0)).max()) + 2
+    positions = np.arange(edges.size)
     figure = _figure()
     axes = figure.add_subplot()
-    axes.bar(edges[:-1], reference_shares, width=np.diff(edges), align="edge", color="#bbbbbb", label="reference")
-    axes.step(edges, np.append(current_shares, current_shares[-1]), where="post", color="#1f5fa8", label="this week")
-    axes.set_yscale("log")
-    axes.set(xlabel="churn probability", ylabel="share of members", xlim=(edges[0], edges[min(shown, edges.size - 1)]))
+    axes.bar(
+        positions[:-1], reference_shares, width=1.0, align="edge", color="#bbbbbb", edgecolor="white", label="reference"
+    )
+    this_week = np.append(current_shares, current_shares[-1])
+    axes.step(positions, this_week, where="post", color="#1f5fa8", label="this week")
+    axes.set_xticks(positions, [f"{edge:.2g}" for edge in edges], rotation=45, ha="right", fontsize=7)
+    axes.set(
+        xlabel="churn probability (bins at the reference's quantiles)",
+        ylabel="share of members",
+        xlim=(positions[0], positions[-1]),
+    )
     axes.set_title("Score distribution against the reference", fontsize=10)
     axes.legend(fontsize=8)
-    return _png(figure)
+    return figure
+
+
+def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
+    """:func:`score_histogram_figure` as PNG bytes."""
+    return _png(score_histogram_figure(edges, reference_shares, current_shares))
 
 
 def tier_history_png(tier_history: pd.DataFrame) -> bytes:
@@ -172,6 +189,34 @@ def realised_performance_png(realised: pd.DataFrame) -> bytes:
     axes.set_title("Realised performance of matured weeks", fontsize=10)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(figure)
+
+
+def uplift_png(results: pd.DataFrame) -> bytes:
+    """Change in churn (treated minus held out, percentage points) per action and tier, with the
+    95 % intervals, as PNG bytes."""
+    if results.empty:
+        raise ValueError("results hold no action to plot")
+    figure = _figure(height=0.5 + 0.35 * len(results))
+    axes = figure.add_subplot()
+    labels = [f"{action[:40]} ({tier})" for action, tier in zip(results["action"], results["risk_tier"])]
+    change = -100 * results["risk_reduction"].to_numpy(dtype=float)
+    low = change + 100 * results["risk_reduction_high"].to_numpy(dtype=float)
+    high = -100 * results["risk_reduction_low"].to_numpy(dtype=float) - change
+    positions = np.arange(len(results))
+    axes.errorbar(change, positions, xerr=[low, high], fmt="o", color="#1f5fa8", capsize=3)
+    axes.axvline(0, color="#888888", linewidth=1)
+    axes.set_yticks(positions, labels, fontsize=7)
+    axes.set(xlabel="churn treated minus held out (pp), 95% interval")
+    axes.set_title("Realised effect of each retention action", fontsize=10)
+    return _png(figure)
+
+
+def _experiments_section(results: pd.DataFrame | None) -> str:
+    if results is None or results.empty:
+        return '<p class="note">No retention experiment has matured outcomes yet.</p>'
+    measured = results.dropna(subset=["risk_reduction"])
+    plot = _image(uplift_png(measured), "uplift per action") if not measured.empty else ""
+    return plot + _table(results, {"experiment_id", "action", "risk_tier"}, status_column=None)
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -293,6 +338,11 @@ category shares (warn above {limits.js_warn:g}, fail above {limits.js_fail:g}). 
 
 <h2>Realised performance</h2>
 {realised_section}
+
+<h2>Retention experiments</h2>
+<p class="note">Each weekly list holds out a hashed share of every (tier, segment, action) cell. Risk
+reduction is realised churn held out minus treated over the label horizon, with Newcombe's 95% interval.</p>
+{_experiments_section(report.experiments)}
 </body>
 </html>
 """

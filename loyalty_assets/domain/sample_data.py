@@ -241,6 +241,16 @@ def _tenure_hazard(tenure: np.ndarray, promotion: np.ndarray) -> np.ndarray:
     return hazard
 
 
+@dataclass(frozen=True)
+class HazardTreatment:
+    """Retention actions in a simulation: the members at ``positions`` (population order) have their
+    monthly cancellation hazard multiplied by ``factor`` from the month index ``from_month`` on."""
+
+    positions: np.ndarray
+    from_month: np.ndarray
+    factor: np.ndarray
+
+
 def _simulate_cancellations(
     rng: np.random.Generator,
     enrollment_month: np.ndarray,
@@ -248,8 +258,12 @@ def _simulate_cancellations(
     churn_proneness: np.ndarray,
     last_month: int,
     last_day_share: float,
+    treatment: HazardTreatment | None,
 ) -> np.ndarray:
-    """First month whose monthly Bernoulli(hazard) fires, -1 if none up to ``last_month``."""
+    """First month whose monthly Bernoulli(hazard) fires, -1 if none up to ``last_month``.
+
+    The uniform draws do not depend on ``treatment``, so a treated member cancels no earlier with a
+    factor below 1 and every other member is unchanged: the counterfactual is the same draw."""
     first = int(enrollment_month.min())
     months = np.arange(first, last_month + 1)
     tenure = months[None, :] - enrollment_month[:, None]
@@ -259,6 +273,9 @@ def _simulate_cancellations(
     hazard = _tenure_hazard(tenure, promotion) * churn_proneness[:, None]
     hazard *= np.array(HAZARD_FACTOR_BY_RELATIVE_YEAR)[relative_year][None, :]
     hazard[:, -1] *= last_day_share
+    if treatment is not None:
+        treated = months[None, :] >= treatment.from_month[:, None]
+        hazard[treatment.positions] *= np.where(treated, treatment.factor[:, None], 1.0)
     fires = rng.random(hazard.shape) < hazard
     cancelled = fires.any(axis=1)
     return np.where(cancelled, months[fires.argmax(axis=1)], -1)
@@ -391,12 +408,15 @@ def _simulate_activity(
     }
 
 
-def simulate_population(config: SampleConfig, last_drop_date: date) -> Population:
+def simulate_population(
+    config: SampleConfig, last_drop_date: date, treatment: HazardTreatment | None = None
+) -> Population:
     """One population: members, their cancellations and their monthly activity up to ``last_drop_date``.
 
     Activity covers the ``config.history_months`` complete months before the month of
     ``last_drop_date`` plus that month (held as a full month; extracts scale it to date).
-    Deterministic for a given ``config.seed``, ``customers``, ``history_months`` and date.
+    Deterministic for a given ``config.seed``, ``customers``, ``history_months`` and date; a
+    ``treatment`` changes only the treated members' cancellations (and their activity after them).
     """
     rng = np.random.default_rng([config.seed, last_drop_date.toordinal()])
     size = config.customers
@@ -415,7 +435,7 @@ def simulate_population(config: SampleConfig, last_drop_date: date) -> Populatio
     # Less engaged members churn more; the -link**2/2 term keeps the mean multiplier near 1.
     churn_proneness = frailty * np.exp(-ENGAGEMENT_HAZARD_LINK * engagement - ENGAGEMENT_HAZARD_LINK**2 / 2)
     cancellation_month = _simulate_cancellations(
-        rng, enrollment_month, promotion, churn_proneness, last_month, last_day_share
+        rng, enrollment_month, promotion, churn_proneness, last_month, last_day_share, treatment
     )
     cancellation_days = np.where(
         cancellation_month == last_month, last_drop_date.day, _days_in_month(np.maximum(cancellation_month, 0))
@@ -607,12 +627,17 @@ def drop_keys(drop_date: date, file_format: str) -> tuple[str, str]:
     )
 
 
-def write_drops(store: ObjectStore, drop_dates: list[date], config: SampleConfig) -> list[str]:
-    """Write one full extract per date (population simulated once up to the latest date); the keys written."""
+def write_drops(
+    store: ObjectStore, drop_dates: list[date], config: SampleConfig, population: Population | None = None
+) -> list[str]:
+    """Write one full extract per date from ``population`` (default: simulated once up to the latest
+    date); the keys written."""
     if not drop_dates:
         raise ValueError("write_drops needs at least one drop date")
     dates = sorted(set(drop_dates))
-    population = simulate_population(config, dates[-1])
+    population = population or simulate_population(config, dates[-1])
+    if dates[-1] > population.last_drop_date:
+        raise ValueError(f"the population ends on {population.last_drop_date}, before the drop {dates[-1]}")
     keys: list[str] = []
     for drop_date in dates:
         loyalty, activity = extract_as_of(population, drop_date)

@@ -45,6 +45,8 @@ RISK_TIERS = ("Low", "Medium", "High", "Critical")
 DEFAULT_TIER_SHARES = (0.60, 0.25, 0.10, 0.05)
 EXPLAINED_TIERS = ("High", "Critical")
 ACTION_TABLE_COLUMNS = ["version", "segment", "risk_tier", "recommended_action"]
+# control_share: the cell's hold-out share for retention experiments (empty = the tier's default).
+OPTIONAL_ACTION_TABLE_COLUMNS = ["control_share"]
 PREDICTION_COLUMNS = [
     "loyalty_number",
     "week",
@@ -111,15 +113,17 @@ def load_action_table(path: str | Path | None = None) -> pd.DataFrame:
     """Read and validate the versioned action rule table (default: the packaged CSV).
 
     The table must have the columns ``version, segment, risk_tier, recommended_action``, one single
-    version, no empty cell, and exactly one row for each of the 3 segments x 4 tiers.
+    version, no empty cell, and exactly one row for each of the 3 segments x 4 tiers. An optional
+    ``control_share`` column overrides the experiment hold-out share per cell.
     """
     source = default_action_table_path() if path is None else Path(path)
     table = pd.read_csv(source, dtype=str, keep_default_na=False)
     missing_columns = [column for column in ACTION_TABLE_COLUMNS if column not in table.columns]
     if missing_columns:
         raise ValueError(f"action table {source} lacks columns {missing_columns}")
-    table = table[ACTION_TABLE_COLUMNS].apply(lambda column: column.str.strip())
-    empty = table.index[(table == "").any(axis=1)]
+    optional = [column for column in OPTIONAL_ACTION_TABLE_COLUMNS if column in table.columns]
+    table = table[ACTION_TABLE_COLUMNS + optional].apply(lambda column: column.str.strip())
+    empty = table.index[(table[ACTION_TABLE_COLUMNS] == "").any(axis=1)]
     if len(empty):
         raise ValueError(f"action table {source} has empty cells in data rows {(empty + 1).tolist()}")
     versions = table["version"].unique().tolist()

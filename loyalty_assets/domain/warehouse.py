@@ -12,6 +12,7 @@ data; values travel as bind parameters or through COPY.
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,12 +23,16 @@ import psycopg2
 import psycopg2.extensions
 from pandas.api import types as pdt
 
+from loyalty_assets.domain.redaction import mask_quoted, one_line, redact
+
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # A SQL type name such as ``bigint``, ``double precision``, ``numeric(5, 2)`` or ``varchar(65535)``.
 SQL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 STAGING_TABLE = "loyalty_partition_staging"
 
-CRM_COLUMNS = ["loyalty_number", "week", "churn_risk_pct", "risk_tier", "segment", "recommended_action"]
+CRM_COLUMNS = [
+    "loyalty_number", "week", "churn_risk_pct", "risk_tier", "segment", "recommended_action", "experiment_arm",
+]  # fmt: skip
 
 # Type names valid in both PostgreSQL and Redshift, except the string type: Redshift turns TEXT
 # into VARCHAR(256), so it gets the widest VARCHAR instead.
@@ -49,13 +54,49 @@ def qualified_table(table: str, schema: str | None = None) -> str:
     return f"{quote_identifier(schema)}.{quote_identifier(table)}" if schema else quote_identifier(table)
 
 
-def connect_postgres(dsn: str, **options: Any) -> psycopg2.extensions.connection:
-    """A psycopg2 connection (autocommit off); connection errors name the server, never the password."""
+def postgres_target(dsn: str) -> str:
+    """``host:port/dbname`` of a libpq connection string, for messages; a parse error is redacted."""
     try:
-        return psycopg2.connect(dsn, **options)
-    except psycopg2.OperationalError as error:
-        target = {key: value for key, value in psycopg2.extensions.parse_dsn(dsn).items() if key != "password"}
-        raise ConnectionError(f"could not connect to PostgreSQL {target}: {str(error).strip()}") from error
+        parts = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError as error:
+        raise ValueError(f"invalid PostgreSQL connection string: {_libpq_message(error, dsn)}") from None
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
+
+
+def connect_postgres(
+    dsn: str,
+    *,
+    connect_timeout: float | None = None,
+    statement_timeout: float | None = None,
+    **options: Any,
+) -> psycopg2.extensions.connection:
+    """A psycopg2 connection (autocommit off, no open transaction), bounded in time.
+
+    ``connect_timeout`` bounds the whole connection set-up (libpq rounds up to whole seconds, at
+    least 2); ``statement_timeout`` makes the server cancel any statement that runs longer (set
+    with ``SET``, which PostgreSQL and Redshift both accept). Errors are one line naming
+    host:port/dbname, with every password and secret value masked, and chain no libpq error.
+    """
+    target = postgres_target(dsn)
+    if connect_timeout is not None:
+        options["connect_timeout"] = max(2, math.ceil(connect_timeout))
+    try:
+        conn = psycopg2.connect(dsn, **options)
+    except psycopg2.Error as error:
+        raise ConnectionError(f"could not connect to PostgreSQL {target}: {_libpq_message(error, dsn)}") from None
+    if statement_timeout is not None:
+        with conn.cursor() as cursor:
+            cursor.execute("SET statement_timeout TO %s", (max(1, math.ceil(statement_timeout * 1000)),))
+        conn.commit()
+    return conn
+
+
+def _libpq_message(error: psycopg2.Error, dsn: str) -> str:
+    """The libpq message on one line; quoted fragments of a DSN that did not parse, and secrets, masked."""
+    message = one_line(str(error))
+    if isinstance(error, psycopg2.ProgrammingError):  # a parse error quotes the fragment it choked on
+        message = mask_quoted(message)
+    return redact(message, [dsn])
 
 
 def sql_column_types(
@@ -238,11 +279,15 @@ def _sql_string_literal(value: str) -> str:
 
 
 def crm_export(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Only the columns the CRM needs, in a fixed order (no salary, address or other attributes)."""
+    """Only the columns the CRM needs, in a fixed order (no salary, address or other attributes);
+    experiment hold-outs carry an empty action."""
     missing = [column for column in CRM_COLUMNS if column not in predictions.columns]
     if missing:
         raise ValueError(f"predictions lack the CRM columns {missing}")
-    return predictions.loc[:, CRM_COLUMNS].reset_index(drop=True)
+    export = predictions.loc[:, CRM_COLUMNS].reset_index(drop=True)
+    # Hold-out members of the retention experiment get no action in the CRM.
+    export.loc[export["experiment_arm"] == "control", "recommended_action"] = ""
+    return export
 
 
 def start_appflow(client: Any, flow_name: str, client_token: str | None = None) -> str:

@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from loyalty_assets.defs.metadata import markdown_table
+from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, markdown_table, significant
 from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.promotion import PromotionConfig, promote
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource
@@ -22,18 +22,6 @@ from loyalty_assets.domain.scoring import assign_tiers, tier_cutoffs
 
 OWNERS = ["team:ml-engineering"]
 CHURN_GATES = ["roc_auc_floor", "beats_baseline", "not_worse_than_champion", "recall_at_threshold", "no_leakage"]
-INTERFACE_METRICS = [
-    "roc_auc",
-    "pr_auc",
-    "recall",
-    "precision",
-    "flagged_share",
-    "threshold",
-    "brier",
-    "baseline_roc_auc",
-    "n_train",
-    "n_test",
-]
 
 
 class ChurnCandidateConfig(dg.Config):
@@ -117,7 +105,7 @@ def churn_model_candidate(
     }
     registry.register(lake.store(), "churn", version, bundle, record)
     importances = markdown_table(pd.DataFrame(candidate.feature_importances.items(), columns=["feature", "importance"]))
-    metrics = {key: _metadata_value(candidate.metrics[key]) for key in INTERFACE_METRICS}
+    metrics = {key: significant(_metadata_value(candidate.metrics[key])) for key in CHURN_INTERFACE_METRICS}
     return dg.Output(
         bundle,
         metadata={

@@ -2,7 +2,8 @@
 
 Each destination is its own asset, so a failure at one (a database down, an SMTP refusal)
 fails that asset alone while the others complete. Every write replaces the week's rows or
-file, so re-running a week repairs a destination without duplicates.
+file, so re-running a week repairs a destination without duplicates. The marketing e-mail,
+which cannot be replaced once sent, goes out once per week (a sent-marker in the lake).
 """
 
 from datetime import date
@@ -17,12 +18,16 @@ from loyalty_assets.defs.distribution.resources import (
     MarketingMailer,
 )
 from loyalty_assets.defs.drops import RAW_DROP_INS
+from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
+from loyalty_assets.domain.experiments import uplift_lines
 from loyalty_assets.domain.messaging import (
     CRITICAL_TIER,
     build_marketing_email,
+    deliver_once,
+    sent_marker_key,
     summarize_for_marketing,
 )
 from loyalty_assets.domain.warehouse import crm_export, start_appflow
@@ -123,6 +128,9 @@ def salesforce_churn_sync(
 
 class MarketingEmailConfig(dg.Config):
     top_members: int = Field(default=10, description="Critical members listed, by expected loss.")
+    resend: bool = Field(
+        default=False, description="Send a new e-mail even though this week's already went out (its sent-marker)."
+    )
 
 
 @dg.asset(
@@ -136,11 +144,13 @@ class MarketingEmailConfig(dg.Config):
             partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1), metadata=LAZY_PARTITIONS
         ),
         "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"],
+        "retention_experiment_results": LATEST_EXPERIMENT_RESULTS,
     },
     description=(
         "The weekly marketing e-mail: members per risk tier and segment, change from last week, the top "
-        "Critical members by expected loss (risk x CLV) and where the full file is. SMTP or SES; an .eml "
-        "file in the outbox locally."
+        "Critical members to call by expected loss (risk x CLV), the latest realised uplift per action and "
+        "where the full file is. SMTP or SES; an .eml file in the outbox locally. Sent once per week: a "
+        "re-run finds the week's sent-marker in the lake and sends nothing unless config resend is true."
     ),
 )
 def marketing_email(
@@ -148,6 +158,7 @@ def marketing_email(
     config: MarketingEmailConfig,
     churn_predictions,
     raw_loyalty_history,
+    retention_experiment_results,
     marketing_mailer: MarketingMailer,
     lake: LakeResource,
 ) -> dg.MaterializeResult:
@@ -166,16 +177,37 @@ def marketing_email(
     if not store.exists(export_key):
         raise dg.Failure(f"the full prediction file {store.url(export_key)} is missing: materialize churn_predictions")
     member_value = loyalty.set_index("loyalty_number")["clv"]
-    summary = summarize_for_marketing(predictions, member_value, store.url(export_key), previous, config.top_members)
+    summary = summarize_for_marketing(
+        predictions,
+        member_value,
+        store.url(export_key),
+        previous,
+        config.top_members,
+        uplift_lines(latest_results(retention_experiment_results)),
+    )
     message = build_marketing_email(summary, marketing_mailer.sender, marketing_mailer.recipient_list())
-    delivered = marketing_mailer.deliver(message, f"marketing_{week}")
-    context.log.info(f"marketing e-mail for week {week} delivered: {delivered}")
+    name = f"marketing_{week}"
+    delivery = deliver_once(
+        store, name, message, lambda mail: marketing_mailer.deliver(mail, name), resend=config.resend
+    )
+    sent = delivery.record
+    if delivery.sent:
+        context.log.info(f"marketing e-mail for week {week} delivered: {sent['delivered']}")
+    else:
+        context.log.info(
+            f"marketing e-mail for week {week} already sent at {sent['sent_at']} ({sent['delivered']}): nothing sent; "
+            "set config resend: true to send a new one"
+        )
     counts = summary.counts
     return dg.MaterializeResult(
         metadata={
-            "subject": message["Subject"],
+            "delivery": "sent" if delivery.sent else "already sent",
+            "sent_at": sent["sent_at"],
+            "message_id": sent["message_id"],
+            "sent_marker": dg.MetadataValue.path(store.url(sent_marker_key(name))),
+            "subject": sent["subject"],
             "recipients": len(marketing_mailer.recipient_list()),
-            "delivered": delivered,
+            "delivered": sent["delivered"],
             "scored_members": int(counts["members"].sum()),
             "critical_members": int(counts.loc[counts["risk_tier"] == CRITICAL_TIER, "members"].sum()),
             "previous_week": previous_weeks[-1] if previous_weeks else "none",

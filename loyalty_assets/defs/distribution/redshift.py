@@ -44,6 +44,7 @@ from loyalty_assets.domain.warehouse import (
     redshift_copy_parquet_sql,
     sql_column_types,
 )
+from loyalty_assets.settings import NetworkSettings
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -121,13 +122,16 @@ class RedshiftS3Staging:
 class RedshiftDbClient(DbClient):
     """Connections in one transaction per output (committed on success), slice deletes, selects."""
 
-    def __init__(self, dsn: str, connect_timeout: int):
+    def __init__(self, dsn: str, connect_timeout: float, statement_timeout: float):
         self.dsn = dsn
         self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
 
     @contextmanager
     def connect(self, context: Any, table_slice: TableSlice) -> Iterator[psycopg2.extensions.connection]:
-        conn = connect_postgres(self.dsn, connect_timeout=self.connect_timeout)
+        conn = connect_postgres(
+            self.dsn, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout
+        )
         try:
             yield conn
             conn.commit()
@@ -232,7 +236,10 @@ class RedshiftPandasIOManager(dg.ConfigurableIOManagerFactory):
     database: str
     schema_: str = Field(default="public", alias="schema", description="Schema of the tables (created when missing).")
     sslmode: str = Field(default="require", description="libpq sslmode.")
-    connect_timeout: int = 10
+    connect_timeout: float = Field(default=NetworkSettings.connect_timeout_seconds, description="Seconds per connect.")
+    statement_timeout: float = Field(
+        default=NetworkSettings.statement_timeout_seconds, description="Seconds any statement may run."
+    )
     s3_staging_uri: str | None = Field(default=None, description="s3:// prefix for staged Parquet objects.")
     iam_role: str | None = Field(default=None, description="IAM role ARN Redshift reads the staging objects with.")
     s3: S3Resource
@@ -258,7 +265,7 @@ class RedshiftPandasIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
         return DbIOManager(
             type_handlers=[RedshiftPandasTypeHandler(self.s3_staging())],
-            db_client=RedshiftDbClient(self.dsn(), self.connect_timeout),
+            db_client=RedshiftDbClient(self.dsn(), self.connect_timeout, self.statement_timeout),
             database=self.database,
             schema=self.schema_,
             io_manager_name="RedshiftPandasIOManager",

@@ -30,26 +30,26 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import duckdb
 import pandas as pd
-import psycopg2.extensions
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 from pydantic import Field
 
+from loyalty_assets.defs.clients import BoundedAwsClients, client_bounds
 from loyalty_assets.defs.distribution.redshift import RedshiftPandasIOManager
 from loyalty_assets.defs.storage import store_at
 from loyalty_assets.domain.messaging import send_ses, send_smtp, write_eml
 from loyalty_assets.domain.storage import ObjectStore
 from loyalty_assets.domain.warehouse import (
     connect_postgres,
+    postgres_target,
     qualified_table,
     quote_identifier,
     replace_partition_postgres,
 )
-from loyalty_assets.settings import Settings
+from loyalty_assets.settings import NetworkSettings, Settings
 
 WEEK_COLUMN = "week"
 
@@ -79,10 +79,17 @@ class PostgresDashboardDatabase(DashboardDatabase):
 
     dsn: str = Field(description="libpq connection string (key=value or postgresql:// URI).")
     db_schema: str = Field(default="public", description="Existing schema that holds the tables.")
-    connect_timeout: int = Field(default=10, description="Seconds to wait for the server.")
+    connect_timeout: float = Field(
+        default=NetworkSettings.connect_timeout_seconds, description="Seconds to wait for the server."
+    )
+    statement_timeout: float = Field(
+        default=NetworkSettings.statement_timeout_seconds, description="Seconds any statement may run."
+    )
 
     def replace_week(self, table: str, frame: pd.DataFrame, week: date) -> int:
-        conn = connect_postgres(self.dsn, connect_timeout=self.connect_timeout)
+        conn = connect_postgres(
+            self.dsn, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout
+        )
         try:
             return replace_partition_postgres(
                 conn, table, frame, WEEK_COLUMN, week, schema=self.db_schema, columns_sql={WEEK_COLUMN: "date"}
@@ -91,8 +98,7 @@ class PostgresDashboardDatabase(DashboardDatabase):
             conn.close()
 
     def location(self) -> str:
-        parts = psycopg2.extensions.parse_dsn(self.dsn)
-        return f"postgresql {parts.get('host', 'localhost')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
+        return f"postgresql {postgres_target(self.dsn)}"
 
     def table_name(self, table: str) -> str:
         return f"{self.db_schema}.{table}"
@@ -139,7 +145,7 @@ class DuckDBDashboardDatabase(DashboardDatabase):
         return f"{self.db_schema}.{table}"
 
 
-class AppFlowResource(dg.ConfigurableResource):
+class AppFlowResource(BoundedAwsClients):
     """The S3 -> Salesforce AppFlow flow: the location it reads and the on-demand flow to start.
 
     Without ``flow_name`` the export is only written (the local environment).
@@ -147,15 +153,14 @@ class AppFlowResource(dg.ConfigurableResource):
 
     source_uri: str = Field(description="Folder or s3://bucket/prefix the flow reads.")
     flow_name: str | None = Field(default=None, description="On-demand AppFlow flow; None: not configured.")
-    region_name: str | None = Field(default=None, description="AppFlow region; None: boto3's default.")
     s3: S3Resource
 
     def source_store(self) -> ObjectStore:
         return store_at(self.source_uri, self.s3)
 
     def client(self) -> Any:
-        """A boto3 AppFlow client (boto3 honours ``AWS_ENDPOINT_URL`` and the usual credentials)."""
-        return boto3.client("appflow", region_name=self.region_name)
+        """A bounded boto3 AppFlow client (boto3 honours ``AWS_ENDPOINT_URL`` and the usual credentials)."""
+        return self.aws_client("appflow")
 
 
 class MarketingMailer(dg.ConfigurableResource):
@@ -185,7 +190,7 @@ class SmtpMailer(MarketingMailer):
     security: str = Field(default="starttls", description="starttls, ssl or none.")
     username: str | None = None
     password: str | None = None
-    timeout: float = 30
+    timeout: float = Field(default=NetworkSettings.read_timeout_seconds, description="Seconds per connect or reply.")
 
     def deliver(self, message: EmailMessage, name: str) -> str:
         send_smtp(
@@ -200,13 +205,11 @@ class SmtpMailer(MarketingMailer):
         return f"smtp://{self.host}:{self.port}"
 
 
-class SesMailer(MarketingMailer):
+class SesMailer(MarketingMailer, BoundedAwsClients):
     """Delivery through Amazon SES (``send_raw_email``)."""
 
-    region_name: str | None = Field(default=None, description="SES region; None: boto3's default.")
-
     def deliver(self, message: EmailMessage, name: str) -> str:
-        message_id = send_ses(boto3.client("ses", region_name=self.region_name), message)
+        message_id = send_ses(self.aws_client("ses"), message)
         return f"ses:{message_id}"
 
 
@@ -221,12 +224,14 @@ class OutboxMailer(MarketingMailer):
         return write_eml(store, f"{name}.eml", message)
 
 
-def build_mailer(settings: Settings, s3: S3Resource, sender: Any, recipients: Any) -> MarketingMailer:
+def build_mailer(
+    settings: Settings, s3: S3Resource, network: NetworkSettings, sender: Any, recipients: Any
+) -> MarketingMailer:
     email = settings.email
     if email.transport == "outbox":
         return OutboxMailer(sender=sender, recipients=recipients, outbox_uri=settings.outbox_uri, s3=s3)
     if email.transport == "ses":
-        return SesMailer(sender=sender, recipients=recipients)
+        return SesMailer(sender=sender, recipients=recipients, **client_bounds(network))
     return SmtpMailer(
         sender=sender,
         recipients=recipients,
@@ -235,27 +240,36 @@ def build_mailer(settings: Settings, s3: S3Resource, sender: Any, recipients: An
         security=email.smtp_security,
         username=email.smtp_user,
         password=dg.EnvVar("LOYALTY_SMTP_PASSWORD") if email.smtp_user else None,
+        timeout=network.read_timeout_seconds,
     )
 
 
-def local_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
+def local_distribution_resources(settings: Settings, s3: S3Resource, network: NetworkSettings) -> dict[str, Any]:
     """Embedded destinations: DuckDB files, a folder for AppFlow, an outbox of .eml files."""
     return {
         "dashboard_database": DuckDBDashboardDatabase(path=str(settings.home / "dashboard.duckdb")),
         "warehouse_io_manager": DuckDBPandasIOManager(database=str(settings.warehouse_path), schema="analytics"),
         "appflow": AppFlowResource(
-            source_uri=settings.crm.appflow_source_uri, flow_name=settings.crm.appflow_flow_name, s3=s3
+            source_uri=settings.crm.appflow_source_uri,
+            flow_name=settings.crm.appflow_flow_name,
+            s3=s3,
+            **client_bounds(network),
         ),
-        "marketing_mailer": build_mailer(settings, s3, settings.email.sender, settings.email.marketing_recipients),
+        "marketing_mailer": build_mailer(
+            settings, s3, network, settings.email.sender, settings.email.marketing_recipients
+        ),
     }
 
 
-def aws_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
+def aws_distribution_resources(settings: Settings, s3: S3Resource, network: NetworkSettings) -> dict[str, Any]:
     """RDS PostgreSQL, Redshift, AppFlow from S3, and SMTP or SES."""
     redshift = settings.redshift
     return {
         "dashboard_database": PostgresDashboardDatabase(
-            dsn=dg.EnvVar("LOYALTY_RDS_DSN"), db_schema=settings.rds.schema
+            dsn=dg.EnvVar("LOYALTY_RDS_DSN"),
+            db_schema=settings.rds.schema,
+            connect_timeout=network.connect_timeout_seconds,
+            statement_timeout=network.statement_timeout_seconds,
         ),
         "warehouse_io_manager": RedshiftPandasIOManager(
             host=dg.EnvVar("LOYALTY_REDSHIFT_HOST"),
@@ -268,11 +282,16 @@ def aws_distribution_resources(settings: Settings, s3: S3Resource) -> dict[str, 
             s3_staging_uri=redshift.s3_staging_uri,
             iam_role=redshift.iam_role,
             s3=s3,
+            connect_timeout=network.connect_timeout_seconds,
+            statement_timeout=network.statement_timeout_seconds,
         ),
         "appflow": AppFlowResource(
-            source_uri=dg.EnvVar("LOYALTY_APPFLOW_SOURCE_URI"), flow_name=dg.EnvVar("LOYALTY_APPFLOW_FLOW_NAME"), s3=s3
+            source_uri=dg.EnvVar("LOYALTY_APPFLOW_SOURCE_URI"),
+            flow_name=dg.EnvVar("LOYALTY_APPFLOW_FLOW_NAME"),
+            s3=s3,
+            **client_bounds(network),
         ),
         "marketing_mailer": build_mailer(
-            settings, s3, dg.EnvVar("LOYALTY_EMAIL_SENDER"), dg.EnvVar("LOYALTY_MARKETING_RECIPIENTS")
+            settings, s3, network, dg.EnvVar("LOYALTY_EMAIL_SENDER"), dg.EnvVar("LOYALTY_MARKETING_RECIPIENTS")
         ),
     }

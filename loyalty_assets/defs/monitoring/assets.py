@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from loyalty_assets.defs.drops import RAW_DROP_INS
+from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.storage import (
     LakeParquetIOManager,
@@ -405,14 +406,19 @@ def browser_link(url: str) -> str:
 
 @dg.asset(
     partitions_def=weekly_partitions,
-    ins={"churn_model": dg.AssetIn(), "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"]},
+    ins={
+        "churn_model": dg.AssetIn(),
+        "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"],
+        "retention_experiment_results": LATEST_EXPERIMENT_RESULTS,
+    },
     group_name="monitoring",
     kinds={"html"},
     owners=OWNERS,
     description=(
         "One self-contained HTML page per week, stored beside the predictions export: feature drift "
         "table, score histogram against the champion's reference and earlier weeks, risk-tier shares "
-        "over the weeks, and realised ROC-AUC, recall and churn rate per tier once labels mature."
+        "over the weeks, realised ROC-AUC, recall and churn rate per tier once labels mature, and the "
+        "latest retention experiment results."
     ),
 )
 def monitoring_report(
@@ -422,6 +428,7 @@ def monitoring_report(
     churn_predictions,
     churn_model,
     raw_loyalty_history,
+    retention_experiment_results,
     lake: LakeResource,
 ) -> dg.MaterializeResult:
     week = context.partition_key
@@ -475,6 +482,7 @@ def monitoring_report(
             realised=realised,
             concept_status=concept_status,
             concept_message=concept_message,
+            experiments=latest_results(retention_experiment_results),
         )
     )
     store = lake.store()

@@ -14,8 +14,10 @@ monthly_churn_training_job = dg.define_asset_job(
     "monthly_churn_training_job",
     selection=dg.AssetSelection.assets(
         "customer_features", "churn_training_set", "churn_model_candidate", "churn_model"
-    ),
-    description="Features, training set, candidate, gates and promotion for one month.",
+    )
+    | dg.AssetSelection.groups("experiments"),
+    description="Features, training set, candidate, gates and promotion for one month; the month's "
+    "retention experiment results.",
 )
 
 quarterly_segmentation_job = dg.define_asset_job(

@@ -26,11 +26,11 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
+from loyalty_assets.defs.clients import BoundedAwsClients, client_bounds
 from loyalty_assets.defs.distribution.resources import MarketingMailer, build_mailer
 from loyalty_assets.domain.messaging import (
     Alert,
@@ -38,7 +38,8 @@ from loyalty_assets.domain.messaging import (
     publish_sns,
     put_run_metrics,
 )
-from loyalty_assets.settings import DEFAULT_METRICS_NAMESPACE, DEFAULT_UI_URL, Settings
+from loyalty_assets.domain.redaction import redact
+from loyalty_assets.settings import DEFAULT_METRICS_NAMESPACE, DEFAULT_UI_URL, NetworkSettings, Settings
 
 
 
@@ -72,12 +73,11 @@ def alert_email(alert: Alert, sender: str, recipients: list[str]) -> EmailMessag
     return message
 
 
-class AwsAlertNotifier(AlertNotifier):
+class AwsAlertNotifier(AlertNotifier, BoundedAwsClients):
     """SNS publish plus an e-mail through the marketing mailer's transport (to the alert recipients)."""
 
     topic_arn: str = Field(description="SNS topic ARN.")
     mailer: MarketingMailer
-    region_name: str | None = Field(default=None, description="SNS region; None: boto3's default.")
 
     def notify(self, alert: Alert, log: logging.Logger) -> list[str]:
         # Both channels are tried, so an SMTP outage does not silence SNS (and the reverse).
@@ -85,7 +85,7 @@ class AwsAlertNotifier(AlertNotifier):
         delivered: list[str] = []
         errors: list[tuple[str, Exception]] = []
         try:
-            message_id = publish_sns(boto3.client("sns", region_name=self.region_name), self.topic_arn, alert)
+            message_id = publish_sns(self.aws_client("sns"), self.topic_arn, alert)
             delivered.append(f"sns {self.topic_arn} ({message_id})")
         except Exception as error:  # noqa: BLE001 - collected, re-raised below
             errors.append((f"SNS {self.topic_arn}", error))
@@ -95,8 +95,8 @@ class AwsAlertNotifier(AlertNotifier):
         except Exception as error:  # noqa: BLE001 - collected, re-raised below
             errors.append(("e-mail", error))
         if errors:
-            failed = "; ".join(f"{channel}: {error}" for channel, error in errors)
-            raise AlertDeliveryError(f"alert {subject!r} not delivered to {failed}") from errors[0][1]
+            failed = redact("; ".join(f"{channel}: {error}" for channel, error in errors))
+            raise AlertDeliveryError(f"alert {subject!r} not delivered to {failed}") from None
         log.info("alert %r sent to %s", subject, ", ".join(delivered))
         return delivered
 
@@ -125,14 +125,13 @@ class MetricsPublisher(dg.ConfigurableResource):
         """Publish ``metrics`` of a run of ``job`` finished at ``timestamp``; returns where they went."""
 
 
-class CloudWatchMetricsPublisher(MetricsPublisher):
+class CloudWatchMetricsPublisher(MetricsPublisher, BoundedAwsClients):
     """One CloudWatch datapoint per metric, dimension ``Job=<job>``."""
 
     namespace: str = Field(default=DEFAULT_METRICS_NAMESPACE, description="CloudWatch namespace.")
-    region_name: str | None = Field(default=None, description="CloudWatch region; None: boto3's default.")
 
     def publish(self, job: str, metrics: Mapping[str, float], timestamp: datetime, log: logging.Logger) -> str:
-        client = boto3.client("cloudwatch", region_name=self.region_name)
+        client = self.aws_client("cloudwatch")
         count = put_run_metrics(client, self.namespace, metrics, {"Job": job}, timestamp=timestamp)
         destination = f"CloudWatch namespace {self.namespace}"
         log.info("%d metrics of %s sent to %s: %s", count, job, destination, json.dumps(dict(metrics)))
@@ -156,13 +155,18 @@ def local_orchestration_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
-def aws_orchestration_resources(settings: Settings, s3: S3Resource) -> dict[str, Any]:
-    mailer = build_mailer(settings, s3, dg.EnvVar("LOYALTY_EMAIL_SENDER"), dg.EnvVar("LOYALTY_ALERT_RECIPIENTS"))
+def aws_orchestration_resources(settings: Settings, s3: S3Resource, network: NetworkSettings) -> dict[str, Any]:
+    mailer = build_mailer(
+        settings, s3, network, dg.EnvVar("LOYALTY_EMAIL_SENDER"), dg.EnvVar("LOYALTY_ALERT_RECIPIENTS")
+    )
     return {
         "alert_notifier": AwsAlertNotifier(
             ui_url=settings.alerts.ui_url,
             topic_arn=dg.EnvVar("LOYALTY_ALERT_TOPIC_ARN"),
             mailer=mailer,
+            **client_bounds(network),
         ),
-        "metrics_publisher": CloudWatchMetricsPublisher(namespace=settings.alerts.metrics_namespace),
+        "metrics_publisher": CloudWatchMetricsPublisher(
+            namespace=settings.alerts.metrics_namespace, **client_bounds(network)
+        ),
     }

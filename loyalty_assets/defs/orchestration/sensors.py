@@ -5,10 +5,15 @@
 - ``run_metrics_sensor``: rows ingested and quarantined, members scored, run duration and drift share
   of each successful run, to the ``metrics_publisher`` (CloudWatch in aws, the log locally).
 
+Every alert passes through ``redact`` before it leaves: whatever a step's error said, no password
+or secret value reaches SNS, e-mail or the alerts file.
+
 All three start RUNNING when ``LOYALTY_SCHEDULES_RUNNING`` is on (the default in aws), like the schedules.
 """
 
+import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 
@@ -17,6 +22,7 @@ from dagster import DagsterEventType, DagsterRunStatus
 
 from loyalty_assets.defs.orchestration.resources import AlertNotifier, MetricsPublisher
 from loyalty_assets.domain.messaging import Alert
+from loyalty_assets.domain.redaction import redact
 from loyalty_assets.settings import Settings, load_settings
 
 PARTITION_TAG = "dagster/partition"
@@ -70,6 +76,22 @@ def _targets_of_steps(instance: dg.DagsterInstance, run_id: str, step_keys: set[
     return sorted(assets) + sorted(checks)
 
 
+def _interrupted_steps(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    """Steps of the run that started and never succeeded, failed or were skipped."""
+    records = instance.get_records_for_run(
+        run_id,
+        of_type={
+            DagsterEventType.STEP_START,
+            DagsterEventType.STEP_SUCCESS,
+            DagsterEventType.STEP_FAILURE,
+            DagsterEventType.STEP_SKIPPED,
+        },
+    ).records
+    events = [record.event_log_entry.dagster_event for record in records]
+    started = {event.step_key for event in events if event.event_type == DagsterEventType.STEP_START}
+    return started - {event.step_key for event in events if event.event_type != DagsterEventType.STEP_START}
+
+
 def run_failure_alert(context: dg.RunFailureSensorContext, run_url: str) -> Alert:
     run = context.dagster_run
     step_failures = context.get_step_failure_events()
@@ -80,6 +102,11 @@ def run_failure_alert(context: dg.RunFailureSensorContext, run_url: str) -> Aler
         user_failure = event.step_failure_data.user_failure_data  # set when the step raised dg.Failure
         description = user_failure.description if user_failure else None
         reasons.append(f"{event.step_key}: {description or root_error_message(event.step_failure_data.error)}")
+    if not step_failures:  # the run worker died (kill -9, OOM) or was failed by run monitoring
+        interrupted = _interrupted_steps(context.instance, run.run_id)
+        targets = _targets_of_steps(context.instance, run.run_id, interrupted) or sorted(interrupted)
+        reasons = [f"{step}: interrupted, the step started and never finished" for step in sorted(interrupted)]
+        reasons += [context.failure_event.message] if context.failure_event.message else []
     return Alert(
         title=f"run of {run.job_name} failed",
         job=run.job_name,
@@ -171,6 +198,16 @@ def collect_run_metrics(instance: dg.DagsterInstance, run_id: str) -> dict[str, 
     return metrics
 
 
+def notify_redacted(alert_notifier: AlertNotifier, alert: Alert, log: logging.Logger) -> None:
+    """Send ``alert`` with every text field redacted (the last line of defence against a leaked secret)."""
+    texts = {
+        field.name: redact(value)
+        for field in dataclasses.fields(alert)
+        if isinstance(value := getattr(alert, field.name), str) and field.name != "severity"
+    }
+    alert_notifier.notify(dataclasses.replace(alert, **texts), log)
+
+
 def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
     status = dg.DefaultSensorStatus.RUNNING if settings.schedules_running else dg.DefaultSensorStatus.STOPPED
 
@@ -182,7 +219,7 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
     )
     def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alert_notifier: AlertNotifier) -> None:
         alert = run_failure_alert(context, alert_notifier.run_url(context.dagster_run.run_id))
-        alert_notifier.notify(alert, context.log)
+        notify_redacted(alert_notifier, alert, context.log)
 
     @dg.sensor(
         name="failed_check_alert_sensor",
@@ -200,7 +237,7 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         run_ids = [record.run_id for record in finished if record.event_log_entry.job_name in job_names]
         alerts = failed_check_alerts(context.instance, run_ids, alert_notifier.run_url)
         for alert in alerts:
-            alert_notifier.notify(alert, context.log)
+            notify_redacted(alert_notifier, alert, context.log)
         return dg.SensorResult(
             skip_reason=f"{len(alerts)} failed checks alerted in {len(run_ids)} finished runs",
             cursor=json.dumps(new_cursors, sort_keys=True),

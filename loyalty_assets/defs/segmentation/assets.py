@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from loyalty_assets.defs.drops import RAW_DROP_INS, latest_drop
+from loyalty_assets.defs.metadata import significant
 from loyalty_assets.defs.partitions import quarterly_partitions
 from loyalty_assets.defs.promotion import PromotionConfig, promote
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, read_champion
@@ -96,8 +97,8 @@ def segmentation_model_candidate(
             "version": version,
             "snapshot": str(snapshot.date()),
             "members": len(features),
-            "silhouette": float(model.silhouette),
-            "adjusted_rand_vs_champion": float(report.adjusted_rand) if report else float("nan"),
+            "silhouette": significant(float(model.silhouette)),
+            "adjusted_rand_vs_champion": significant(float(report.adjusted_rand)) if report else float("nan"),
             "stability": report.message if report else "first segmentation: no champion to match",
             "segment_profile": dg.MetadataValue.md(profile_md),
             "segments_plot": dg.MetadataValue.md(

@@ -1,0 +1,45 @@
+"""What a champion's page in the UI shows: the promoted version's metrics, gate verdicts and plots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, markdown_table, significant
+from loyalty_assets.domain import registry
+from loyalty_assets.domain.churn import evaluation_plot_png, png_markdown
+from loyalty_assets.domain.segmentation import segment_profile_markdown
+from loyalty_assets.domain.storage import ObjectStore
+
+SEGMENTATION_METRICS = ["silhouette", "adjusted_rand_vs_champion", "jaccard_vs_champion"]
+
+
+def gates_markdown(verdicts: dict[str, dict[str, Any]]) -> str:
+    """One row per recorded gate: its name, pass or fail, and its message."""
+    rows = [(gate, "pass" if verdict["passed"] else "FAIL", verdict["message"]) for gate, verdict in verdicts.items()]
+    if not rows:
+        return "No gate verdict recorded for this version."
+    return markdown_table(pd.DataFrame(rows, columns=["gate", "verdict", "message"]))
+
+
+def champion_metadata(store: ObjectStore, kind: str, bundle: dict) -> dict[str, Any]:
+    """Metadata of a promoted ``kind`` bundle: out-of-time metrics (rounded), gate verdicts and plots."""
+    record = registry.record(store, kind, bundle["version"])
+    verdicts = registry.gate_verdicts(store, kind, bundle["version"])
+    metadata: dict[str, Any] = {
+        "gates_passed": bool(record["gates_passed"]),
+        "gates": dg.MetadataValue.md(gates_markdown(verdicts)),
+    }
+    metrics = record["metrics"]
+    if kind == "churn":
+        metadata.update({key: significant(metrics[key]) for key in CHURN_INTERFACE_METRICS})
+        metadata["test_snapshots"] = dg.MetadataValue.json(metrics["test_snapshots"])
+        metadata["evaluation_plot"] = dg.MetadataValue.md(
+            png_markdown(evaluation_plot_png(bundle["test_scores"]), "ROC and precision-recall on the test")
+        )
+    else:
+        metadata.update({key: significant(metrics[key]) for key in SEGMENTATION_METRICS if metrics[key] is not None})
+        metadata["segment_profile"] = dg.MetadataValue.md(segment_profile_markdown(bundle["model"].profile))
+    return metadata
