@@ -17,12 +17,13 @@ $(STAMP): pyproject.toml setup.py
 
 install: $(STAMP)
 
-## Sample data if the landing zone is empty, then the whole graph as of DEMO_DATE (default today).
+## The sample drops missing up to DEMO_DATE (default today), then the whole graph as of that date.
 demo: $(STAMP)
 	$(BIN)/loyalty-assets demo --as-of $(DEMO_DATE)
 
-## The whole test suite (needs PostgreSQL on 127.0.0.1:5432; .ci/run starts it).
+## The whole test suite; first starts PostgreSQL and installs Chromium when missing (Debian, apt-get).
 test: $(STAMP)
+	scripts/provision-test-machine
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ## The Dagster UI on http://127.0.0.1:$(DAGSTER_PORT) (default 3000; `make dev DAGSTER_PORT=3001`)

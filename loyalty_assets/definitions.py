@@ -1,4 +1,5 @@
-"""Assembles the domains into one code location, with the resources of the chosen environment."""
+"""The code location (workspace.yaml and [tool.dagster] load this module): the domains assembled, with the
+resources of the chosen environment."""
 
 import dagster as dg
 

@@ -1,4 +1,10 @@
-"""The deployment settings, read from the environment in this one place."""
+"""Every environment variable the project reads, validated in this one place.
+
+``load_settings()`` returns typed settings, nested per concern, or raises ``SettingsError`` naming
+every missing or invalid variable at once. Secrets (DSN, passwords, the alert topic and recipients)
+are only checked for presence here: the resources read them through ``dagster.EnvVar`` at run time.
+This module imports no Dagster, so ``loyalty-assets check-config`` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,104 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENVIRONMENTS = ("local", "aws")
 DEFAULT_START_DATE = "2024-01-01"
+EMAIL_TRANSPORTS = ("outbox", "smtp", "ses")
+SMTP_SECURITY = ("starttls", "ssl", "none")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+DEFAULT_METRICS_NAMESPACE = "LoyaltyAssets"
 
 
 class SettingsError(ValueError):
-    """An environment variable holds a value the project cannot use."""
+    """Environment variables the project cannot use; ``problems`` has one line per variable."""
+
+    def __init__(self, problems: list[str] | str):
+        problems = [problems] if isinstance(problems, str) else problems
+        self.problems = problems
+        super().__init__(
+            problems[0]
+            if len(problems) == 1
+            else f"{len(problems)} settings are missing or invalid:\n  " + "\n  ".join(problems)
+        )
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    landing_uri: str
+    lake_uri: str
+
+
+@dataclass(frozen=True)
+class RdsSettings:
+    """The dashboard PostgreSQL; its DSN is a secret (``LOYALTY_RDS_DSN``)."""
+
+    schema: str
+
+
+@dataclass(frozen=True)
+class RedshiftSettings:
+    """The warehouse; host, user and password are read through ``dagster.EnvVar``."""
+
+    port: int
+    database: str
+    schema: str
+    sslmode: str
+    s3_staging_uri: str | None
+    iam_role: str | None
+
+
+@dataclass(frozen=True)
+class CrmSettings:
+    """The S3 -> Salesforce AppFlow hand-off."""
+
+    appflow_source_uri: str
+    appflow_flow_name: str | None
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    """The marketing e-mail (and, in aws, the alert e-mails); the SMTP password is a secret."""
+
+    transport: str
+    sender: str
+    marketing_recipients: str
+    smtp_port: int
+    smtp_security: str
+    smtp_user: str | None
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Run and gate alerts and run metrics; the SNS topic and alert recipients are read through EnvVar."""
+
+    ui_url: str
+    metrics_namespace: str
 
 
 @dataclass(frozen=True)
 class Settings:
     env: str
     home: Path
-    landing_uri: str
-    lake_uri: str
     start_date: str
     timezone: str
     schedules_running: bool
+    storage: StorageSettings
+    rds: RdsSettings
+    redshift: RedshiftSettings
+    crm: CrmSettings
+    email: EmailSettings
+    alerts: AlertSettings
+
+    @property
+    def landing_uri(self) -> str:
+        return self.storage.landing_uri
+
+    @property
+    def lake_uri(self) -> str:
+        return self.storage.lake_uri
 
     @property
     def dagster_home(self) -> Path:
@@ -38,36 +124,200 @@ class Settings:
         return str(self.home / "outbox")
 
 
-def _flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
+class _Reader:
+    """Reads variables and collects every problem instead of stopping at the first one."""
+
+    def __init__(self, environ: dict[str, str]):
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        return self.environ.get(name, "").strip() or default
+
+    def required(self, name: str, what: str) -> str:
+        value = self.text(name)
+        if value is None:
+            self.problems.append(f"{name} is not set: {what}")
+        return value or ""
+
+    def secret(self, name: str, what: str) -> None:
+        """Presence only: the value is read through ``dagster.EnvVar`` and never kept here."""
+        self.required(name, what)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self.text(name) or default).lower()
+        if value not in choices:
+            self.problems.append(f"{name}={value!r}: use one of {', '.join(choices)}")
+            return default
+        return value
+
+    def integer(self, name: str, default: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r}: use a whole number")
+            return default
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = (self.text(name) or "").lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        if value:
+            self.problems.append(f"{name}={value!r}: use true or false")
         return default
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}={value!r}: use true or false")
+
+    def uri(self, name: str, default: str | None, aws: bool, what: str) -> str:
+        """A folder or ``s3://`` prefix; in aws it must be set and on S3 (never a local folder)."""
+        value = self.text(name)
+        if not aws:
+            return value or default or ""
+        if value is None:
+            self.problems.append(f"{name} is not set: {what} (s3://bucket/prefix)")
+        elif not value.startswith("s3://"):
+            self.problems.append(f"{name}={value!r}: use s3://bucket/prefix in aws, not a local folder")
+        return value or ""
+
+
+def _read_storage(read: _Reader, home: Path, aws: bool) -> StorageSettings:
+    return StorageSettings(
+        landing_uri=read.uri("LOYALTY_LANDING_URI", str(home / "landing"), aws, "the landing root"),
+        lake_uri=read.uri("LOYALTY_LAKE_URI", str(home / "lake"), aws, "where assets are persisted"),
+    )
+
+
+def _read_rds(read: _Reader, aws: bool) -> RdsSettings:
+    if aws:
+        read.secret("LOYALTY_RDS_DSN", "libpq connection string of the dashboard PostgreSQL")
+    return RdsSettings(schema=read.text("LOYALTY_RDS_SCHEMA", "public"))
+
+
+def _read_redshift(read: _Reader, aws: bool) -> RedshiftSettings:
+    staging_uri = read.text("LOYALTY_REDSHIFT_S3_STAGING_URI")
+    iam_role = read.text("LOYALTY_REDSHIFT_IAM_ROLE")
+    if aws:
+        read.secret("LOYALTY_REDSHIFT_HOST", "Redshift endpoint")
+        read.secret("LOYALTY_REDSHIFT_USER", "Redshift login")
+        read.secret("LOYALTY_REDSHIFT_PASSWORD", "Redshift password")
+        if (staging_uri is None) != (iam_role is None):
+            read.problems.append(
+                "LOYALTY_REDSHIFT_S3_STAGING_URI and LOYALTY_REDSHIFT_IAM_ROLE: set both, or neither"
+            )
+        if staging_uri is not None and not staging_uri.startswith("s3://"):
+            read.problems.append(f"LOYALTY_REDSHIFT_S3_STAGING_URI={staging_uri!r}: use s3://bucket/prefix")
+    return RedshiftSettings(
+        port=read.integer("LOYALTY_REDSHIFT_PORT", 5439),
+        database=read.text("LOYALTY_REDSHIFT_DATABASE", "dev"),
+        schema=read.text("LOYALTY_REDSHIFT_SCHEMA", "analytics"),
+        sslmode=read.choice("LOYALTY_REDSHIFT_SSLMODE", SSL_MODES, "require"),
+        s3_staging_uri=staging_uri,
+        iam_role=iam_role,
+    )
+
+
+def _read_crm(read: _Reader, home: Path, aws: bool) -> CrmSettings:
+    source_uri = read.uri("LOYALTY_APPFLOW_SOURCE_URI", str(home / "appflow"), aws, "the AppFlow source")
+    if aws:
+        flow_name = read.required("LOYALTY_APPFLOW_FLOW_NAME", "the S3 -> Salesforce AppFlow flow")
+    else:
+        flow_name = read.text("LOYALTY_APPFLOW_FLOW_NAME")
+    return CrmSettings(appflow_source_uri=source_uri, appflow_flow_name=flow_name)
+
+
+def _read_email(read: _Reader, aws: bool) -> EmailSettings:
+    transport = read.choice("LOYALTY_EMAIL_TRANSPORT", EMAIL_TRANSPORTS, "smtp" if aws else "outbox")
+    if aws:
+        sender = read.required("LOYALTY_EMAIL_SENDER", "From address of the e-mails")
+        recipients = read.required("LOYALTY_MARKETING_RECIPIENTS", "comma-separated marketing addresses")
+    else:
+        sender = read.text("LOYALTY_EMAIL_SENDER", "churn-reports@localhost")
+        recipients = read.text("LOYALTY_MARKETING_RECIPIENTS", "marketing@localhost")
+    smtp_user = read.text("LOYALTY_SMTP_USER")
+    if transport == "smtp":
+        read.required("LOYALTY_SMTP_HOST", "the SMTP server (LOYALTY_EMAIL_TRANSPORT=smtp)")
+        if smtp_user:
+            read.secret("LOYALTY_SMTP_PASSWORD", "the password of LOYALTY_SMTP_USER")
+    return EmailSettings(
+        transport=transport,
+        sender=sender,
+        marketing_recipients=recipients,
+        smtp_port=read.integer("LOYALTY_SMTP_PORT", 587),
+        smtp_security=read.choice("LOYALTY_SMTP_SECURITY", SMTP_SECURITY, "starttls"),
+        smtp_user=smtp_user,
+    )
+
+
+def _read_alerts(read: _Reader, aws: bool) -> AlertSettings:
+    if aws:
+        read.secret("LOYALTY_ALERT_TOPIC_ARN", "SNS topic of failure and gate alerts")
+        read.secret("LOYALTY_ALERT_RECIPIENTS", "comma-separated addresses of alert e-mails")
+    ui_url = read.text("LOYALTY_UI_URL", DEFAULT_UI_URL)
+    if not ui_url.startswith(("http://", "https://")):
+        read.problems.append(f"LOYALTY_UI_URL={ui_url!r}: use an http:// or https:// URL")
+    return AlertSettings(ui_url=ui_url, metrics_namespace=read.text("LOYALTY_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE))
+
+
+def _read_start_date(read: _Reader) -> str:
+    start_date = read.text("LOYALTY_START_DATE", DEFAULT_START_DATE)
+    try:
+        date.fromisoformat(start_date)
+    except ValueError:
+        read.problems.append(f"LOYALTY_START_DATE={start_date!r}: use YYYY-MM-DD")
+        return DEFAULT_START_DATE
+    return start_date
+
+
+def _read_timezone(read: _Reader) -> str:
+    timezone = read.text("LOYALTY_TIMEZONE", "UTC")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        read.problems.append(f"LOYALTY_TIMEZONE={timezone!r}: use an IANA name such as UTC or Europe/Paris")
+        return "UTC"
+    return timezone
+
+
+def _check_aws_region(read: _Reader) -> None:
+    import botocore.session  # resolves the region as boto3 will: environment, then the config file
+
+    if not botocore.session.Session().get_config_variable("region"):
+        read.problems.append("AWS_DEFAULT_REGION is not set (nor a region in the AWS config file)")
 
 
 def load_settings() -> Settings:
-    env = os.environ.get("LOYALTY_ENV", "local").strip().lower() or "local"
+    """The settings of the environment; ``SettingsError`` lists every problem."""
+    read = _Reader(dict(os.environ))
+    env = (read.text("LOYALTY_ENV", "local") or "local").lower()
     if env not in ENVIRONMENTS:
-        raise SettingsError(f"LOYALTY_ENV={env!r}: use one of {', '.join(ENVIRONMENTS)}")
-    home = Path(os.environ.get("LOYALTY_HOME") or Path.cwd() / ".loyalty").expanduser().resolve()
-    start_date = os.environ.get("LOYALTY_START_DATE") or DEFAULT_START_DATE
-    try:
-        date.fromisoformat(start_date)
-    except ValueError as error:
-        raise SettingsError(f"LOYALTY_START_DATE={start_date!r}: use YYYY-MM-DD") from error
-    return Settings(
+        raise SettingsError([f"LOYALTY_ENV={env!r}: use one of {', '.join(ENVIRONMENTS)}"])
+    aws = env == "aws"
+    home = Path(read.text("LOYALTY_HOME") or Path.cwd() / ".loyalty").expanduser().resolve()
+    settings = Settings(
         env=env,
         home=home,
-        landing_uri=os.environ.get("LOYALTY_LANDING_URI") or str(home / "landing"),
-        lake_uri=os.environ.get("LOYALTY_LAKE_URI") or str(home / "lake"),
-        start_date=start_date,
-        timezone=os.environ.get("LOYALTY_TIMEZONE") or "UTC",
-        schedules_running=_flag("LOYALTY_SCHEDULES_RUNNING", default=env == "aws"),
+        start_date=_read_start_date(read),
+        timezone=_read_timezone(read),
+        schedules_running=read.flag("LOYALTY_SCHEDULES_RUNNING", default=aws),
+        storage=_read_storage(read, home, aws),
+        rds=_read_rds(read, aws),
+        redshift=_read_redshift(read, aws),
+        crm=_read_crm(read, home, aws),
+        email=_read_email(read, aws),
+        alerts=_read_alerts(read, aws),
     )
+    try:
+        load_network_settings()
+    except SettingsError as error:
+        read.problems.extend(error.problems)
+    if aws:
+        _check_aws_region(read)
+    if read.problems:
+        raise SettingsError(read.problems)
+    return settings
 
 
 # --- Network bounds: every call to S3, SNS, AppFlow, CloudWatch, SES, PostgreSQL, Redshift and SMTP ---

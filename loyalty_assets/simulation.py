@@ -18,7 +18,14 @@ from loyalty_assets.defs.orchestration.schedules import previous_month, previous
 from loyalty_assets.domain.experiment_simulation import hazard_treatment, true_risk_reductions
 from loyalty_assets.domain.experiments import first_assignments
 from loyalty_assets.domain.sample_data import SampleConfig, simulate_population, write_drops
-from loyalty_assets.runner import QUIET_CONSOLE, RunFailed, _instance, demo_drop_dates, execute_job, failure_summary
+from loyalty_assets.runner import (
+    QUIET_CONSOLE,
+    RunFailed,
+    demo_drop_dates,
+    execute_job,
+    failure_summary,
+    instance_for,
+)
 from loyalty_assets.settings import load_settings
 
 RESULTS_ASSET = "retention_experiment_results"
@@ -68,7 +75,7 @@ def simulate_experiment(
 
     settings = load_settings()
     defs = build_defs(settings)
-    instance = _instance(settings)
+    instance = instance_for(settings)
     landing = store_for_uri(settings.landing_uri)
     weeks, outcome_drop = simulation_calendar(today or date.today(), plan.weeks, plan.horizon_months)
     # 24 months of history before the first drop, as a real extract would carry.

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from loyalty_assets.environment import resources_for
-from loyalty_assets.settings import load_settings
+from loyalty_assets.settings import StorageSettings, load_settings
 
 
 def local_test_resources(home: Path, landing_uri: str | None = None, lake_uri: str | None = None) -> dict[str, Any]:
@@ -15,7 +15,8 @@ def local_test_resources(home: Path, landing_uri: str | None = None, lake_uri: s
         load_settings(),
         env="local",
         home=home,
-        landing_uri=landing_uri or str(home / "landing"),
-        lake_uri=lake_uri or str(home / "lake"),
+        storage=StorageSettings(
+            landing_uri=landing_uri or str(home / "landing"), lake_uri=lake_uri or str(home / "lake")
+        ),
     )
     return resources_for(settings)

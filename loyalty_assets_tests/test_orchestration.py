@@ -19,7 +19,7 @@ from loyalty_assets.defs.orchestration.schedules import SCHEDULES, build_schedul
 from loyalty_assets.defs.orchestration.sensors import SENSORS, collect_run_metrics
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets.environment import resources_for
-from loyalty_assets.settings import load_settings
+from loyalty_assets.settings import StorageSettings, load_settings
 from loyalty_assets_tests.dagster_helpers import local_test_resources
 from loyalty_assets_tests.drop_files import activity_row, member_row, small_drop, write_drop
 
@@ -247,6 +247,7 @@ def aws_resources(tmp_path, aws_env, smtp_server, alert_topic, monkeypatch) -> d
         "LOYALTY_ALERT_TOPIC_ARN": alert_topic[0],
         "LOYALTY_ALERT_RECIPIENTS": "oncall@example.com, data-team@example.com",
         "LOYALTY_EMAIL_SENDER": "dagster@example.com",
+        "LOYALTY_EMAIL_TRANSPORT": "smtp",
         "LOYALTY_SMTP_HOST": smtp_server.host,
         "LOYALTY_SMTP_PORT": str(smtp_server.port),
         "LOYALTY_SMTP_SECURITY": "none",
@@ -255,7 +256,10 @@ def aws_resources(tmp_path, aws_env, smtp_server, alert_topic, monkeypatch) -> d
     settings = load_settings()
     return resources_for(
         replace(
-            settings, env="aws", home=tmp_path, landing_uri=str(tmp_path / "landing"), lake_uri=str(tmp_path / "lake")
+            settings,
+            env="aws",
+            home=tmp_path,
+            storage=StorageSettings(landing_uri=str(tmp_path / "landing"), lake_uri=str(tmp_path / "lake")),
         )
     )
 

@@ -35,7 +35,7 @@ from loyalty_assets.domain.features import FEATURE_COLUMNS
 from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
-from loyalty_assets.runner import QUIET_CONSOLE, _instance, execute_job, quarter_start
+from loyalty_assets.runner import QUIET_CONSOLE, execute_job, instance_for, quarter_start
 from loyalty_assets.serving.champions import ServingState
 from loyalty_assets.serving.compiled import compile_churn_model
 from loyalty_assets.settings import load_settings
@@ -96,7 +96,7 @@ def home(tmp_path_factory):
         write_drops(LocalStore(path / "landing"), [quarter_end, month_end, AS_OF], SampleConfig(customers=3000))
         settings = load_settings()
         defs = build_defs(settings)
-        instance = _instance(settings)
+        instance = instance_for(settings)
         for drop in (quarter_end, month_end, AS_OF):
             execute_job(defs, instance, "daily_ingest_job", drop.isoformat())
         execute_job(defs, instance, "quarterly_segmentation_job", "2026-07-01")

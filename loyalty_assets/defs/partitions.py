@@ -18,13 +18,17 @@ weekly_partitions = dg.WeeklyPartitionsDefinition(
 )
 """Weeks start on Monday; the current week can be scored before it ends (``run --as-of``)."""
 
-monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=_settings.start_date, timezone=_settings.timezone)
-"""Month K is fed by the latest drop dated in K, whose complete months end at K-1."""
+monthly_partitions = dg.MonthlyPartitionsDefinition(
+    start_date=_settings.start_date, timezone=_settings.timezone, end_offset=1
+)
+"""Month K is fed by the latest drop dated in K, whose complete months end at K-1. The current
+month exists too, so a first run can train from a single history extract (``run --as-of``)."""
 
 quarterly_partitions = dg.TimeWindowPartitionsDefinition(
     start=_settings.start_date,
     cron_schedule="0 0 1 1,4,7,10 *",
     fmt="%Y-%m-%d",
     timezone=_settings.timezone,
+    end_offset=1,
 )
-"""Quarters start on the 1st of January, April, July and October."""
+"""Quarters start on the 1st of January, April, July and October; the current one exists too."""

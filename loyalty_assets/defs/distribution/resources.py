@@ -24,7 +24,6 @@ Locally the dashboard table lives in `$LOYALTY_HOME/dashboard.duckdb`, the wareh
 (`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`).
 """
 
-import os
 from abc import abstractmethod
 from datetime import date
 from email.message import EmailMessage
@@ -50,10 +49,9 @@ from loyalty_assets.domain.warehouse import (
     quote_identifier,
     replace_partition_postgres,
 )
-from loyalty_assets.settings import NetworkSettings, Settings, SettingsError
+from loyalty_assets.settings import NetworkSettings, Settings
 
 WEEK_COLUMN = "week"
-EMAIL_TRANSPORTS = ("outbox", "smtp", "ses")
 
 
 class DashboardDatabase(dg.ConfigurableResource):
@@ -226,39 +224,22 @@ class OutboxMailer(MarketingMailer):
         return write_eml(store, f"{name}.eml", message)
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def _int_env(name: str, default: int) -> int:
-    value = _env(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError as error:
-        raise SettingsError(f"{name}={value!r}: use a whole number") from error
-
-
 def build_mailer(
-    settings: Settings, s3: S3Resource, network: NetworkSettings, transport: str, sender: Any, recipients: Any
+    settings: Settings, s3: S3Resource, network: NetworkSettings, sender: Any, recipients: Any
 ) -> MarketingMailer:
-    if transport not in EMAIL_TRANSPORTS:
-        raise SettingsError(f"LOYALTY_EMAIL_TRANSPORT={transport!r}: use one of {', '.join(EMAIL_TRANSPORTS)}")
-    if transport == "outbox":
+    email = settings.email
+    if email.transport == "outbox":
         return OutboxMailer(sender=sender, recipients=recipients, outbox_uri=settings.outbox_uri, s3=s3)
-    if transport == "ses":
+    if email.transport == "ses":
         return SesMailer(sender=sender, recipients=recipients, **client_bounds(network))
-    username = _env("LOYALTY_SMTP_USER")
     return SmtpMailer(
         sender=sender,
         recipients=recipients,
         host=dg.EnvVar("LOYALTY_SMTP_HOST"),
-        port=_int_env("LOYALTY_SMTP_PORT", 587),
-        security=_env("LOYALTY_SMTP_SECURITY", "starttls"),
-        username=username,
-        password=dg.EnvVar("LOYALTY_SMTP_PASSWORD") if username else None,
+        port=email.smtp_port,
+        security=email.smtp_security,
+        username=email.smtp_user,
+        password=dg.EnvVar("LOYALTY_SMTP_PASSWORD") if email.smtp_user else None,
         timeout=network.read_timeout_seconds,
     )
 
@@ -269,45 +250,37 @@ def local_distribution_resources(settings: Settings, s3: S3Resource, network: Ne
         "dashboard_database": DuckDBDashboardDatabase(path=str(settings.home / "dashboard.duckdb")),
         "warehouse_io_manager": DuckDBPandasIOManager(database=str(settings.warehouse_path), schema="analytics"),
         "appflow": AppFlowResource(
-            source_uri=_env("LOYALTY_APPFLOW_SOURCE_URI", str(settings.home / "appflow")),
-            flow_name=_env("LOYALTY_APPFLOW_FLOW_NAME"),
+            source_uri=settings.crm.appflow_source_uri,
+            flow_name=settings.crm.appflow_flow_name,
             s3=s3,
             **client_bounds(network),
         ),
         "marketing_mailer": build_mailer(
-            settings,
-            s3,
-            network,
-            _env("LOYALTY_EMAIL_TRANSPORT", "outbox"),
-            _env("LOYALTY_EMAIL_SENDER", "churn-reports@localhost"),
-            _env("LOYALTY_MARKETING_RECIPIENTS", "marketing@localhost"),
+            settings, s3, network, settings.email.sender, settings.email.marketing_recipients
         ),
     }
 
 
 def aws_distribution_resources(settings: Settings, s3: S3Resource, network: NetworkSettings) -> dict[str, Any]:
     """RDS PostgreSQL, Redshift, AppFlow from S3, and SMTP or SES."""
-    staging_uri = _env("LOYALTY_REDSHIFT_S3_STAGING_URI")
-    iam_role = _env("LOYALTY_REDSHIFT_IAM_ROLE")
-    if (staging_uri is None) != (iam_role is None):
-        raise SettingsError("set LOYALTY_REDSHIFT_S3_STAGING_URI and LOYALTY_REDSHIFT_IAM_ROLE together, or neither")
+    redshift = settings.redshift
     return {
         "dashboard_database": PostgresDashboardDatabase(
             dsn=dg.EnvVar("LOYALTY_RDS_DSN"),
-            db_schema=_env("LOYALTY_RDS_SCHEMA", "public"),
+            db_schema=settings.rds.schema,
             connect_timeout=network.connect_timeout_seconds,
             statement_timeout=network.statement_timeout_seconds,
         ),
         "warehouse_io_manager": RedshiftPandasIOManager(
             host=dg.EnvVar("LOYALTY_REDSHIFT_HOST"),
-            port=_int_env("LOYALTY_REDSHIFT_PORT", 5439),
+            port=redshift.port,
             user=dg.EnvVar("LOYALTY_REDSHIFT_USER"),
             password=dg.EnvVar("LOYALTY_REDSHIFT_PASSWORD"),
-            database=_env("LOYALTY_REDSHIFT_DATABASE", "dev"),
-            schema=_env("LOYALTY_REDSHIFT_SCHEMA", "analytics"),
-            sslmode=_env("LOYALTY_REDSHIFT_SSLMODE", "require"),
-            s3_staging_uri=staging_uri,
-            iam_role=iam_role,
+            database=redshift.database,
+            schema=redshift.schema,
+            sslmode=redshift.sslmode,
+            s3_staging_uri=redshift.s3_staging_uri,
+            iam_role=redshift.iam_role,
             s3=s3,
             connect_timeout=network.connect_timeout_seconds,
             statement_timeout=network.statement_timeout_seconds,
@@ -319,11 +292,6 @@ def aws_distribution_resources(settings: Settings, s3: S3Resource, network: Netw
             **client_bounds(network),
         ),
         "marketing_mailer": build_mailer(
-            settings,
-            s3,
-            network,
-            _env("LOYALTY_EMAIL_TRANSPORT", "smtp"),
-            dg.EnvVar("LOYALTY_EMAIL_SENDER"),
-            dg.EnvVar("LOYALTY_MARKETING_RECIPIENTS"),
+            settings, s3, network, dg.EnvVar("LOYALTY_EMAIL_SENDER"), dg.EnvVar("LOYALTY_MARKETING_RECIPIENTS")
         ),
     }

@@ -17,7 +17,6 @@ Alert e-mails go out like the marketing e-mail: same transport, sender and SMTP 
 
 import json
 import logging
-import os
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -40,10 +39,8 @@ from loyalty_assets.domain.messaging import (
     put_run_metrics,
 )
 from loyalty_assets.domain.redaction import redact
-from loyalty_assets.settings import NetworkSettings, Settings
+from loyalty_assets.settings import DEFAULT_METRICS_NAMESPACE, DEFAULT_UI_URL, NetworkSettings, Settings
 
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
-DEFAULT_METRICS_NAMESPACE = "LoyaltyAssets"
 
 
 class AlertDeliveryError(RuntimeError):
@@ -149,14 +146,10 @@ class LogMetricsPublisher(MetricsPublisher):
         return "log"
 
 
-def _setting(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, "").strip() or default
-
-
 def local_orchestration_resources(settings: Settings) -> dict[str, Any]:
     return {
         "alert_notifier": LocalAlertNotifier(
-            ui_url=_setting("LOYALTY_UI_URL", DEFAULT_UI_URL), alerts_path=str(settings.home / "alerts.jsonl")
+            ui_url=settings.alerts.ui_url, alerts_path=str(settings.home / "alerts.jsonl")
         ),
         "metrics_publisher": LogMetricsPublisher(),
     }
@@ -164,21 +157,16 @@ def local_orchestration_resources(settings: Settings) -> dict[str, Any]:
 
 def aws_orchestration_resources(settings: Settings, s3: S3Resource, network: NetworkSettings) -> dict[str, Any]:
     mailer = build_mailer(
-        settings,
-        s3,
-        network,
-        _setting("LOYALTY_EMAIL_TRANSPORT", "smtp"),
-        dg.EnvVar("LOYALTY_EMAIL_SENDER"),
-        dg.EnvVar("LOYALTY_ALERT_RECIPIENTS"),
+        settings, s3, network, dg.EnvVar("LOYALTY_EMAIL_SENDER"), dg.EnvVar("LOYALTY_ALERT_RECIPIENTS")
     )
     return {
         "alert_notifier": AwsAlertNotifier(
-            ui_url=_setting("LOYALTY_UI_URL", DEFAULT_UI_URL),
+            ui_url=settings.alerts.ui_url,
             topic_arn=dg.EnvVar("LOYALTY_ALERT_TOPIC_ARN"),
             mailer=mailer,
             **client_bounds(network),
         ),
         "metrics_publisher": CloudWatchMetricsPublisher(
-            namespace=_setting("LOYALTY_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE), **client_bounds(network)
+            namespace=settings.alerts.metrics_namespace, **client_bounds(network)
         ),
     }

@@ -30,8 +30,12 @@ def previous_week(tick: date) -> date:
     return tick - timedelta(days=tick.weekday() + 7)
 
 
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
 def previous_month(tick: date) -> date:
-    return (tick.replace(day=1) - timedelta(days=1)).replace(day=1)
+    return month_start(month_start(tick) - timedelta(days=1))
 
 
 def quarter_start(day: date) -> date:
