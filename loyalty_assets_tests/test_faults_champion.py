@@ -143,8 +143,8 @@ def test_a_path_as_version_is_refused_in_one_line_before_any_key_is_built(env):
     )
     assert completed.returncode == 2
     assert completed.stderr.splitlines() == [
-        "loyalty-assets: '../../churn_model' is not a model version: expected YYYY-MM.<8 hex digits>, "
-        "as `loyalty-assets model list` shows"
+        "loyalty-assets: '../../churn_model' is not a model version: "
+        "expected YYYY-MM.<lower-case letters and digits>, as `loyalty-assets model list` shows"
     ]
     assert _snapshot(env["home"] / "lake" / CHAMPION_OBJECTS["churn"]) == before
 

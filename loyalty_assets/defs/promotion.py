@@ -61,7 +61,7 @@ def promote(
         )
         return
     history = registry.log_promotion(
-        store, kind, version, reason=config.reason, forced=config.force, run_id=context.run_id
+        store, kind, version, reason=config.reason, forced=config.force, run_id=context.run.run_id
     )
     record = registry.record(store, kind, version)
     yield dg.Output(

@@ -27,8 +27,9 @@ from loyalty_assets.domain.storage import (
 
 KINDS = ("churn", "segmentation")
 LIBRARIES = ("scikit-learn", "pandas", "numpy", "scipy", "dagster")
-# What make_version produces: the partition's year and month, then 8 hex digits of the digest.
-VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}\.[0-9a-f]{8}$")
+# The shape of what make_version produces (year-month, then 8 hex digits of the digest), loose
+# enough for hand-made ids: no separator or dot that could reach outside the registry folder.
+VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}\.[0-9a-z]{1,32}$")
 
 
 class RegistryError(ValueError):
@@ -44,7 +45,7 @@ def _check_version(version: str) -> None:
     """Refuse anything but a version id before a registry key is built from it."""
     if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
         raise RegistryError(
-            f"{version!r} is not a model version: expected YYYY-MM.<8 hex digits>, as `loyalty-assets model list` shows"
+            f"{version!r} is not a model version: expected YYYY-MM.<lower-case letters and digits>, as `loyalty-assets model list` shows"
         )
 
 
