@@ -64,8 +64,9 @@ def promote(
         store, kind, version, reason=config.reason, forced=config.force, run_id=context.run.run_id
     )
     record = registry.record(store, kind, version)
+    bundle = candidate if candidate is not None else registry.load_bundle(store, kind, version)
     yield dg.Output(
-        candidate if candidate is not None else registry.load_bundle(store, kind, version),
+        bundle,
         metadata={
             "version": version,
             "previous_version": history[-1]["previous"] or "none",
