@@ -207,12 +207,15 @@ def test_segmentation_is_promoted_and_rolled_back_like_the_churn_model(env, caps
     first = _champion_version(env, "segmentation")
     settings = load_settings()
     execute_job(build_defs(settings), dg.DagsterInstance.ephemeral(), "quarterly_segmentation_job", "2026-04-01")
-    second = _champion_version(env, "segmentation")
-    assert second != first and second.startswith("2026-04")
+    (second,) = [entry["version"] for entry in registry.versions(lake, "segmentation") if entry["version"] != first]
+    assert second.startswith("2026-04")
     record = registry.record(lake, "segmentation", second)
     assert record["gates_passed"] is True and record["champion_version"] == first
     assert set(record["names"].values()) == {"Road Warriors", "Loyal Regulars", "Dabblers"}
+    assert _champion_version(env, "segmentation") == first  # an older quarter is registered, not promoted
 
+    assert cli.main(["model", "promote", "--kind", "segmentation", "--version", second, "--reason", "Q2 drill"]) == 0
+    assert _champion_version(env, "segmentation") == second
     assert cli.main(["model", "promote", "--kind", "segmentation", "--version", first, "--reason", "keep Q3"]) == 0
     assert _champion_version(env, "segmentation") == first
     assert joblib_bytes_to_object(lake.get_bytes("segmentation_model.pkl"))["version"] == first

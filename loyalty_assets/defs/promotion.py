@@ -1,5 +1,6 @@
 """Promotion of a gated candidate (or a registered version) to the unpartitioned champion asset."""
 
+from collections.abc import Iterator
 from typing import Optional
 
 import dagster as dg
@@ -26,28 +27,49 @@ def promote(
     config: PromotionConfig,
     candidates,
     lake: LakeResource,
-) -> dg.Output:
-    """The champion for ``kind``: the run's gated candidate, or a registered version by config."""
+) -> Iterator[dg.Output | dg.AssetObservation]:
+    """The champion for ``kind``: the run's gated candidate, or a registered version by config.
+
+    Automatic promotion only moves forward in training-data time; a version that is already the
+    champion is not written again. Either way the asset yields no output (the stored champion stays
+    byte-identical) and an observation says why.
+    """
     store = lake.store()
     if config.version:
         registry.check_promotable(store, kind, config.version, force=config.force, reason=config.reason)
-        bundle = registry.load_bundle(store, kind, config.version)
+        version, candidate = config.version, None
+        refusal = registry.repromotion_refusal(store, kind, version)
     else:
         if not context.has_partition_key or context.partition_key not in candidates:
             raise dg.Failure(
                 f"{kind} promotion needs the candidate of this run's partition: materialize it together with "
                 "its candidate, or set config `version` to promote a registered version"
             )
-        bundle = candidates[context.partition_key]()
-        registry.mark_gates_passed(store, kind, bundle["version"], gates)
+        candidate = candidates[context.partition_key]()
+        version = candidate["version"]
+        registry.mark_gates_passed(store, kind, version, gates)
+        refusal = registry.automatic_promotion_refusal(store, kind, version)
+    if refusal:
+        context.log.warning(refusal)
+        yield dg.AssetObservation(
+            asset_key=context.asset_key,
+            metadata={
+                "promoted": False,
+                "version": version,
+                "champion_version": registry.champion_version(store, kind),
+                "why": refusal,
+            },
+        )
+        return
     history = registry.log_promotion(
-        store, kind, bundle["version"], reason=config.reason, forced=config.force, run_id=context.run_id
+        store, kind, version, reason=config.reason, forced=config.force, run_id=context.run.run_id
     )
-    record = registry.record(store, kind, bundle["version"])
-    return dg.Output(
+    record = registry.record(store, kind, version)
+    bundle = candidate if candidate is not None else registry.load_bundle(store, kind, version)
+    yield dg.Output(
         bundle,
         metadata={
-            "version": bundle["version"],
+            "version": version,
             "previous_version": history[-1]["previous"] or "none",
             "source_partition": record["source_partition"],
             "reason": config.reason,

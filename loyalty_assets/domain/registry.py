@@ -2,7 +2,11 @@
 
 Layout below the lake root, per kind (``churn`` or ``segmentation``):
 ``registry/<kind>/<version>.pkl`` the model bundle (joblib), ``registry/<kind>/<version>.json``
-its record, and ``registry/<kind>/history.json`` the promotion log, newest last.
+its record, and ``registry/<kind>/history.json`` the promotion log, newest last. The champion is
+the last version in the log.
+
+Automatic promotion only moves forward in training-data time: a candidate trained on older data
+than the champion's is registered but not promoted; moving back is a manual, recorded promotion.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
@@ -22,6 +27,9 @@ from loyalty_assets.domain.storage import (
 
 KINDS = ("churn", "segmentation")
 LIBRARIES = ("scikit-learn", "pandas", "numpy", "scipy", "dagster")
+# The shape of what make_version produces (year-month, then 8 hex digits of the digest), loose
+# enough for hand-made ids: no separator or dot that could reach outside the registry folder.
+VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}\.[0-9a-z]{1,32}$")
 
 
 class RegistryError(ValueError):
@@ -31,6 +39,20 @@ class RegistryError(ValueError):
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise RegistryError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
+
+
+def _check_version(version: str) -> None:
+    """Refuse anything but a version id before a registry key is built from it."""
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+        raise RegistryError(
+            f"{version!r} is not a model version: expected YYYY-MM.<lower-case letters and digits>, as `loyalty-assets model list` shows"
+        )
+
+
+def _version_key(kind: str, version: str, suffix: str) -> str:
+    _check_kind(kind)
+    _check_version(version)
+    return f"registry/{kind}/{version}{suffix}"
 
 
 def library_versions() -> dict[str, str]:
@@ -53,26 +75,25 @@ def _now() -> str:
 
 def register(store: ObjectStore, kind: str, version: str, bundle: Any, record: dict[str, Any]) -> dict[str, Any]:
     """Store a candidate version and its record (gates not yet passed)."""
-    _check_kind(kind)
     full_record = {**record, "kind": kind, "version": version, "registered_at": _now(), "gates_passed": False}
-    for stale in store.list_keys(f"registry/{kind}/{version}.gates"):
+    for stale in store.list_keys(_version_key(kind, version, ".gates")):
         store.delete(stale)
-    store.put_bytes(f"registry/{kind}/{version}.pkl", object_to_joblib_bytes(bundle))
-    store.put_bytes(f"registry/{kind}/{version}.json", json.dumps(full_record, indent=2, default=str).encode())
+    store.put_bytes(_version_key(kind, version, ".pkl"), object_to_joblib_bytes(bundle))
+    store.put_bytes(_version_key(kind, version, ".json"), json.dumps(full_record, indent=2, default=str).encode())
     return full_record
 
 
 def record(store: ObjectStore, kind: str, version: str) -> dict[str, Any]:
-    _check_kind(kind)
+    key = _version_key(kind, version, ".json")
     try:
-        return json.loads(store.get_bytes(f"registry/{kind}/{version}.json"))
+        return json.loads(store.get_bytes(key))
     except FileNotFoundError as error:
         raise RegistryError(f"no {kind} model version {version!r} in the registry") from error
 
 
 def load_bundle(store: ObjectStore, kind: str, version: str) -> Any:
     record(store, kind, version)
-    return joblib_bytes_to_object(store.get_bytes(f"registry/{kind}/{version}.pkl"))
+    return joblib_bytes_to_object(store.get_bytes(_version_key(kind, version, ".pkl")))
 
 
 def versions(store: ObjectStore, kind: str) -> list[dict[str, Any]]:
@@ -95,11 +116,11 @@ def record_gate(store: ObjectStore, kind: str, version: str, gate: str, passed: 
     """One object per gate, so gates evaluated in parallel steps never overwrite each other."""
     record(store, kind, version)
     verdict = {"gate": gate, "passed": bool(passed), "message": message, "at": _now()}
-    store.put_bytes(f"registry/{kind}/{version}.gates/{gate}.json", json.dumps(verdict).encode())
+    store.put_bytes(f"{_version_key(kind, version, '.gates')}/{gate}.json", json.dumps(verdict).encode())
 
 
 def gate_verdicts(store: ObjectStore, kind: str, version: str) -> dict[str, dict[str, Any]]:
-    keys = store.list_keys(f"registry/{kind}/{version}.gates")
+    keys = store.list_keys(_version_key(kind, version, ".gates"))
     return {key.rsplit("/", 1)[1].removesuffix(".json"): json.loads(store.get_bytes(key)) for key in keys}
 
 
@@ -114,8 +135,50 @@ def mark_gates_passed(store: ObjectStore, kind: str, version: str, required_gate
             f"not evaluated {missing or 'none'}"
         )
     updated = {**record(store, kind, version), "gates_passed": True, "gates": verdicts}
-    store.put_bytes(f"registry/{kind}/{version}.json", json.dumps(updated, indent=2, default=str).encode())
+    store.put_bytes(_version_key(kind, version, ".json"), json.dumps(updated, indent=2, default=str).encode())
     return updated
+
+
+def champion_version(store: ObjectStore, kind: str) -> str | None:
+    entries = history(store, kind)
+    return entries[-1]["version"] if entries else None
+
+
+def training_data_time(entry: dict[str, Any]) -> tuple[str, str]:
+    """How recent a version's training data is: its source partition, then its source drop where recorded.
+
+    Each partition reads the latest drop in its window, so partitions order the data; the drop
+    breaks ties within one partition (segmentation records it).
+    """
+    return entry["source_partition"], entry.get("source_drop") or ""
+
+
+def trained_on_older_data(candidate: dict[str, Any], champion: dict[str, Any]) -> bool:
+    return training_data_time(candidate) < training_data_time(champion)
+
+
+def repromotion_refusal(store: ObjectStore, kind: str, version: str) -> str | None:
+    """Set when ``version`` already is the champion: promoting it again would change nothing."""
+    if champion_version(store, kind) == version:
+        return f"{kind} version {version} is already the champion: nothing changed"
+    return None
+
+
+def automatic_promotion_refusal(store: ObjectStore, kind: str, version: str) -> str | None:
+    """Why the gated ``version`` does not replace the champion automatically, or None when it does."""
+    champion = champion_version(store, kind)
+    if champion is None:
+        return None
+    if champion == version:
+        return repromotion_refusal(store, kind, version)
+    candidate, current = record(store, kind, version), record(store, kind, champion)
+    if not trained_on_older_data(candidate, current):
+        return None
+    return (
+        f"{kind} version {version} (partition {candidate['source_partition']}) was trained on older data than "
+        f"the champion {champion} (partition {current['source_partition']}): registered, not promoted; "
+        f"to move back run `loyalty-assets model promote --kind {kind} --version {version} --reason ...`"
+    )
 
 
 def check_promotable(store: ObjectStore, kind: str, version: str, *, force: bool, reason: str | None) -> dict[str, Any]:
@@ -134,8 +197,12 @@ def check_promotable(store: ObjectStore, kind: str, version: str, *, force: bool
 def log_promotion(
     store: ObjectStore, kind: str, version: str, *, reason: str, forced: bool, run_id: str | None
 ) -> list[dict[str, Any]]:
+    """Append the promotion to the log; the champion's own version adds no entry."""
+    _check_version(version)
     entries = history(store, kind)
     previous = entries[-1]["version"] if entries else None
+    if previous == version:
+        return entries
     entries.append(
         {"version": version, "previous": previous, "reason": reason, "forced": forced, "run_id": run_id, "at": _now()}
     )

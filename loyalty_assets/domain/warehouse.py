@@ -3,7 +3,9 @@
 Every load replaces one partition (all rows whose ``partition_column`` equals ``partition_value``)
 in a single transaction: the frame goes into a temporary staging table, is checked, then the
 partition's old rows are deleted and the staged rows inserted. A rerun replaces, never duplicates;
-any failure rolls back and leaves the previous rows in place.
+any failure rolls back and leaves the previous rows in place. Loads of one table are serialized by
+a lock held until the transaction ends (see ``create_locked_table``), so two loads of the same
+partition at once also leave one copy; PostgreSQL tables can carry a primary key on top.
 
 Identifiers (schema, table, column names) are validated and double-quoted, never formatted in from
 data; values travel as bind parameters or through COPY.
@@ -11,10 +13,11 @@ data; values travel as bind parameters or through COPY.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -143,19 +146,23 @@ def replace_partition_postgres(
     partition_value: Any,
     schema: str | None = None,
     columns_sql: Mapping[str, str] | None = None,
+    primary_key: Sequence[str] = (),
 ) -> int:
     """Replace one partition of ``schema.table`` with ``frame``; returns the rows written.
 
-    Creates the table when missing (types from the dtypes, ``columns_sql`` overrides per column),
-    COPYs the frame into a temporary staging table, then deletes the partition and inserts the
-    staged rows, all in one transaction that is committed on ``conn``.
+    Creates the table when missing (types from the dtypes, ``columns_sql`` overrides per column,
+    ``primary_key`` if given, also added to an existing table without one), COPYs the frame into a
+    temporary staging table, then deletes the partition and inserts the staged rows, all in one
+    transaction that is committed on ``conn``.
     """
     column_types = sql_column_types(frame, columns_sql, POSTGRES_STRING_TYPE)
 
     def load_staging(cursor) -> None:
         _copy_frame_from_stdin(cursor, frame)
 
-    return _replace_partition(conn, table, schema, frame, column_types, partition_column, partition_value, load_staging)
+    return _replace_partition(
+        conn, table, schema, frame, column_types, partition_column, partition_value, load_staging, primary_key
+    )
 
 
 def redshift_copy_parquet_sql(table: str, s3_uri: str, iam_role: str, schema: str | None = None) -> str:
@@ -210,6 +217,7 @@ def _replace_partition(
     partition_column: str,
     partition_value: Any,
     load_staging: Callable[[Any], None],
+    primary_key: Sequence[str] = (),
 ) -> int:
     if partition_column not in frame.columns:
         raise ValueError(f"partition column {partition_column!r} is not in the frame: {list(frame.columns)}")
@@ -234,7 +242,6 @@ def _replace_partition(
     conn.autocommit = False
     try:
         with conn.cursor() as cursor:
-            cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} ({column_definitions})")
             cursor.execute(f"CREATE TEMP TABLE {staging} ({column_definitions})")
             load_staging(cursor)
             # CASE rather than FILTER / IS DISTINCT FROM, which Redshift lacks; NULL counts as foreign.
@@ -250,7 +257,10 @@ def _replace_partition(
                     f"{foreign_rows} rows have {partition_column} other than {partition_value!r}; "
                     f"a load into {target} may only hold the partition it replaces"
                 )
+            create_locked_table(cursor, target, column_definitions, primary_key)
             cursor.execute(f"DELETE FROM {target} WHERE {partition} = %s", (partition_value,))
+            if primary_key:
+                _ensure_primary_key(cursor, target, primary_key)
             cursor.execute(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {staging}")
             written = cursor.rowcount
             cursor.execute(f"DROP TABLE {staging}")
@@ -261,6 +271,59 @@ def _replace_partition(
     finally:
         conn.autocommit = autocommit
     return written
+
+
+def is_redshift(cursor) -> bool:
+    cursor.execute("SELECT version()")
+    return "Redshift" in cursor.fetchone()[0]
+
+
+def table_lock_key(target: str) -> int:
+    """The advisory-lock key of a qualified table name: 64 bits of its SHA-256, signed like a bigint."""
+    return int.from_bytes(hashlib.sha256(target.encode()).digest()[:8], "big", signed=True)
+
+
+def lock_table_for_load(cursor, target: str, redshift: bool) -> None:
+    """Serialize loads of ``target`` until the transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock on a hash of the name, which works before the
+    table exists, so concurrent first loads do not race in CREATE TABLE (pg_type's unique index).
+    Redshift has no advisory locks: LOCK (exclusive), which needs the table to exist.
+    """
+    if redshift:
+        cursor.execute(f"LOCK {target}")
+    else:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key(target),))
+
+
+def create_locked_table(cursor, target: str, column_definitions: str, primary_key: Sequence[str] = ()) -> None:
+    """Create ``target`` when missing, holding the load lock of ``lock_table_for_load`` until the
+    transaction ends. A primary key only on PostgreSQL: Redshift accepts one but does not enforce it."""
+    redshift = is_redshift(cursor)
+    if primary_key and redshift:
+        raise ValueError(f"Redshift does not enforce primary keys; {target} relies on the load lock alone")
+    key = f", PRIMARY KEY ({', '.join(quote_identifier(column) for column in primary_key)})" if primary_key else ""
+    if not redshift:
+        lock_table_for_load(cursor, target, redshift)
+    cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} ({column_definitions}{key})")
+    if redshift:
+        lock_table_for_load(cursor, target, redshift)
+
+
+def _ensure_primary_key(cursor, target: str, primary_key: Sequence[str]) -> None:
+    """Add the primary key to a table created before it existed; duplicates already there are named."""
+    cursor.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'", (target,))
+    if cursor.fetchone()[0]:
+        return
+    columns = ", ".join(quote_identifier(column) for column in primary_key)
+    cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM {target} GROUP BY {columns} HAVING count(*) > 1) AS d")
+    (duplicated,) = cursor.fetchone()
+    if duplicated:
+        raise ValueError(
+            f"{target} holds {duplicated} duplicated ({columns}) keys from earlier loads: delete the extra rows, "
+            "then load again so the primary key can be added"
+        )
+    cursor.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({columns})")
 
 
 def _copy_frame_from_stdin(cursor, frame: pd.DataFrame) -> None:

@@ -127,10 +127,12 @@ def churn_model_candidate(
     group_name="models",
     kinds={"scikit-learn"},
     owners=OWNERS,
+    output_required=False,
 )
 def churn_model(
     context: dg.AssetExecutionContext, config: PromotionConfig, churn_model_candidate, lake: LakeResource
-) -> dg.Output:
+):
     """The promoted churn champion, the only churn model scoring reads. It materializes only after
-    every blocking gate on its candidate passed; otherwise the previous champion stays."""
-    return promote(context, "churn", CHURN_GATES, config, churn_model_candidate, lake)
+    every blocking gate on its candidate passed, and never moves back in training-data time by
+    itself; otherwise the previous champion stays."""
+    yield from promote(context, "churn", CHURN_GATES, config, churn_model_candidate, lake)

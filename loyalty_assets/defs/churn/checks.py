@@ -12,6 +12,7 @@ from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.promotion import gate_verdict, promotion_gate
 from loyalty_assets.defs.storage import LakeResource, latest_partition, read_champion
+from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import (
     ChurnGateConfig,
     ChurnTrainingConfig,
@@ -89,10 +90,17 @@ def not_worse_than_champion(
     metrics = churn_model_candidate["record"]["metrics"]
     champion = read_champion(lake, "churn_model")
     champion_auc = None
-    if champion is not None:
-        split = split_out_of_time(churn_training_set, _training_config(churn_model_candidate))
-        champion_auc = score_champion_on(split.test, champion["model"], champion["feature_columns"])
-    passed, message = gate_not_worse_than_champion(metrics["roc_auc"], champion_auc, config.champion_tolerance)
+    if champion is not None and registry.trained_on_older_data(churn_model_candidate["record"], champion["record"]):
+        # The champion may have learnt from these older test rows, so comparing would flatter it.
+        passed, message = True, (
+            f"not compared: the champion {champion['version']} was trained on newer data "
+            f"(partition {champion['record']['source_partition']}), so this candidate is registered, not promoted"
+        )
+    else:
+        if champion is not None:
+            split = split_out_of_time(churn_training_set, _training_config(churn_model_candidate))
+            champion_auc = score_champion_on(split.test, champion["model"], champion["feature_columns"])
+        passed, message = gate_not_worse_than_champion(metrics["roc_auc"], champion_auc, config.champion_tolerance)
     return _verdict(
         lake,
         churn_model_candidate,

@@ -4,9 +4,11 @@ dagster-aws has no Redshift IO manager (only a resource that runs queries), so t
 official DuckDB and Snowflake integrations: ``DbIOManager`` resolves the table and the partition
 slice, a ``DbClient`` connects and deletes the slice, a ``DbTypeHandler`` loads the frame.
 
-One output is one transaction: delete the partition's rows, create a temporary staging table,
-fill it, check it, insert it into the target table, commit. Any failure rolls back and the
-previous rows stay. The staging table is filled with ``COPY ... FORMAT AS PARQUET IAM_ROLE`` from
+One output is one transaction: lock the table's loads, delete the partition's rows, create a
+temporary staging table, fill it, check it, insert it into the target table, commit. Any failure
+rolls back and the previous rows stay; two loads of one table at once run one after the other.
+No primary key is declared: Redshift does not enforce one (and its planner trusts it), so the load
+lock is what keeps one copy per partition. The staging table is filled with ``COPY ... FORMAT AS PARQUET IAM_ROLE`` from
 an S3 staging object when ``s3_staging_uri`` and ``iam_role`` are set, otherwise with COPY FROM
 STDIN, which a PostgreSQL-protocol endpoint (and PostgreSQL itself, in tests) accepts.
 
@@ -39,6 +41,9 @@ from loyalty_assets.domain.warehouse import (
     REDSHIFT_STRING_TYPE,
     STAGING_TABLE,
     connect_postgres,
+    create_locked_table,
+    is_redshift,
+    lock_table_for_load,
     qualified_table,
     quote_identifier,
     redshift_copy_parquet_sql,
@@ -73,6 +78,13 @@ def slice_condition(dimensions: Sequence[TablePartitionDimension] | None) -> str
         else:
             clauses.append("FALSE")
     return " AND ".join(clauses) or "TRUE"
+
+
+def delete_slice(cursor: Any, table_slice: TableSlice) -> None:
+    cursor.execute(
+        f"DELETE FROM {qualified_table(table_slice.table, table_slice.schema)} "
+        f"WHERE {slice_condition(table_slice.partition_dimensions)}"
+    )
 
 
 def select_statement(table_slice: TableSlice) -> str:
@@ -146,17 +158,21 @@ class RedshiftDbClient(DbClient):
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(table_slice.schema)}")
 
     def delete_table_slice(self, context: Any, table_slice: TableSlice, connection: Any) -> None:
+        """Take the table's load lock (on Redshift only once the table exists), then delete the slice."""
         with connection.cursor() as cursor:
+            redshift = is_redshift(cursor)
+            target = qualified_table(table_slice.table, table_slice.schema)
+            if not redshift:
+                lock_table_for_load(cursor, target, redshift)
             cursor.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
                 (table_slice.schema, table_slice.table),
             )
             (exists,) = cursor.fetchone()
             if exists:
-                cursor.execute(
-                    f"DELETE FROM {qualified_table(table_slice.table, table_slice.schema)} "
-                    f"WHERE {slice_condition(table_slice.partition_dimensions)}"
-                )
+                if redshift:
+                    lock_table_for_load(cursor, target, redshift)
+                delete_slice(cursor, table_slice)
 
     def get_select_statement(self, table_slice: TableSlice) -> str:
         return select_statement(table_slice)
@@ -177,7 +193,10 @@ class RedshiftPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
         definitions = ", ".join(f"{quote_identifier(column)} {sql_type}" for column, sql_type in column_types.items())
         columns = ", ".join(quote_identifier(column) for column in obj.columns)
         with connection.cursor() as cursor:
-            cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} ({definitions})")
+            create_locked_table(cursor, target, definitions)
+            # Again under the lock: on Redshift a concurrent run may have created and loaded the
+            # table after delete_table_slice found none.
+            delete_slice(cursor, table_slice)
             cursor.execute(f"CREATE TEMP TABLE {staging} ({definitions})")
             if not obj.empty:
                 self._fill_staging(context, table_slice, obj, cursor)

@@ -24,6 +24,7 @@ Locally the dashboard table lives in `$LOYALTY_HOME/dashboard.duckdb`, the wareh
 (`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`).
 """
 
+import threading
 from abc import abstractmethod
 from datetime import date
 from email.message import EmailMessage
@@ -52,6 +53,9 @@ from loyalty_assets.domain.warehouse import (
 from loyalty_assets.settings import NetworkSettings, Settings
 
 WEEK_COLUMN = "week"
+DASHBOARD_KEY = ("loyalty_number", WEEK_COLUMN)
+# Serializes DuckDB dashboard loads of this process (threads share one DuckDB instance per file).
+_DUCKDB_LOAD_LOCK = threading.Lock()
 
 
 class DashboardDatabase(dg.ConfigurableResource):
@@ -92,7 +96,14 @@ class PostgresDashboardDatabase(DashboardDatabase):
         )
         try:
             return replace_partition_postgres(
-                conn, table, frame, WEEK_COLUMN, week, schema=self.db_schema, columns_sql={WEEK_COLUMN: "date"}
+                conn,
+                table,
+                frame,
+                WEEK_COLUMN,
+                week,
+                schema=self.db_schema,
+                columns_sql={WEEK_COLUMN: "date"},
+                primary_key=DASHBOARD_KEY,
             )
         finally:
             conn.close()
@@ -105,7 +116,11 @@ class PostgresDashboardDatabase(DashboardDatabase):
 
 
 class DuckDBDashboardDatabase(DashboardDatabase):
-    """A local DuckDB file: delete the week and insert the frame in one DuckDB transaction."""
+    """A local DuckDB file: delete the week and insert the frame in one DuckDB transaction.
+
+    The table's primary key is ``(loyalty_number, week)``. DuckDB lets one process write a file at
+    a time (another one fails on the file lock); within the process, loads take turns on a lock.
+    """
 
     path: str = Field(description="The DuckDB database file; its folder is created when missing.")
     db_schema: str = Field(default="main", description="Schema of the tables (created when missing).")
@@ -118,8 +133,9 @@ class DuckDBDashboardDatabase(DashboardDatabase):
         if WEEK_COLUMN not in frame.columns:
             raise ValueError(f"the frame has no {WEEK_COLUMN!r} column: {list(frame.columns)}")
         rows = f"SELECT * REPLACE (CAST({week_column} AS DATE) AS {week_column}) FROM incoming_week"
+        key = ", ".join(quote_identifier(column) for column in DASHBOARD_KEY)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with duckdb.connect(self.path) as conn:
+        with _DUCKDB_LOAD_LOCK, duckdb.connect(self.path) as conn:
             conn.register("incoming_week", frame)
             conn.execute("BEGIN TRANSACTION")
             try:
@@ -131,12 +147,22 @@ class DuckDBDashboardDatabase(DashboardDatabase):
                 if foreign:
                     raise ValueError(f"{foreign} rows have a {WEEK_COLUMN} other than {week}; {target} takes one week")
                 conn.execute(f"DELETE FROM {target} WHERE {week_column} = ?", [week])
+                if not self._has_primary_key(conn, table):  # also on a table made before the key existed
+                    conn.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({key})")
                 (written,) = conn.execute(f"INSERT INTO {target} BY NAME {rows}").fetchone()
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         return written
+
+    def _has_primary_key(self, conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = ? AND table_name = ? "
+            "AND constraint_type = 'PRIMARY KEY'",
+            [self.db_schema, table],
+        ).fetchone()
+        return count > 0
 
     def location(self) -> str:
         return f"duckdb {self.path}"

@@ -114,10 +114,12 @@ def segmentation_model_candidate(
     group_name="models",
     kinds={"scikit-learn"},
     owners=OWNERS,
+    output_required=False,
 )
 def segmentation_model(
     context: dg.AssetExecutionContext, config: PromotionConfig, segmentation_model_candidate, lake: LakeResource
-) -> dg.Output:
+):
     """The promoted segmentation (scaler, K-Means and name map): the only one scoring reads. It
-    materializes only after every blocking gate on its candidate passed."""
-    return promote(context, "segmentation", SEGMENTATION_GATES, config, segmentation_model_candidate, lake)
+    materializes only after every blocking gate on its candidate passed, and never moves back in
+    training-data time by itself."""
+    yield from promote(context, "segmentation", SEGMENTATION_GATES, config, segmentation_model_candidate, lake)
