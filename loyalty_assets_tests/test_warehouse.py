@@ -303,3 +303,20 @@ def test_start_appflow_without_execution_id_raises(appflow_client):
         stubber.add_response("start_flow", {"flowStatus": "Active"}, {"flowName": "scheduled-flow"})
         with pytest.raises(RuntimeError, match="'scheduled-flow' but returned no executionId"):
             start_appflow(appflow_client, "scheduled-flow")
+
+
+def test_a_table_of_an_earlier_release_gains_the_new_columns(conn, postgres_dsn):
+    schema = postgres_dsn.schema
+    with conn.cursor() as cursor:
+        cursor.execute(
+            f'CREATE TABLE "{schema}".crm (loyalty_number bigint, week text, churn_risk_pct double precision)'
+        )
+        cursor.execute(f"INSERT INTO \"{schema}\".crm VALUES (1, '2024-01-01', 3.5)")
+    conn.commit()
+    new_week = weekly_predictions("2024-01-08", [5.0, 60.0])
+    replace_partition_postgres(conn, "crm", new_week, "week", "2024-01-08", schema=schema)
+
+    stored = read_table(postgres_dsn, "crm").sort_values("loyalty_number")
+    assert {"experiment_arm", "recommended_action", "salary"} <= set(stored.columns)
+    assert stored["week"].tolist() == ["2024-01-01", "2024-01-08", "2024-01-08"]
+    assert stored["experiment_arm"].isna().tolist() == [True, False, False]

@@ -258,6 +258,7 @@ def _replace_partition(
                     f"a load into {target} may only hold the partition it replaces"
                 )
             create_locked_table(cursor, target, column_definitions, primary_key)
+            _add_new_columns(cursor, target, column_types)
             cursor.execute(f"DELETE FROM {target} WHERE {partition} = %s", (partition_value,))
             if primary_key:
                 _ensure_primary_key(cursor, target, primary_key)
@@ -308,6 +309,15 @@ def create_locked_table(cursor, target: str, column_definitions: str, primary_ke
     cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} ({column_definitions}{key})")
     if redshift:
         lock_table_for_load(cursor, target, redshift)
+
+
+def _add_new_columns(cursor, target: str, column_types: Mapping[str, str]) -> None:
+    """Columns the frame has and a table of an earlier release lacks are added (older rows hold NULL)."""
+    cursor.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0", (target,))
+    existing = {name for (name,) in cursor.fetchall()}
+    for column, sql_type in column_types.items():
+        if column not in existing:
+            cursor.execute(f"ALTER TABLE {target} ADD COLUMN {quote_identifier(column)} {sql_type}")
 
 
 def _ensure_primary_key(cursor, target: str, primary_key: Sequence[str]) -> None:
