@@ -8,7 +8,6 @@ Dagster is imported only by the commands that run it, so ``--help``, argument er
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -17,7 +16,6 @@ from loyalty_assets.errors import RunFailed, UserError
 from loyalty_assets.settings import Settings, SettingsError, load_settings
 
 # A registered version is one path segment (e.g. 2026-10-01-1a2b3c4d), never a path.
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,12 +44,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
-
-
-def _version(text: str) -> str:
-    if not VERSION_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a version name (see `loyalty-assets model list`)")
-    return text
 
 
 def today_in(settings: Settings) -> date:
@@ -220,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands = model.add_subparsers(dest="model_command", required=True)
     promote = model_commands.add_parser("promote", parents=[verbose], help="make a registered version the champion")
     promote.add_argument("--kind", choices=["churn", "segmentation"], default="churn")
-    promote.add_argument("--version", type=_version, required=True)
+    promote.add_argument("--version", required=True)
     promote.add_argument("--reason", help="why (recorded in the promotion history)")
     promote.add_argument("--force", action="store_true", help="allow a version that did not pass its gates")
     promote.set_defaults(handler=_model_promote)

@@ -58,7 +58,7 @@ def test_a_missing_landing_bucket_is_one_line_naming_it(home, aws_env, monkeypat
     assert cli.main(["run", "--as-of", "2026-11-27"]) == 2
     error = _one_line_error(capsys)
     assert error.startswith("loyalty-assets: cannot list the landing zone s3://no-such-bucket/landing:")
-    assert "NoSuchBucket" in error
+    assert "bucket 'no-such-bucket' does not exist" in error
 
 
 def test_bad_environment_value_is_one_clear_line(home, monkeypatch, capsys):
@@ -185,13 +185,6 @@ def test_bad_settings_are_one_line(home, monkeypatch, capsys, name, value, messa
     monkeypatch.setenv(name, value)
     assert cli.main(["run", "--as-of", "2026-11-27"]) == 2
     assert _one_line_error(capsys).startswith(f"loyalty-assets: {message}")
-
-
-def test_a_version_that_is_a_path_is_refused(home, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["model", "promote", "--version", "../../churn_model"])
-    assert exit_info.value.code == 2
-    assert "'../../churn_model' is not a version name" in _one_line_error(capsys)
 
 
 # Commands that must answer without Dagster; the probe prints whether anything imported it.

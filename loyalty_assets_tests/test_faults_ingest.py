@@ -18,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
+from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.storage import LocalStore, ObjectStore, S3Store, parquet_bytes_to_dataframe, s3_store_error
 from loyalty_assets_tests.dagster_helpers import local_test_resources
 from loyalty_assets_tests.drop_files import ACTIVITY_HEADER, LOYALTY_HEADER, activity_row, csv_bytes, member_row
@@ -67,7 +68,8 @@ def _raised(result: dg.ExecuteInProcessResult, class_name: str) -> str:
 
 
 def _lake_table(lake: ObjectStore, asset: str) -> pd.DataFrame:
-    return parquet_bytes_to_dataframe(lake.get_bytes(f"{asset}/{DAY}.parquet"))
+    """The committed version of the day's ``asset`` table."""
+    return parquet_bytes_to_dataframe(lake.get_bytes(read_commit(lake, DAY).tables[asset]))
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:

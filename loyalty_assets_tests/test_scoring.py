@@ -12,7 +12,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS
+from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS, HOLD_OUT_ACTION
 from loyalty_assets.domain.ingest import SourceFile, ingest_drop
 from loyalty_assets.domain.scoring import (
     PREDICTION_COLUMNS,
@@ -223,7 +223,10 @@ def test_score_members_columns_dtypes_and_ranges(champion, week_features):
     assert (predictions["segment"].to_numpy() == expected_segments).all()
     table = load_action_table().set_index(["segment", "risk_tier"])["recommended_action"]
     looked_up = table.reindex(pd.MultiIndex.from_arrays([predictions["segment"], predictions["risk_tier"].astype(str)]))
-    assert (predictions["recommended_action"].to_numpy() == looked_up.to_numpy()).all()
+    assert (predictions["assigned_action"].to_numpy() == looked_up.to_numpy()).all()
+    treated = predictions["experiment_arm"] == "treatment"
+    assert (predictions.loc[treated, "recommended_action"] == predictions.loc[treated, "assigned_action"]).all()
+    assert (predictions.loc[~treated, "recommended_action"] == HOLD_OUT_ACTION).all()
     explained = predictions["risk_tier"].isin(["High", "Critical"])
     assert (predictions.loc[explained, "top_reasons"] != "").all()
     assert (predictions.loc[~explained, "top_reasons"] == "").all()
