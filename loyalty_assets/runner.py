@@ -346,7 +346,11 @@ def promote_model_version(
     settings = load_settings()
     defs = build_defs(settings)
     reason = reason or "manual promotion"
-    registry.check_promotable(defs.resources["lake"].store(), kind, version, force=force, reason=reason)
+    store = defs.resources["lake"].store()
+    registry.check_promotable(store, kind, version, force=force, reason=reason)
+    if registry.champion_version(store, kind) == version:
+        echo(f"{kind} champion is already {version}: nothing changed")
+        return
     asset_name = CHAMPION_ASSETS[kind]
     result = launch(
         defs,

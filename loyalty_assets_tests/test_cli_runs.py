@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets_tests.test_browser import DagsterDev, _graphql, dagster_dev  # noqa: F401 - a fixture
 
@@ -75,10 +76,11 @@ def test_one_history_extract_trains_promotes_and_scores_and_says_so(home: Home) 
 
 
 def _land_drop_without_activity_column(home: Home, day: date) -> None:
-    """The extract's files re-landed on ``day`` with the activity file's ``Total Flights`` column cut."""
+    """The extract's data files (no manifest) re-landed on ``day`` with the activity file's
+    ``Total Flights`` column cut."""
     landing = LocalStore(home.path / "landing")
     for key in landing.list_keys(""):
-        if f"dt={EXTRACT_DAY}" not in key:
+        if f"dt={EXTRACT_DAY}" not in key or key.endswith("_manifest.json"):
             continue
         data = landing.get_bytes(key)
         if key.startswith("flight_activity/"):
@@ -112,8 +114,8 @@ def test_the_day_after_a_rejected_drop_skips_it_and_scores(home: Home) -> None:
     assert f"running daily_ingest_job for {NEXT_DAY}" in result.stdout
     assert "running weekly_scoring_job for 2026-11-23" in result.stdout
     lake = LocalStore(home.path / "lake")
-    assert not lake.exists(f"raw_flight_activity/{BAD_DAY}.parquet")
-    assert lake.exists(f"raw_flight_activity/{NEXT_DAY}.parquet")
+    assert read_commit(lake, BAD_DAY.isoformat()) is None
+    assert read_commit(lake, NEXT_DAY.isoformat()) is not None
 
 
 @pytest.fixture(scope="module")
