@@ -17,6 +17,7 @@ from loyalty_assets.domain.ingest import SourceFile, ingest_drop
 from loyalty_assets.domain.scoring import (
     PREDICTION_COLUMNS,
     RISK_TIERS,
+    add_relative_risk,
     assign_tiers,
     feature_contributions,
     load_action_table,
@@ -284,3 +285,10 @@ def test_every_member_of_the_drop_is_scored_cancelled_or_left_out_with_a_reason(
             "no_scoring_features": 1,
         },
     }
+
+
+def test_relative_risk_against_the_week_mean_and_percentile():
+    week = pd.DataFrame({"churn_risk_pct": [1.0, 2.0, 2.0, 5.0]})
+    relative = add_relative_risk(week)
+    assert relative["risk_vs_average"].tolist() == [0.4, 0.8, 0.8, 2.0]
+    assert relative["risk_percentile"].tolist() == [25.0, 75.0, 75.0, 100.0]

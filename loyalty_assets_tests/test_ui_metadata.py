@@ -23,7 +23,7 @@ from loyalty_assets.domain.churn import run_churn_gates, train_churn_candidate
 from loyalty_assets.domain.drift import reference_score_edges, score_distribution
 from loyalty_assets.domain.monitoring_report import score_histogram_figure
 from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS
-from loyalty_assets.domain.scoring import PREDICTION_COLUMNS
+from loyalty_assets.domain.scoring import PREDICTION_COLUMNS, RELATIVE_RISK_COLUMNS
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets_tests.test_churn import FEATURES, SMALL, make_training_set
 from loyalty_assets_tests.test_segmentation import planted_population
@@ -159,7 +159,7 @@ def test_segmentation_champion_page_shows_profile_and_gates(tmp_path, segmentati
 
 
 def test_every_prediction_column_has_a_description_in_the_column_schema():
-    columns = [*PREDICTION_COLUMNS, *EXPERIMENT_COLUMNS]
+    columns = [*PREDICTION_COLUMNS, *EXPERIMENT_COLUMNS, *RELATIVE_RISK_COLUMNS]
     assert list(PREDICTION_COLUMN_DESCRIPTIONS) == columns
     frame = pd.DataFrame({column: pd.Series(dtype="object") for column in columns})
 

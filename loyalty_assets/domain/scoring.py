@@ -471,6 +471,20 @@ def score_members(
     return scorer.score(features, segments, week, segmentation_model_version)
 
 
+RELATIVE_RISK_COLUMNS = ["risk_vs_average", "risk_percentile"]
+
+
+def add_relative_risk(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The week's rows with ``risk_vs_average`` (risk / the week's mean risk) and ``risk_percentile``
+    (0-100: the share of the week's members with a lower or equal risk)."""
+    risk = predictions["churn_risk_pct"]
+    mean = float(risk.mean())
+    return predictions.assign(
+        risk_vs_average=np.round(risk / mean, 2) if mean > 0 else np.nan,
+        risk_percentile=np.round(risk.rank(method="max", pct=True) * 100.0, 1),
+    )
+
+
 def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
     """Members per risk tier (rows, Low..Critical) and segment (columns), zeros included."""
     tiers = pd.Categorical(predictions["risk_tier"].astype(object), categories=list(RISK_TIERS), ordered=True)

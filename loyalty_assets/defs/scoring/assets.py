@@ -12,7 +12,13 @@ from loyalty_assets.defs.scoring.columns import PREDICTION_COLUMN_DESCRIPTIONS
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain.experiments import CONTROL, DEFAULT_CONTROL_SHARES, experiment_id
-from loyalty_assets.domain.scoring import ChurnScorer, load_action_table, tier_segment_counts, unscored_member_counts
+from loyalty_assets.domain.scoring import (
+    ChurnScorer,
+    add_relative_risk,
+    load_action_table,
+    tier_segment_counts,
+    unscored_member_counts,
+)
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.domain.storage import dataframe_to_parquet_bytes
 
@@ -62,7 +68,7 @@ def churn_predictions(
     segments = assign_segments(segmentation_model["model"], scoring_features)
     # The online API (loyalty_assets.serving) scores through the same ChurnScorer.
     scorer = ChurnScorer.from_bundle(churn_model, load_action_table(), control_shares=config.control_shares)
-    predictions = scorer.score(scoring_features, segments, week, segmentation_model["version"])
+    predictions = add_relative_risk(scorer.score(scoring_features, segments, week, segmentation_model["version"]))
     drop_key, loyalty = latest_partition(raw_loyalty_history, "raw_loyalty_history", f"week {week}")
     if drop_key not in raw_quarantine:
         raise dg.Failure(f"raw_quarantine {drop_key} is missing beside raw_loyalty_history {drop_key}: ingest it again")

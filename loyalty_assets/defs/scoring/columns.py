@@ -19,4 +19,6 @@ PREDICTION_COLUMN_DESCRIPTIONS = {
     "experiment_arm": "treatment, or control for a hashed hold-out that gets no intervention.",
     "assigned_action": "The action of the member's cell, also for hold-outs (what the experiment measures).",
     "control_share": "Hold-out share of the member's cell; the member is control when its hash is below it.",
+    "risk_vs_average": "churn_risk_pct divided by the week's mean risk: 2.0 is twice the average member's risk.",
+    "risk_percentile": "0-100: the share of the week's members whose risk is at or below this member's.",
 }
