@@ -142,7 +142,8 @@ def _simulate_experiment(args: argparse.Namespace) -> None:
     columns = ["action", "risk_tier", "members_treated", "members_held_out", "churn_treated", "churn_held_out",
                "risk_reduction", "risk_reduction_low", "risk_reduction_high", "true_risk_reduction"]  # fmt: skip
     print(table.loc[table["members_held_out"] > 0, columns].to_string(index=False, float_format="{:.3f}".format))
-    print("checks: " + ", ".join(f"{name} {'passed' if passed else 'WARN'}" for name, passed in result.checks_passed.items()))
+    verdicts = (f"{name} {'passed' if passed else 'WARN'}" for name, passed in result.checks_passed.items())
+    print("checks: " + ", ".join(verdicts))
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -103,7 +103,8 @@ def simulate_experiment(
         execute_job(defs, instance, "weekly_scoring_job", week.isoformat(), scoring)
         scored = defs.load_asset_value("churn_predictions", partition_key=week.isoformat(), instance=instance)
         assignments = first_assignments(pd.concat([assignments, scored], ignore_index=True))
-        echo(f"week {week}: {len(scored)} members scored, {int((scored['experiment_arm'] == 'control').sum())} held out")
+        held_out = int((scored["experiment_arm"] == "control").sum())
+        echo(f"week {week}: {len(scored)} members scored, {held_out} held out")
 
     write_drops(landing, [outcome_drop], config, population())
     execute_job(defs, instance, "daily_ingest_job", outcome_drop.isoformat())

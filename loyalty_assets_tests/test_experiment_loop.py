@@ -47,7 +47,8 @@ def test_arms_are_the_documented_hash_and_hold_outs_get_no_action(loop) -> None:
     held_out = assignments["experiment_arm"] == CONTROL
     assert (assignments.loc[held_out, "recommended_action"] == HOLD_OUT_ACTION).all()
     week = assignments["week"].max()
-    crm = pd.read_csv(Path(home) / "appflow" / "churn_scores" / f"week={week}" / "churn_scores.csv", keep_default_na=False)
+    crm_file = Path(home) / "appflow" / "churn_scores" / f"week={week}" / "churn_scores.csv"
+    crm = pd.read_csv(crm_file, keep_default_na=False)
     assert (crm.loc[crm["experiment_arm"] == CONTROL, "recommended_action"] == "").all()
     assert (crm.loc[crm["experiment_arm"] != CONTROL, "recommended_action"] != "").all()
 

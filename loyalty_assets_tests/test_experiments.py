@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,4 +160,44 @@ def test_sample_ratio_mismatch_flags_only_a_drifted_cell() -> None:
     skewed = first.copy()
     skewed.loc[skewed.index[:400], "experiment_arm"] = CONTROL
     flagged = sample_ratio_mismatches(skewed)
-    assert flagged[["risk_tier", "held_out"]].values.tolist() == [["Critical", int((skewed.experiment_arm == CONTROL).sum())]]
+    held_out = int((skewed["experiment_arm"] == CONTROL).sum())
+    assert flagged[["risk_tier", "held_out"]].values.tolist() == [["Critical", held_out]]
+
+
+def test_results_asset_measures_matured_weeks_and_skips_weeks_scored_before_experiments(tmp_path) -> None:
+    from loyalty_assets.defs.experiments.assets import retention_experiment_results
+    from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS
+    from loyalty_assets_tests.drop_files import put_committed_drop
+    from loyalty_assets_tests.test_distribution_assets import UPSTREAM, Lake
+
+    lake = Lake(tmp_path / "lake")
+    old_week, week = "2025-12-29", "2026-01-05"
+    lake.put("churn_predictions", old_week, _scored([old_week], 200).drop(columns=EXPERIMENT_COLUMNS))
+    scored = _scored([week], 4000)
+    lake.put("churn_predictions", week, scored)
+    churned = scored["loyalty_number"] % 10 == 0  # cancel in February, inside the horizon of December
+    loyalty = pd.DataFrame(
+        {
+            "loyalty_number": scored["loyalty_number"],
+            "clv": 1000.0,
+            "cancellation_year": np.where(churned, 2026, np.nan),
+            "cancellation_month": np.where(churned, 2, np.nan),
+        }
+    )
+    put_committed_drop(lake.store, "2026-04-02", loyalty)
+
+    result = dg.materialize(
+        [*(spec for spec in UPSTREAM if spec.key != retention_experiment_results.key), retention_experiment_results],
+        partition_key="2026-04-01",
+        resources=lake.resources(),
+    )
+
+    results = result.output_for_node("retention_experiment_results")
+    (row,) = results.to_dict("records")
+    assert row["members_treated"] + row["members_held_out"] == 4000
+    assert row["churn_treated"] == pytest.approx(0.1, abs=0.01)
+    assert row["churn_held_out"] == pytest.approx(0.1, abs=0.05)
+    (event,) = result.get_asset_materialization_events()
+    metadata = {key: value.value for key, value in event.materialization.metadata.items()}
+    assert metadata["weeks_read"] == 2 and metadata["weeks_without_experiment"] == 1
+    assert {check.check_name: check.passed for check in result.get_asset_check_evaluations()}["sample_ratio"]

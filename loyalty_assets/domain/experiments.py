@@ -63,7 +63,9 @@ def assign_arms(loyalty_numbers, control_shares, experiment: str) -> np.ndarray:
     return np.where(units < shares, CONTROL, TREATMENT)
 
 
-def cell_control_shares(action_table: pd.DataFrame, defaults: Mapping[str, float] = DEFAULT_CONTROL_SHARES) -> pd.Series:
+def cell_control_shares(
+    action_table: pd.DataFrame, defaults: Mapping[str, float] = DEFAULT_CONTROL_SHARES
+) -> pd.Series:
     """Control share per (segment, risk_tier): the rule table's ``control_share`` where it has one,
     else the tier's default."""
     by_tier = action_table["risk_tier"].map(dict(defaults)).fillna(0.0).astype(float)

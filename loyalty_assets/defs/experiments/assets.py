@@ -62,7 +62,9 @@ def _warn(name: str, offenders: pd.DataFrame, message: str) -> dg.AssetCheckResu
     partitions_def=monthly_partitions,
     ins={
         "churn_predictions": dg.AssetIn(
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-12, allow_nonexistent_upstream_partitions=True),
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-12, allow_nonexistent_upstream_partitions=True
+            ),
             metadata=LAZY_PARTITIONS,
         ),
         "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"],
@@ -82,8 +84,10 @@ def retention_experiment_results(
         raw_loyalty_history, "raw_loyalty_history", f"{window.start.date()} .. {window.end.date()} (exclusive)"
     )
     weeks = sorted(churn_predictions)
-    # Before the first scored week there is nothing to measure yet: an empty table, not a failure.
-    frames = [churn_predictions[week]()[SCORED_COLUMNS] for week in weeks]
+    loaded = [churn_predictions[week]() for week in weeks]
+    # Weeks scored before experiments existed hold no arms; before the first experiment week there is
+    # nothing to measure yet: an empty table, not a failure.
+    frames = [frame[SCORED_COLUMNS] for frame in loaded if "experiment_arm" in frame.columns]
     scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORED_COLUMNS)
     measurement = measure_experiments(scored, loyalty, drop, config.horizon_months)
     results, assignments = measurement.results, measurement.assignments
@@ -92,6 +96,7 @@ def retention_experiment_results(
         **table_metadata(results),
         "drop_date": drop,
         "weeks_read": len(weeks),
+        "weeks_without_experiment": len(weeks) - len(frames),
         "members_assigned": len(assignments),
         "members_with_matured_outcome": len(measurement.outcomes),
         "results": dg.MetadataValue.md(markdown_table(results, floatfmt=".4g") if len(results) else "none yet"),
