@@ -18,9 +18,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from loyalty_assets_tests.api_process import running_api
+
 AS_OF = date(2026, 11, 27)
 WEEK = "2026-11-23"
 KEY = "bench-key"
@@ -38,12 +37,6 @@ RATE_PER_SECOND = 500
 RATE_SECONDS = 30
 RATE_CONNECTIONS = 4
 RATE_GRACE_SECONDS = 5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class _Connection:
@@ -158,35 +151,13 @@ def bench_online_api():
 
     demo(AS_OF, echo=lambda line: None)
     members, bodies = _bodies(home / "lake")
-    port = _free_port()
     environment = {**os.environ, "LOYALTY_API_KEYS": KEY, "PYTHONPATH": os.getcwd()}
-    log = open(home / "serve.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "loyalty_assets.cli", "serve", "--port", str(port)],
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if _Connection(port).send("GET", "/readyz") == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not become ready; see {home / 'serve.log'}")
-            time.sleep(0.3)
+    with running_api(environment, home / "serve.log") as port:
         started = time.perf_counter()
         post, get = _latency(port, members, bodies)
         sustained = _sustained(port, bodies)
         seconds = time.perf_counter() - started
         inference = json.loads(_model(port))["champions"]["churn"]["inference"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
     return seconds, (
         f"one client, {LATENCY_REQUESTS} each: POST /v1/score {post} (target p50 <= 2, p99 <= 10); "
         f"GET /v1/members {get} (target p99 <= 3); sustained: {sustained}; "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -39,6 +38,7 @@ from loyalty_assets.runner import QUIET_CONSOLE, execute_job, instance_for, quar
 from loyalty_assets.serving.champions import ServingState
 from loyalty_assets.serving.compiled import compile_churn_model
 from loyalty_assets.settings import load_settings
+from loyalty_assets_tests.api_process import running_api
 from loyalty_assets_tests.conftest import free_port
 
 AS_OF = date(2026, 11, 27)
@@ -125,7 +125,6 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(home):
     path, _, _ = home
-    port = free_port()
     log_path = path / "serve.log"
     environment = {
         **os.environ,
@@ -135,29 +134,8 @@ def server(home):
         "LOYALTY_API_MAX_BODY_BYTES": "20000",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "loyalty_assets.cli", "serve", "--port", str(port)],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                status, _, _ = Client(port).get("/readyz")
-            except OSError:
-                status = None
-            if status == 200:
-                break
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, f"server not ready after 180 s:\n{log_path.read_text()}"
-            time.sleep(0.3)
+    with running_api(environment, log_path) as port:
         yield port, log_path
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 class Client:

@@ -1,0 +1,46 @@
+"""``loyalty-assets serve`` as a child process on a free loopback port, ready before use and always
+stopped: shared by the serving tests and the serving benchmark."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from loyalty_assets_tests.conftest import free_port
+
+
+def _ready(port: int) -> bool:
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/readyz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def running_api(environment: Mapping[str, str], log_path: Path, timeout: float = 180) -> Iterator[int]:
+    """Start the API with ``environment``, wait for ``/readyz``, yield its port, then stop it."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "loyalty_assets.cli", "serve", "--port", str(port)],
+            env=dict(environment),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _ready(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not become ready:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.3)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
