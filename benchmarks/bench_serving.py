@@ -52,7 +52,8 @@ class _Connection:
 
 
 def _bodies(lake: Path) -> tuple[list[int], list[bytes]]:
-    from loyalty_assets.domain.storage import parquet_bytes_to_dataframe
+    from loyalty_assets.domain.drop_commits import read_commit
+    from loyalty_assets.domain.storage import LocalStore, parquet_bytes_to_dataframe
 
     def plain(value):
         if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
@@ -60,8 +61,10 @@ def _bodies(lake: Path) -> tuple[list[int], list[bytes]]:
         return value.item() if isinstance(value, np.generic) else value
 
     week = parquet_bytes_to_dataframe((lake / "churn_predictions" / f"{WEEK}.parquet").read_bytes())
-    loyalty = parquet_bytes_to_dataframe((lake / "raw_loyalty_history" / f"{AS_OF}.parquet").read_bytes())
-    activity = parquet_bytes_to_dataframe((lake / "raw_flight_activity" / f"{AS_OF}.parquet").read_bytes())
+    store = LocalStore(lake)
+    tables = read_commit(store, AS_OF.isoformat()).tables
+    loyalty = parquet_bytes_to_dataframe(store.get_bytes(tables["raw_loyalty_history"]))
+    activity = parquet_bytes_to_dataframe(store.get_bytes(tables["raw_flight_activity"]))
     activity = activity[activity["year"] * 12 + activity["month"] <= 2026 * 12 + 10].drop(
         columns=["flag_before_enrollment"]
     )
