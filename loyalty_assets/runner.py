@@ -300,7 +300,7 @@ def write_missing_sample_drops(
 
 
 def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
-    from loyalty_assets.defs.monitoring.assets import report_key
+    from loyalty_assets.domain.monitoring import report_key
     from loyalty_assets.defs.scoring.exports import predictions_export_key
     from loyalty_assets.domain.scoring import tier_segment_counts
     from loyalty_assets.domain.storage import parquet_bytes_to_dataframe
