@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from loyalty_assets.domain.drift import DRIFT_COLUMNS, STATUSES
+from loyalty_assets.domain.drift import STATUSES, worst_first
 from loyalty_assets.domain.monitoring import REALISED_COLUMNS, WeekDriftEvaluation
 from loyalty_assets.domain.scoring import RISK_TIERS
 
@@ -211,15 +211,6 @@ def _table(frame: pd.DataFrame, text_columns: set[str], status_column: str | Non
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _ordered_drift(feature_drift: pd.DataFrame) -> pd.DataFrame:
-    missing = [column for column in DRIFT_COLUMNS if column not in feature_drift.columns]
-    if missing:
-        raise ValueError(f"feature_drift lacks columns {missing}")
-    rank = feature_drift["status"].map({status: -position for position, status in enumerate(STATUSES)})
-    ordered = feature_drift.assign(_rank=rank).sort_values(["_rank", "value"], ascending=[True, False], kind="stable")
-    return ordered[DRIFT_COLUMNS]
-
-
 def _tier_table(prediction: dict, reference: dict) -> pd.DataFrame:
     current = prediction["current"]["tier_shares"]
     return pd.DataFrame(
@@ -235,7 +226,7 @@ def _tier_table(prediction: dict, reference: dict) -> pd.DataFrame:
 def render_monitoring_report(evaluation: WeekDriftEvaluation, experiments: pd.DataFrame | None = None) -> str:
     """The report as one HTML document (UTF-8 text); ``experiments``: the latest
     ``retention_experiment_results``, if any."""
-    drift = _ordered_drift(evaluation.feature_drift)
+    drift = worst_first(evaluation.feature_drift)
     prediction = evaluation.prediction
     feature, concept = evaluation.verdicts["feature_drift"], evaluation.verdicts["concept_drift"]
     current = prediction["current"]
