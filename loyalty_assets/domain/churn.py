@@ -48,8 +48,9 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from loyalty_assets.domain.labels import LABEL_COLUMN
+
 KEY_COLUMNS = ["loyalty_number", "snapshot_month"]
-LABEL_COLUMN = "churned"
 BASELINE_FEATURES = ["tenure_months", "promotion_enrollment"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
