@@ -15,16 +15,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from loyalty_assets.errors import RunFailed, UserError
-from loyalty_assets.defs.orchestration.schedules import (
-    month_start,
-    previous_month,
-    previous_quarter,
-    quarter_start,
-)
 from loyalty_assets.defs.orchestration.sensors import root_error_message
 from loyalty_assets.domain.drop_commits import accepted_drop_dates
+from loyalty_assets.domain.periods import month_start, previous_month, previous_quarter, quarter_start, week_start
 from loyalty_assets.domain.storage import ObjectStore
+from loyalty_assets.errors import RunFailed, UserError
 from loyalty_assets.settings import Settings, load_settings
 
 # The code location as workspace.yaml and [tool.dagster] name it.
@@ -266,7 +261,7 @@ def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -
             echo(step.note)
         echo(f"running {step.job_name} for {step.partition}")
         _report_warnings(execute_job(defs, instance, step.job_name, step.partition.isoformat(), verbose=verbose), echo)
-    week = (as_of - timedelta(days=as_of.weekday())).isoformat()
+    week = week_start(as_of).isoformat()
     echo(f"running weekly_scoring_job for {week}")
     _report_warnings(execute_job(defs, instance, "weekly_scoring_job", week, verbose=verbose), echo)
     echo(f"done: lake {settings.lake_uri}, Dagster instance {settings.dagster_home}")
@@ -307,7 +302,7 @@ def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
 
     settings = load_settings()
     lake = store_for_uri(settings.lake_uri)
-    week = (as_of - timedelta(days=as_of.weekday())).isoformat()
+    week = week_start(as_of).isoformat()
     predictions = parquet_bytes_to_dataframe(lake.get_bytes(f"churn_predictions/{week}.parquet"))
     echo(f"\nweek {week}: {len(predictions)} members scored (rows: risk tier, columns: segment)")
     echo(tier_segment_counts(predictions).to_string())

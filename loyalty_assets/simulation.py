@@ -14,9 +14,9 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from loyalty_assets.defs.orchestration.schedules import previous_month, previous_quarter
 from loyalty_assets.domain.experiment_simulation import hazard_treatment, true_risk_reductions
 from loyalty_assets.domain.experiments import first_assignments
+from loyalty_assets.domain.periods import previous_month, previous_quarter, week_start
 from loyalty_assets.domain.sample_data import SampleConfig, simulate_population, write_drops
 from loyalty_assets.runner import (
     QUIET_CONSOLE,
@@ -55,7 +55,7 @@ def simulation_calendar(today: date, weeks: int, horizon_months: int) -> tuple[l
     outcome_drop = today.replace(day=1) - timedelta(days=1)
     month = pd.Timestamp(outcome_drop) - pd.DateOffset(months=horizon_months)
     month_end = (month + pd.offsets.MonthEnd(0)).date()
-    last_monday = month_end - timedelta(days=month_end.weekday())
+    last_monday = week_start(month_end)
     return [last_monday - timedelta(weeks=back) for back in range(weeks - 1, -1, -1)], outcome_drop
 
 
