@@ -26,7 +26,7 @@ from loyalty_assets.runner import (
     failure_summary,
     instance_for,
 )
-from loyalty_assets.settings import load_settings
+from loyalty_assets.settings import Settings
 
 RESULTS_ASSET = "retention_experiment_results"
 
@@ -67,16 +67,15 @@ class SimulationResult:
 
 
 def simulate_experiment(
-    plan: SimulationPlan, echo: Callable[[str], None], today: date | None = None
+    settings: Settings, plan: SimulationPlan, echo: Callable[[str], None], today: date | None = None
 ) -> SimulationResult:
-    """Run the loop in the configured environment (the landing and lake of ``LOYALTY_HOME``)."""
+    """Run the loop in the environment of ``settings`` (e.g. the landing and lake of ``LOYALTY_HOME``)."""
     from loyalty_assets.definitions import build_defs
     from loyalty_assets.runner import store_for_uri
 
-    settings = load_settings()
     defs = build_defs(settings)
     instance = instance_for(settings)
-    landing = store_for_uri(settings.landing_uri)
+    landing = store_for_uri(settings.landing_uri, settings)
     weeks, outcome_drop = simulation_calendar(today or date.today(), plan.weeks, plan.horizon_months)
     # 24 months of history before the first drop, as a real extract would carry.
     first_drop = min(demo_drop_dates(weeks[0]))

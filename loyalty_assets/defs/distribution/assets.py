@@ -15,11 +15,11 @@ from pydantic import Field
 from loyalty_assets.defs.distribution.resources import (
     AppFlowResource,
     DashboardDatabase,
-    MarketingMailer,
 )
 from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
+from loyalty_assets.defs.resources.mailer import Mailer
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain.experiments import uplift_lines
@@ -159,7 +159,7 @@ def marketing_email(
     churn_predictions,
     raw_loyalty_history,
     retention_experiment_results,
-    marketing_mailer: MarketingMailer,
+    marketing_mailer: Mailer,
     lake: LakeResource,
 ) -> dg.MaterializeResult:
     week = context.partition_key
