@@ -1,4 +1,4 @@
-"""Schedules at 02:00 in LOYALTY_TIMEZONE, each targeting the period that just ended.
+"""Schedules at 02:00 in the settings' timezone, each targeting the period that just ended.
 
 Each tick computes its partition key explicitly from the scheduled time (the quarterly cron
 cannot use the partitioned-job schedule builder, so all four share this one pattern).
@@ -19,7 +19,7 @@ from loyalty_assets.defs.orchestration.jobs import (
     weekly_scoring_job,
 )
 from loyalty_assets.domain.periods import previous_day, previous_month, previous_quarter, previous_week
-from loyalty_assets.settings import Settings, load_settings
+from loyalty_assets.settings import Settings
 
 
 def _partition_schedule(
@@ -66,5 +66,3 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
         ),
     ]
 
-
-SCHEDULES = build_schedules(load_settings())
