@@ -33,7 +33,9 @@ class Variable:
 
 
 VARIABLES = (
-    Variable("LOYALTY_ENV", "`local` (folders + DuckDB) or `aws` (S3, Redshift, RDS, SNS, AppFlow, SES/SMTP)", "`local`"),
+    Variable(
+        "LOYALTY_ENV", "`local` (folders + DuckDB) or `aws` (S3, Redshift, RDS, SNS, AppFlow, SES/SMTP)", "`local`"
+    ),
     Variable("LOYALTY_HOME", "base folder of the local environment", "`.loyalty` under the working directory"),
     Variable(
         "LOYALTY_LANDING_URI",
@@ -51,7 +53,9 @@ VARIABLES = (
     Variable("DAGSTER_HOME", "Dagster instance folder", "`$LOYALTY_HOME/dagster_home` for the CLI and `make dev`"),
     Variable("AWS_ENDPOINT_URL", "boto3's own: an S3-compatible endpoint", "unset (real AWS)"),
     Variable("AWS_DEFAULT_REGION", "boto3's own: the region (or a region in the AWS config file)", "required in aws"),
-    Variable("LOYALTY_RDS_DSN", "aws: libpq connection string of the dashboard PostgreSQL, a secret", "required in aws"),
+    Variable(
+        "LOYALTY_RDS_DSN", "aws: libpq connection string of the dashboard PostgreSQL, a secret", "required in aws"
+    ),
     Variable("LOYALTY_RDS_SCHEMA", "aws: existing schema of the dashboard table", "`public`"),
     Variable("LOYALTY_REDSHIFT_HOST", "aws: Redshift endpoint", "required in aws"),
     Variable("LOYALTY_REDSHIFT_USER", "aws: Redshift login", "required in aws"),
@@ -85,7 +89,9 @@ VARIABLES = (
         "how the marketing and alert e-mails go out: `outbox` (`.eml` files), `smtp` or `ses`",
         "`outbox` locally, `smtp` in aws",
     ),
-    Variable("LOYALTY_EMAIL_SENDER", "From address of the e-mails", "`churn-reports@localhost` locally, required in aws"),
+    Variable(
+        "LOYALTY_EMAIL_SENDER", "From address of the e-mails", "`churn-reports@localhost` locally, required in aws"
+    ),
     Variable(
         "LOYALTY_MARKETING_RECIPIENTS",
         "comma-separated marketing addresses",
@@ -103,7 +109,9 @@ VARIABLES = (
         "aws: comma-separated addresses for alert e-mails (same transport as the marketing e-mail)",
         "required in aws",
     ),
-    Variable("LOYALTY_METRICS_NAMESPACE", "aws: CloudWatch namespace of the run metrics", f"`{DEFAULT_METRICS_NAMESPACE}`"),
+    Variable(
+        "LOYALTY_METRICS_NAMESPACE", "aws: CloudWatch namespace of the run metrics", f"`{DEFAULT_METRICS_NAMESPACE}`"
+    ),
     Variable(
         "LOYALTY_CONNECT_TIMEOUT_SECONDS",
         "seconds to wait for a connection to S3, SNS, AppFlow, CloudWatch, SES, PostgreSQL, Redshift or SMTP "

@@ -101,7 +101,12 @@ def _with_totals(matrix: pd.DataFrame) -> pd.DataFrame:
 
 
 def _change_matrix(counts: pd.DataFrame, previous_counts: pd.DataFrame) -> pd.DataFrame:
-    return _with_totals(counts.sub(previous_counts, fill_value=0).astype("int64"))
+    rows = counts.index.union(previous_counts.index, sort=False)
+    columns = counts.columns.union(previous_counts.columns, sort=False)
+    change = counts.reindex(index=rows, columns=columns, fill_value=0) - previous_counts.reindex(
+        index=rows, columns=columns, fill_value=0
+    )
+    return _with_totals(change)
 
 
 def _experiment_block(lines: Sequence[str]) -> list[str]:
