@@ -28,9 +28,9 @@ from loyalty_assets.defs.distribution.resources import (
     AppFlowResource,
     DuckDBDashboardDatabase,
     PostgresDashboardDatabase,
-    SmtpMailer,
 )
 from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
+from loyalty_assets.defs.resources.mailer import SmtpMailer
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeParquetIOManager, LakeResource
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from loyalty_assets.domain.experiments import CONTROL, HOLD_OUT_ACTION, assignment_unit
+from loyalty_assets.settings import load_settings
 from loyalty_assets.simulation import SimulationPlan, simulate_experiment, simulation_calendar
 
 TODAY = date(2026, 12, 3)
@@ -31,7 +32,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
         patch.setenv("DAGSTER_HOME", str(home / "dagster_home"))
         for name in ("LOYALTY_ENV", "LOYALTY_LANDING_URI", "LOYALTY_LAKE_URI"):
             patch.delenv(name, raising=False)
-        yield home, simulate_experiment(PLAN, echo=lambda line: None, today=TODAY)
+        yield home, simulate_experiment(load_settings(), PLAN, echo=lambda line: None, today=TODAY)
 
 
 def test_arms_are_the_documented_hash_and_hold_outs_get_no_action(loop) -> None:

@@ -42,7 +42,7 @@ def home(tmp_path_factory):
         # An extra drop in the second quarter lets a test fit a second segmentation version.
         drops = [*demo_drop_dates(AS_OF), SECOND_QUARTER_DROP]
         write_drops(LocalStore(path / "landing"), drops, SampleConfig(customers=15000))
-        run_as_of(AS_OF, echo=lambda line: None)
+        run_as_of(load_settings(), AS_OF, echo=lambda line: None)
         yield path
 
 

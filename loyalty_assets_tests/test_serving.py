@@ -31,10 +31,11 @@ from loyalty_assets import cli
 from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.periods import quarter_start
 from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
-from loyalty_assets.runner import QUIET_CONSOLE, execute_job, instance_for, quarter_start
+from loyalty_assets.runner import QUIET_CONSOLE, execute_job, instance_for
 from loyalty_assets.serving.champions import ServingState
 from loyalty_assets.serving.compiled import compile_churn_model
 from loyalty_assets.settings import load_settings

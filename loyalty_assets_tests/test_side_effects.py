@@ -9,7 +9,7 @@ from email.message import EmailMessage
 import dagster as dg
 import pytest
 
-from loyalty_assets.defs.distribution.resources import SmtpMailer
+from loyalty_assets.defs.resources.mailer import SmtpMailer
 from loyalty_assets.domain.messaging import deliver_once, send_smtp, sent_marker_key
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets_tests.drop_files import put_committed_drop

@@ -9,7 +9,8 @@ import pandas as pd
 
 from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, markdown_table, significant
 from loyalty_assets.domain import registry
-from loyalty_assets.domain.churn import evaluation_plot_png, png_markdown
+from loyalty_assets.domain.churn import evaluation_plot_png
+from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.segmentation import segment_profile_markdown
 from loyalty_assets.domain.storage import ObjectStore
 

@@ -211,6 +211,17 @@ def month_number(year, month):
     return year * 12 + month - 1
 
 
+def cancellation_month_numbers(loyalty: pd.DataFrame) -> np.ndarray:
+    """``month_number`` of each loyalty row's cancellation; int64 max when not cancelled."""
+    cancel_year = loyalty["cancellation_year"].astype("Int64")
+    cancel_month = loyalty["cancellation_month"].astype("Int64")
+    cancellation = month_number(
+        cancel_year.to_numpy(dtype="int64", na_value=0), cancel_month.to_numpy(dtype="int64", na_value=0)
+    )
+    cancellation[(cancel_year.isna() | cancel_month.isna()).to_numpy()] = np.iinfo(np.int64).max
+    return cancellation
+
+
 def timestamp_month_number(timestamp: pd.Timestamp) -> int:
     """``month_number`` of a timestamp's month."""
     return month_number(timestamp.year, timestamp.month)
@@ -292,17 +303,12 @@ def _members(loyalty: pd.DataFrame) -> _Members:
             f"{int(half_set.sum())} members have only one of cancellation_year / cancellation_month, "
             f"e.g. loyalty_number {loyalty_number[half_set][0]}"
         )
-    not_cancelled = cancel_year.isna().to_numpy()
-    cancellation = month_number(
-        cancel_year.to_numpy(dtype="int64", na_value=0), cancel_month.to_numpy(dtype="int64", na_value=0)
-    )
-    cancellation[not_cancelled] = np.iinfo(np.int64).max
     return _Members(
         loyalty_number=loyalty_number,
         enrollment_month_number=month_number(
             ordered["enrollment_year"].to_numpy(dtype="int64"), ordered["enrollment_month"].to_numpy(dtype="int64")
         ),
-        cancellation_month_number=cancellation,
+        cancellation_month_number=cancellation_month_numbers(ordered),
         loyalty_card_tier=_category_codes(ordered["loyalty_card"], LOYALTY_CARD_TIERS),
         promotion_enrollment=_category_codes(ordered["enrollment_type"], ENROLLMENT_TYPE_PROMOTION),
     )

@@ -22,10 +22,10 @@ from typing import Any, Literal
 import pandas as pd
 
 from loyalty_assets.domain.redaction import one_line, redact
+from loyalty_assets.domain.scoring import tier_segment_counts
 from loyalty_assets.domain.storage import ObjectStore
 
 CRITICAL_TIER = "Critical"
-COUNT_KEYS = ["risk_tier", "segment"]
 TOP_MEMBER_COLUMNS = ["loyalty_number", "churn_risk_pct", "segment", "expected_loss"]
 
 
@@ -33,7 +33,8 @@ TOP_MEMBER_COLUMNS = ["loyalty_number", "churn_risk_pct", "segment", "expected_l
 class MarketingSummary:
     """What the weekly marketing e-mail reports.
 
-    counts / previous_counts: columns ``risk_tier, segment, members`` (previous is None in the first week).
+    counts / previous_counts: members per risk tier (rows) and segment (columns) that the week holds
+    (previous is None in the first week).
     top_members: columns ``loyalty_number, churn_risk_pct, segment, expected_loss``, best first.
     file_location: URL or path of the full prediction file.
     experiment_lines: the latest retention experiment results, one line per action and tier.
@@ -45,11 +46,6 @@ class MarketingSummary:
     top_members: pd.DataFrame
     file_location: str
     experiment_lines: tuple[str, ...] = ()  # realised uplift per action, one line each
-
-
-def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Members per risk tier and segment: ``risk_tier, segment, members``."""
-    return predictions.groupby(COUNT_KEYS, observed=True).size().rename("members").reset_index()
 
 
 def top_critical_members(predictions: pd.DataFrame, member_value: pd.Series, top_n: int = 10) -> pd.DataFrame:
@@ -82,31 +78,35 @@ def summarize_for_marketing(
         raise ValueError(f"predictions must hold exactly one week, found {sorted(weeks)}")
     return MarketingSummary(
         week=weeks[0],
-        counts=tier_segment_counts(predictions),
-        previous_counts=None if previous_predictions is None else tier_segment_counts(previous_predictions),
+        counts=tier_segment_counts(predictions, observed_only=True),
+        previous_counts=(
+            None if previous_predictions is None else tier_segment_counts(previous_predictions, observed_only=True)
+        ),
         top_members=top_critical_members(predictions, member_value, top_n),
         file_location=file_location,
         experiment_lines=tuple(experiment_lines),
     )
 
 
-def _count_matrix(counts: pd.DataFrame, values: str) -> pd.DataFrame:
-    return counts.pivot_table(
-        index="risk_tier",
-        columns="segment",
-        values=values,
-        aggfunc="sum",
-        fill_value=0,
-        margins=True,
-        margins_name="Total",
-        observed=True,
-    )
+def critical_members(counts: pd.DataFrame) -> int:
+    """Members of the Critical tier in a ``tier_segment_counts`` matrix."""
+    return int(counts.loc[CRITICAL_TIER].sum()) if CRITICAL_TIER in counts.index else 0
+
+
+def _with_totals(matrix: pd.DataFrame) -> pd.DataFrame:
+    """``matrix`` with a Total column and a Total row."""
+    table = matrix.assign(Total=matrix.sum(axis=1))
+    table.loc["Total"] = table.sum()
+    return table
 
 
 def _change_matrix(counts: pd.DataFrame, previous_counts: pd.DataFrame) -> pd.DataFrame:
-    merged = counts.merge(previous_counts, on=COUNT_KEYS, how="outer", suffixes=("", "_previous"))
-    merged[["members", "members_previous"]] = merged[["members", "members_previous"]].fillna(0).astype("int64")
-    return _count_matrix(merged.assign(change=merged["members"] - merged["members_previous"]), "change")
+    rows = counts.index.union(previous_counts.index, sort=False)
+    columns = counts.columns.union(previous_counts.columns, sort=False)
+    change = counts.reindex(index=rows, columns=columns, fill_value=0) - previous_counts.reindex(
+        index=rows, columns=columns, fill_value=0
+    )
+    return _with_totals(change)
 
 
 def _experiment_block(lines: Sequence[str]) -> list[str]:
@@ -119,11 +119,11 @@ def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Se
     """Plain-text e-mail with an HTML alternative: tier x segment counts, change, top Critical members."""
     if isinstance(recipients, str) or not recipients:
         raise ValueError("recipients must be a non-empty list of addresses")
-    counts = _count_matrix(summary.counts, "members")
+    counts = _with_totals(summary.counts)
     change = None if summary.previous_counts is None else _change_matrix(summary.counts, summary.previous_counts)
     top = summary.top_members.round({"churn_risk_pct": 1, "expected_loss": 2})
-    critical = int(summary.counts.loc[summary.counts["risk_tier"] == CRITICAL_TIER, "members"].sum())
-    total = int(summary.counts["members"].sum())
+    critical = critical_members(summary.counts)
+    total = int(summary.counts.to_numpy().sum())
     change_text = change.to_string() if change is not None else "first week"
 
     text = "\n\n".join(

@@ -8,16 +8,14 @@ to display. The plot helpers return PNG bytes.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from loyalty_assets.domain.drift import STATUSES, worst_first
+from loyalty_assets.domain.figures import figure_png, new_figure, png_html
 from loyalty_assets.domain.monitoring import REALISED_COLUMNS, WeekDriftEvaluation
 from loyalty_assets.domain.scoring import RISK_TIERS
 
@@ -42,19 +40,6 @@ img { max-width: 100%; }
 """
 
 
-def _png(figure: Figure) -> bytes:
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
-
-
-def _figure(width: float = 7.0, height: float = 3.0) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=80)
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def score_histogram_figure(edges, reference_shares, current_shares) -> Figure:
     """Share of members per score bin, this week against the reference, on a quantile axis.
 
@@ -70,7 +55,7 @@ def score_histogram_figure(edges, reference_shares, current_shares) -> Figure:
             f"{edges.size} edges need {edges.size - 1} shares, got {reference_shares.size} and {current_shares.size}"
         )
     positions = np.arange(edges.size)
-    figure = _figure()
+    figure = new_figure(7, 3)
     axes = figure.add_subplot()
     axes.bar(
         positions[:-1], reference_shares, width=1.0, align="edge", color="#bbbbbb", edgecolor="white", label="reference"
@@ -90,7 +75,7 @@ def score_histogram_figure(edges, reference_shares, current_shares) -> Figure:
 
 def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
     """:func:`score_histogram_figure` as PNG bytes."""
-    return _png(score_histogram_figure(edges, reference_shares, current_shares))
+    return figure_png(score_histogram_figure(edges, reference_shares, current_shares))
 
 
 def tier_history_png(tier_history: pd.DataFrame) -> bytes:
@@ -100,7 +85,7 @@ def tier_history_png(tier_history: pd.DataFrame) -> bytes:
         raise ValueError(f"tier_history lacks tiers {missing}")
     if tier_history.empty:
         raise ValueError("tier_history has no weeks")
-    figure = _figure()
+    figure = new_figure(7, 3)
     axes = figure.add_subplot()
     positions = np.arange(len(tier_history))
     bottom = np.zeros(len(tier_history))
@@ -112,7 +97,7 @@ def tier_history_png(tier_history: pd.DataFrame) -> bytes:
     axes.set(ylabel="share of members", ylim=(0, 1))
     axes.set_title("Risk tier shares per week", fontsize=10)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(figure)
+    return figure_png(figure)
 
 
 def realised_performance_png(realised: pd.DataFrame) -> bytes:
@@ -123,7 +108,7 @@ def realised_performance_png(realised: pd.DataFrame) -> bytes:
     evaluated = realised.dropna(subset=["roc_auc"])
     if evaluated.empty:
         raise ValueError("realised holds no evaluated week")
-    figure = _figure()
+    figure = new_figure(7, 3)
     axes = figure.add_subplot()
     weeks = evaluated["week"].astype(str).to_numpy()
     for column, promised, color, name in (
@@ -145,7 +130,7 @@ def realised_performance_png(realised: pd.DataFrame) -> bytes:
     axes.tick_params(axis="x", labelrotation=45, labelsize=7)
     axes.set_title("Realised performance of matured weeks", fontsize=10)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(figure)
+    return figure_png(figure)
 
 
 def uplift_png(results: pd.DataFrame) -> bytes:
@@ -153,7 +138,7 @@ def uplift_png(results: pd.DataFrame) -> bytes:
     95 % intervals, as PNG bytes."""
     if results.empty:
         raise ValueError("results hold no action to plot")
-    figure = _figure(height=0.5 + 0.35 * len(results))
+    figure = new_figure(7, 0.5 + 0.35 * len(results))
     axes = figure.add_subplot()
     labels = [f"{action[:40]} ({tier})" for action, tier in zip(results["action"], results["risk_tier"])]
     change = -100 * results["risk_reduction"].to_numpy(dtype=float)
@@ -165,19 +150,15 @@ def uplift_png(results: pd.DataFrame) -> bytes:
     axes.set_yticks(positions, labels, fontsize=7)
     axes.set(xlabel="churn treated minus held out (pp), 95% interval")
     axes.set_title("Realised effect of each retention action", fontsize=10)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _experiments_section(results: pd.DataFrame | None) -> str:
     if results is None or results.empty:
         return '<p class="note">No retention experiment has matured outcomes yet.</p>'
     measured = results.dropna(subset=["risk_reduction"])
-    plot = _image(uplift_png(measured), "uplift per action") if not measured.empty else ""
+    plot = png_html(uplift_png(measured), "uplift per action") if not measured.empty else ""
     return plot + _table(results, {"experiment_id", "action", "risk_tier"}, status_column=None)
-
-
-def _image(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
 def _status(status: str | None) -> str:
@@ -240,7 +221,7 @@ def render_monitoring_report(evaluation: WeekDriftEvaluation, experiments: pd.Da
         columns=["check", "status", "detail"],
     )
     realised_section = (
-        _image(realised_performance_png(evaluation.realised), "realised performance")
+        png_html(realised_performance_png(evaluation.realised), "realised performance")
         + _table(evaluation.realised[REALISED_COLUMNS], {"week", "snapshot_month", "model_version"})
         if evaluation.realised["roc_auc"].notna().any()
         else f'<p class="note">{html.escape(concept.message)}</p>'
@@ -276,7 +257,7 @@ category shares (warn above {limits.js_warn:g}, fail above {limits.js_fail:g}). 
 {_table(drift, {"feature", "kind", "statistic"})}
 
 <h2>Score distribution</h2>
-{_image(histogram, "score histogram")}
+{png_html(histogram, "score histogram")}
 <p class="note">PSI of the score histogram against the reference: {prediction["score_psi_vs_reference"]:.4f}.</p>
 <h3>Against previous weeks</h3>
 {previous_section}
@@ -284,7 +265,7 @@ category shares (warn above {limits.js_warn:g}, fail above {limits.js_fail:g}). 
 <h2>Risk tiers</h2>
 {_table(_tier_table(prediction, evaluation.scoring_reference), {"tier"}, status_column=None)}
 <p class="note">PSI of the tier shares against the reference: {prediction["tier_psi_vs_reference"]:.4f}.</p>
-{_image(tier_history_png(evaluation.tier_history), "tier shares per week")}
+{png_html(tier_history_png(evaluation.tier_history), "tier shares per week")}
 
 <h2>Realised performance</h2>
 {realised_section}

@@ -485,13 +485,14 @@ def add_relative_risk(predictions: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Members per risk tier (rows, Low..Critical) and segment (columns), zeros included."""
-    tiers = pd.Categorical(predictions["risk_tier"].astype(object), categories=list(RISK_TIERS), ordered=True)
-    segments = pd.Categorical(predictions["segment"], categories=list(SEGMENT_NAMES))
-    return pd.crosstab(pd.Series(tiers, name="risk_tier"), pd.Series(segments, name="segment"), dropna=False).reindex(
-        index=list(RISK_TIERS), columns=list(SEGMENT_NAMES), fill_value=0
-    )
+def tier_segment_counts(predictions: pd.DataFrame, *, observed_only: bool = False) -> pd.DataFrame:
+    """Members per risk tier (rows) and segment (columns): every tier (Low..Critical) and segment with
+    zeros included, or with ``observed_only`` only the tiers and segments the predictions hold."""
+    counts = pd.crosstab(predictions["risk_tier"], predictions["segment"])  # in category order, if categorical
+    counts.index, counts.columns = counts.index.astype(object), counts.columns.astype(object)
+    if observed_only:
+        return counts
+    return counts.reindex(index=list(RISK_TIERS), columns=list(SEGMENT_NAMES), fill_value=0)
 
 
 def unscored_member_counts(

@@ -38,15 +38,12 @@ how far per trip and how steadily a member flies. Left out:
 
 from __future__ import annotations
 
-import io
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
@@ -54,6 +51,8 @@ from sklearn.metrics import adjusted_rand_score, jaccard_score, silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
+
+from loyalty_assets.domain.figures import figure_png, new_figure
 
 # Column names of domain.features (re-map here if they change).
 LOYALTY_NUMBER = "loyalty_number"
@@ -597,8 +596,7 @@ def segment_plot_png(features: pd.DataFrame, segments: pd.Series, max_points: in
     shown = features.loc[active, [FLIGHTS, DISTANCE_PER_FLIGHT]].assign(segment=segments[active])
     if len(shown) > max_points:
         shown = shown.sample(n=max_points, random_state=seed)
-    figure = Figure(figsize=(6, 4), dpi=80)
-    FigureCanvasAgg(figure)
+    figure = new_figure(6, 4)
     axes = figure.add_subplot()
     for name in SEGMENT_NAMES:
         members = shown[shown["segment"] == name]
@@ -611,7 +609,4 @@ def segment_plot_png(features: pd.DataFrame, segments: pd.Series, max_points: in
     axes.set_ylabel("km per flight")
     axes.set_title(f"Segments ({int((~active).sum()):,} inactive Dabblers not shown)", fontsize=10)
     axes.legend(loc="best", fontsize=8, markerscale=3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
+    return figure_png(figure)

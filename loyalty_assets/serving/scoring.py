@@ -22,6 +22,7 @@ from loyalty_assets.domain.features import (
     LOYALTY_COLUMNS_USED,
     member_features,
 )
+from loyalty_assets.domain.periods import week_start
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.serving.champions import Champions
 
@@ -127,8 +128,7 @@ def field_errors(request: ScoreRequest) -> list[dict[str, Any]]:
 
 def current_week() -> str:
     """Monday of the current UTC week: the week a batch run today would score."""
-    today = datetime.now(timezone.utc).date()
-    return date.fromordinal(today.toordinal() - today.weekday()).isoformat()
+    return week_start(datetime.now(timezone.utc).date()).isoformat()
 
 
 def score_request(champions: Champions, request: ScoreRequest) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from loyalty_assets.domain.churn import (
     ChurnTrainingConfig,
     data_fingerprint,
     evaluation_plot_png,
-    png_markdown,
     train_churn_candidate,
 )
 from loyalty_assets.domain.drift import build_reference
 from loyalty_assets.domain.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS
+from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.scoring import assign_tiers, tier_cutoffs
 
 OWNERS = ["team:ml-engineering"]

@@ -15,17 +15,17 @@ from pydantic import Field
 from loyalty_assets.defs.distribution.resources import (
     AppFlowResource,
     DashboardDatabase,
-    MarketingMailer,
 )
 from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
+from loyalty_assets.defs.resources.mailer import Mailer
 from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain.experiments import uplift_lines
 from loyalty_assets.domain.messaging import (
-    CRITICAL_TIER,
     build_marketing_email,
+    critical_members,
     deliver_once,
     sent_marker_key,
     summarize_for_marketing,
@@ -159,7 +159,7 @@ def marketing_email(
     churn_predictions,
     raw_loyalty_history,
     retention_experiment_results,
-    marketing_mailer: MarketingMailer,
+    marketing_mailer: Mailer,
     lake: LakeResource,
 ) -> dg.MaterializeResult:
     week = context.partition_key
@@ -208,8 +208,8 @@ def marketing_email(
             "subject": sent["subject"],
             "recipients": len(marketing_mailer.recipient_list()),
             "delivered": sent["delivered"],
-            "scored_members": int(counts["members"].sum()),
-            "critical_members": int(counts.loc[counts["risk_tier"] == CRITICAL_TIER, "members"].sum()),
+            "scored_members": int(counts.to_numpy().sum()),
+            "critical_members": critical_members(counts),
             "previous_week": previous_weeks[-1] if previous_weeks else "none",
             "member_value_drop": drop,
             "full_file": dg.MetadataValue.path(summary.file_location),

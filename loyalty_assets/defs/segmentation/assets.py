@@ -9,7 +9,8 @@ from loyalty_assets.defs.partitions import quarterly_partitions
 from loyalty_assets.defs.promotion import PromotionConfig, promote
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, read_champion
 from loyalty_assets.domain import registry
-from loyalty_assets.domain.churn import data_fingerprint, png_markdown
+from loyalty_assets.domain.churn import data_fingerprint
+from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.features import build_features, last_complete_month
 from loyalty_assets.domain.labels import add_churn_labels
 from loyalty_assets.domain.segmentation import (
