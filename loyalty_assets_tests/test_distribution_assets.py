@@ -21,7 +21,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 from dagster_aws.s3 import S3Resource
 
-from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS, appflow_source_key
+from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
 from loyalty_assets.defs.distribution.redshift import RedshiftPandasIOManager
 from loyalty_assets.defs.distribution.resources import (
     AppFlowResource,
@@ -30,8 +30,8 @@ from loyalty_assets.defs.distribution.resources import (
     SmtpMailer,
 )
 from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
-from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeParquetIOManager, LakeResource
+from loyalty_assets.domain.lake_keys import appflow_source_key, predictions_export_key
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets.domain.warehouse import CRM_COLUMNS
 from loyalty_assets.environment import local_resources

@@ -40,6 +40,7 @@ from pydantic import Field
 from loyalty_assets.defs.clients import BoundedAwsClients, client_bounds
 from loyalty_assets.defs.distribution.redshift import RedshiftPandasIOManager
 from loyalty_assets.defs.storage import store_at
+from loyalty_assets.domain.lake_keys import outbox_key
 from loyalty_assets.domain.messaging import send_ses, send_smtp, write_eml
 from loyalty_assets.domain.storage import ObjectStore
 from loyalty_assets.domain.warehouse import (
@@ -208,7 +209,7 @@ class OutboxMailer(MarketingMailer):
 
     def deliver(self, message: EmailMessage, name: str) -> str:
         store = store_at(self.outbox_uri, self.s3)
-        return write_eml(store, f"{name}.eml", message)
+        return write_eml(store, outbox_key(name), message)
 
 
 def build_mailer(

@@ -45,6 +45,7 @@ from loyalty_assets.domain.features import (
     last_complete_month,
 )
 from loyalty_assets.domain.labels import add_churn_labels
+from loyalty_assets.domain.lake_keys import drift_reference_key, monitoring_report_key
 from loyalty_assets.domain.monitoring_report import (
     REALISED_COLUMNS,
     MonitoringReport,
@@ -112,11 +113,6 @@ def drift_check_result(status: str, description: str, metadata: dict) -> dg.Asse
 # --- the reference -------------------------------------------------------------------------------
 
 
-def reference_key(version: str) -> str:
-    """Where a reference computed after promotion is stored: beside the registry version."""
-    return f"registry/churn/{version}.reference.json"
-
-
 def reference_from_training_set(champion: dict, training_set: pd.DataFrame) -> dict:
     """The reference the candidate stores today: its out-of-time test rows, scored by the model."""
     test_snapshots = pd.to_datetime(champion["record"]["training_window"]["test"])
@@ -136,7 +132,7 @@ def champion_reference(lake: LakeResource, champion: dict) -> tuple[dict, str]:
     """The drift reference of a churn model bundle and where it came from.
 
     ``bundle``: carried by the bundle (every candidate since drift monitoring). ``stored``: computed
-    earlier for an older bundle and read from ``reference_key``. ``computed``: built now from the
+    earlier for an older bundle and read from ``drift_reference_key``. ``computed``: built now from the
     candidate's ``churn_training_set`` partition (refused if that partition changed since training)
     and stored for later runs.
     """
@@ -144,7 +140,7 @@ def champion_reference(lake: LakeResource, champion: dict) -> tuple[dict, str]:
         return champion["drift_reference"], "bundle"
     store = lake.store()
     version = champion["version"]
-    key = reference_key(version)
+    key = drift_reference_key(version)
     if store.exists(key):
         return json.loads(store.get_bytes(key)), "stored"
     partition = champion["record"]["source_partition"]
@@ -390,11 +386,6 @@ def week_drop(raw_loyalty_history: Loaders, week: str) -> tuple[pd.DataFrame, pd
 # --- the report ----------------------------------------------------------------------------------
 
 
-def report_key(week: str) -> str:
-    """``exports/monitoring/week=YYYY-MM-DD/monitoring_report.html``, beside the week's predictions export."""
-    return f"exports/monitoring/week={week}/monitoring_report.html"
-
-
 def browser_link(url: str) -> str:
     """A link a browser opens: ``file://`` for a local file, the S3 console for ``s3://``."""
     if url.startswith("s3://"):
@@ -485,7 +476,7 @@ def monitoring_report(
         )
     )
     store = lake.store()
-    key = report_key(week)
+    key = monitoring_report_key(week)
     store.put_bytes(key, page.encode("utf-8"))
     url = store.url(key)
     return dg.MaterializeResult(
