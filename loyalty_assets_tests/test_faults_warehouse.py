@@ -103,7 +103,9 @@ def test_a_dashboard_table_made_before_the_key_gets_it_or_names_its_duplicates(p
     frame = weekly_predictions(WEEK, [10.0, 20.0]).loc[:, ["loyalty_number", "week", "churn_risk_pct"]]
     with closing(connect_postgres(postgres_dsn.dsn)) as conn:
         with pytest.raises(ValueError, match=r"holds 1 duplicated \(\"loyalty_number\", \"week\"\) keys"):
-            replace_postgres_week(conn, "churn_predictions", frame, WEEK, schema=postgres_dsn.schema, **DASHBOARD_OPTIONS)
+            replace_postgres_week(
+                conn, "churn_predictions", frame, WEEK, schema=postgres_dsn.schema, **DASHBOARD_OPTIONS
+            )
         assert _postgres_rows(postgres_dsn, "churn_predictions") == (3, 2)  # rolled back, nothing half-written
         with conn.cursor() as cursor:
             cursor.execute(f"DELETE FROM {target} WHERE week = '2026-11-23'")

@@ -127,6 +127,10 @@ def drop_folder(table: str, drop_date: str) -> str:
     return f"{table}/dt={drop_date}"
 
 
+def drop_file_key(table: str, drop_date: str, file_name: str) -> str:
+    return f"{drop_folder(table, drop_date)}/{file_name}"
+
+
 def manifest_key(folder: str) -> str:
     return f"{folder}/{MANIFEST_NAME}"
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from loyalty_assets.domain.completeness import manifest_bytes
-from loyalty_assets.domain.lake_keys import drop_folder, manifest_key
+from loyalty_assets.domain.lake_keys import drop_file_key, manifest_key
 from loyalty_assets.domain.storage import ObjectStore, dataframe_to_parquet_bytes
 
 LOYALTY_HEADER = (
@@ -623,8 +623,8 @@ def encode_drop_file(frame: pd.DataFrame, file_format: Literal["csv", "csv.gz", 
 def drop_keys(drop_date: date, file_format: str) -> tuple[str, str]:
     """Landing keys ``(loyalty_history, flight_activity)`` of the drop dated ``drop_date``."""
     return (
-        f"{drop_folder('loyalty_history', drop_date.isoformat())}/{LOYALTY_FILE_STEM}.{file_format}",
-        f"{drop_folder('flight_activity', drop_date.isoformat())}/{ACTIVITY_FILE_STEM}.{file_format}",
+        drop_file_key("loyalty_history", drop_date.isoformat(), f"{LOYALTY_FILE_STEM}.{file_format}"),
+        drop_file_key("flight_activity", drop_date.isoformat(), f"{ACTIVITY_FILE_STEM}.{file_format}"),
     )
 
 

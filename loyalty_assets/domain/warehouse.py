@@ -25,7 +25,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,7 +148,7 @@ def _sql_type_for_dtype(column: str, dtype: Any, string_type: str) -> str:
         return "timestamp"
     if pdt.is_object_dtype(dtype) or pdt.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
         return string_type
-    raise ValueError(f"no SQL type for column {column!r} of dtype {dtype}; pass one in columns_sql")
+    raise ValueError(f"no SQL type for column {column!r} of dtype {dtype}; pass one in column_types")
 
 
 @dataclass(frozen=True)
@@ -294,8 +294,8 @@ class TableSink(ABC):
         return staged
 
     @abstractmethod
-    def transaction(self) -> Any:
-        """A context manager: one transaction, committed on success and rolled back on any error."""
+    def transaction(self) -> AbstractContextManager[None]:
+        """One transaction, committed on success and rolled back on any error."""
 
     @abstractmethod
     def execute(self, statement: str | sql.Composable) -> list[tuple]:
