@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from contextlib import closing
+from datetime import date
 
 import boto3
+import duckdb
 import pandas as pd
 import psycopg2
 import pytest
@@ -20,6 +22,7 @@ from loyalty_assets.domain.warehouse import (
     checked_identifier,
     connect_postgres,
     crm_export,
+    open_duckdb_sink,
     redshift_copy_parquet_sql,
     start_appflow,
 )
@@ -323,3 +326,24 @@ def test_a_table_of_an_earlier_release_gains_the_new_columns(conn, postgres_dsn)
     assert {"experiment_arm", "recommended_action", "salary"} <= set(stored.columns)
     assert stored["week"].tolist() == ["2024-01-01", "2024-01-08", "2024-01-08"]
     assert stored["experiment_arm"].isna().tolist() == [True, False, False]
+
+
+def test_a_duckdb_table_of_an_earlier_release_gains_the_new_columns_and_the_key(tmp_path):
+    path = str(tmp_path / "dashboard.duckdb")
+    with duckdb.connect(path) as conn:
+        conn.execute("CREATE TABLE crm (loyalty_number bigint, week date, churn_risk_pct double)")
+        conn.execute("INSERT INTO crm VALUES (1, '2024-01-01', 3.5)")
+    week = [PartitionSlice("week", (date(2024, 1, 8),))]
+    options = {"column_types": {"week": "date"}, "primary_key": ["loyalty_number", "week"]}
+    with open_duckdb_sink(path) as sink:
+        assert sink.replace_partition("crm", weekly_predictions("2024-01-08", [5.0, 60.0]), week, **options) == 2
+        with pytest.raises(ValueError, match="1 rows have week other than"):
+            sink.replace_partition("crm", weekly_predictions("2024-01-15", [7.0]), week, **options)
+    with duckdb.connect(path, read_only=True) as conn:
+        stored = conn.execute("SELECT week, experiment_arm FROM crm ORDER BY loyalty_number, week").fetchall()
+        (key,) = conn.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() "
+            "WHERE table_name = 'crm' AND constraint_type = 'PRIMARY KEY'"
+        ).fetchone()
+    assert stored == [(date(2024, 1, 1), None), (date(2024, 1, 8), "treatment"), (date(2024, 1, 8), "treatment")]
+    assert key == ["loyalty_number", "week"]
