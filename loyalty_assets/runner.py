@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from loyalty_assets.defs.orchestration.sensors import root_error_message
+from loyalty_assets.domain import lake_keys
 from loyalty_assets.domain.drop_commits import accepted_drop_dates
 from loyalty_assets.domain.periods import month_start, previous_month, previous_quarter, quarter_start, week_start
 from loyalty_assets.domain.storage import ObjectStore
@@ -196,9 +197,9 @@ def coarse_steps(as_of: date, accepted: set[date], lake: ObjectStore) -> tuple[l
         ("monthly_churn_training_job", "churn", previous_month(as_of), month_start(as_of)),
     )
     for job_name, kind, previous, current in windows:
-        has_champion = lake.exists(f"{kind}_model.pkl")
+        has_champion = lake.exists(lake_keys.asset_object_key(f"{kind}_model", None, lake_keys.MODEL_SUFFIX))
         if kind == "segmentation" and has_champion and lake.exists(
-            f"segmentation_model_candidate/{previous.isoformat()}.pkl"
+            lake_keys.asset_object_key("segmentation_model_candidate", previous.isoformat(), lake_keys.MODEL_SUFFIX)
         ):
             continue  # this quarter's segmentation is already fitted
         if _has_drop(accepted, previous, current):
@@ -292,24 +293,23 @@ def write_missing_sample_drops(
 
 
 def print_summary(settings: Settings, as_of: date, echo: Callable[[str], None]) -> None:
-    from loyalty_assets.domain.monitoring import report_key
-    from loyalty_assets.defs.scoring.exports import predictions_export_key
     from loyalty_assets.domain.scoring import tier_segment_counts
     from loyalty_assets.domain.storage import parquet_bytes_to_dataframe
 
     lake = store_for_uri(settings.lake_uri, settings)
     week = week_start(as_of).isoformat()
-    predictions = parquet_bytes_to_dataframe(lake.get_bytes(f"churn_predictions/{week}.parquet"))
+    predictions = parquet_bytes_to_dataframe(lake.get_bytes(lake_keys.asset_object_key("churn_predictions", week, lake_keys.PARQUET_SUFFIX)))
     echo(f"\nweek {week}: {len(predictions)} members scored (rows: risk tier, columns: segment)")
     echo(tier_segment_counts(predictions).to_string())
     echo("\noutputs:")
-    echo(f"  predictions CSV   {lake.url(predictions_export_key(week, 'csv'))}")
+    echo(f"  predictions CSV   {lake.url(lake_keys.predictions_export_key(week, 'csv'))}")
     echo(f"  lake              {settings.lake_uri}")
     echo(f"  warehouse DuckDB  {settings.warehouse_path} (analytics.redshift_churn_predictions)")
     echo(f"  dashboard DuckDB  {settings.home / 'dashboard.duckdb'}")
     echo(f"  CRM export        {settings.home / 'appflow'}")
-    echo(f"  marketing e-mail  {settings.outbox_uri}/marketing_{week}.eml")
-    echo(f"  monitoring report {lake.url(report_key(week))}")
+    marketing_email = lake_keys.outbox_key(lake_keys.marketing_message_name(week))
+    echo(f"  marketing e-mail  {settings.outbox_uri}/{marketing_email}")
+    echo(f"  monitoring report {lake.url(lake_keys.monitoring_report_key(week))}")
     echo(f"  Dagster instance  {settings.dagster_home}  (make dev, then http://127.0.0.1:3000)")
 
 

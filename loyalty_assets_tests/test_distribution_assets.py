@@ -19,10 +19,9 @@ import pandas as pd
 import psycopg2
 import pytest
 from botocore.stub import ANY, Stubber
-from dagster._core.storage.db_io_manager import TableSlice
 from dagster_aws.s3 import S3Resource
 
-from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS, appflow_source_key
+from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
 from loyalty_assets.defs.distribution.redshift import RedshiftPandasIOManager
 from loyalty_assets.defs.distribution.resources import (
     AppFlowResource,
@@ -31,8 +30,8 @@ from loyalty_assets.defs.distribution.resources import (
 )
 from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
 from loyalty_assets.defs.resources.mailer import SmtpMailer
-from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LakeParquetIOManager, LakeResource
+from loyalty_assets.domain.lake_keys import appflow_source_key, predictions_export_key
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets.domain.warehouse import CRM_COLUMNS
 from loyalty_assets.environment import local_resources
@@ -206,9 +205,13 @@ def test_redshift_s3_staging_builds_copy_parquet_and_rolls_back_a_failed_copy(po
     staging_uri = f"s3://{s3_bucket}/redshift-staging"
     manager = warehouse_manager(postgres_dsn, s3_staging_uri=staging_uri, iam_role=IAM_ROLE)
     staging = manager.s3_staging()
-    object_uri = staging.object_uri(TableSlice(table="redshift_churn_predictions", schema="analytics"), "run-1")
+    with pytest.raises(ValueError, match="go together"):
+        warehouse_manager(postgres_dsn, s3_staging_uri=staging_uri).s3_staging()
+    object_uri = staging.object_uri("analytics", "redshift_churn_predictions", "run-1")
     assert object_uri == f"{staging_uri}/analytics/redshift_churn_predictions/run-1.parquet"
-    assert staging.copy_sql(object_uri) == (
+    with closing(psycopg2.connect(postgres_dsn.dsn)) as conn:
+        copy_sql = staging.copy_sql(object_uri).as_string(conn)
+    assert copy_sql == (
         f"COPY \"loyalty_partition_staging\" FROM '{object_uri}' IAM_ROLE '{IAM_ROLE}' FORMAT AS PARQUET"
     )
     frame = predictions(WEEK_1, 5).assign(week=pd.Timestamp(WEEK_1))

@@ -19,7 +19,12 @@ from dagster_aws.s3 import S3Resource
 
 from loyalty_assets.defs.churn.assets import ChurnCandidateConfig, churn_model_candidate
 from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS, monitoring_report
-from loyalty_assets.defs.monitoring.checks import MONITORING_CHECKS, feature_drift_check, prediction_drift_check
+from loyalty_assets.defs.monitoring.checks import (
+    MONITORING_CHECKS,
+    concept_drift_check,
+    feature_drift_check,
+    prediction_drift_check,
+)
 from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
 from loyalty_assets.defs.storage import LakeModelIOManager, LakeParquetIOManager, LakeResource
 from loyalty_assets.domain import registry
@@ -33,7 +38,7 @@ from loyalty_assets.domain.features import (
 )
 from loyalty_assets.domain.ingest import SourceFile, ingest_drop
 from loyalty_assets.domain.labels import build_training_set, members_enrolled_on
-from loyalty_assets.domain.monitoring import reference_key
+from loyalty_assets.domain.lake_keys import drift_reference_key
 from loyalty_assets.domain.sample_data import SampleConfig, encode_drop_file, extract_as_of, simulate_population
 from loyalty_assets.domain.scoring import assign_tiers, load_action_table, score_members
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
@@ -324,7 +329,7 @@ def test_champion_without_reference_gets_one_computed_once_and_stored(world, lak
     old_champion = {key: value for key, value in world.bundle.items() if key != "drift_reference"}
     lake.put_champion(old_champion)
     lake.put_week(WEEK, world.features[WEEK], world.predictions[WEEK])
-    stored_key = reference_key(world.bundle["version"])
+    stored_key = drift_reference_key(world.bundle["version"])
 
     lake.put_table("churn_training_set", TRAINING_MONTH, world.training_set)
     first = values(run_checks(lake, WEEK, [feature_drift_check])["feature_drift"])

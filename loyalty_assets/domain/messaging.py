@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from loyalty_assets.domain.lake_keys import sent_marker_key
 from loyalty_assets.domain.redaction import one_line, redact
 from loyalty_assets.domain.scoring import tier_segment_counts
 from loyalty_assets.domain.storage import ObjectStore
@@ -229,11 +230,6 @@ def write_eml(store: ObjectStore, key: str, message: EmailMessage) -> str:
     """Archive the message as an RFC 5322 ``.eml`` object; returns its URL or path."""
     store.put_bytes(key, message.as_bytes(policy=policy.SMTP))
     return store.url(key)
-
-
-def sent_marker_key(name: str) -> str:
-    """``sent_messages/<name>.json``: the record that message ``name`` (e.g. ``marketing_2024-01-08``) went out."""
-    return f"sent_messages/{name}.json"
 
 
 @dataclass(frozen=True)

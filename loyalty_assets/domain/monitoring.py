@@ -37,6 +37,7 @@ from loyalty_assets.domain.drift import (
 )
 from loyalty_assets.domain.features import CATEGORICAL_FEATURES, ID_COLUMNS, last_complete_month
 from loyalty_assets.domain.labels import add_churn_labels
+from loyalty_assets.domain.lake_keys import drift_reference_key
 from loyalty_assets.domain.scoring import RISK_TIERS, assign_tiers
 from loyalty_assets.domain.storage import ObjectStore, parquet_bytes_to_dataframe, split_s3_uri
 
@@ -56,16 +57,6 @@ REALISED_COLUMNS = [
 REALISED_TABLE_COLUMNS = [*REALISED_COLUMNS, *TIER_RATE_COLUMNS, "message"]
 
 Loaders = Mapping[str, Callable[[], pd.DataFrame]]
-
-
-def reference_key(version: str) -> str:
-    """Where a reference computed after promotion is stored: beside the registry version."""
-    return f"registry/churn/{version}.reference.json"
-
-
-def report_key(week: str) -> str:
-    """``exports/monitoring/week=YYYY-MM-DD/monitoring_report.html``, beside the week's predictions export."""
-    return f"exports/monitoring/week={week}/monitoring_report.html"
 
 
 def browser_link(url: str) -> str:
@@ -154,14 +145,14 @@ def champion_reference(
     """The drift reference of a churn model bundle and where it came from.
 
     ``bundle``: carried by the bundle (every candidate since drift monitoring). ``stored``: computed
-    earlier for an older bundle and read from ``reference_key``. ``computed``: built now from the
+    earlier for an older bundle and read from ``lake_keys.drift_reference_key``. ``computed``: built now from the
     candidate's ``churn_training_set`` partition (stored at ``training_set_key(partition)``; refused if
     that partition changed since training) and stored for later runs.
     """
     if champion.get("drift_reference") is not None:
         return champion["drift_reference"], "bundle"
     version = champion["version"]
-    key = reference_key(version)
+    key = drift_reference_key(version)
     if store.exists(key):
         return json.loads(store.get_bytes(key)), "stored"
     partition = champion["record"]["source_partition"]

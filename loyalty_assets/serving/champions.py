@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,13 +22,14 @@ import numpy as np
 import pandas as pd
 
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.lake_keys import PARQUET_SUFFIX, asset_folder, asset_object_key, asset_partition
 from loyalty_assets.domain.scoring import ChurnScorer, load_action_table
 from loyalty_assets.domain.segmentation import SegmentationModel
 from loyalty_assets.domain.storage import ObjectStore, parquet_bytes_to_dataframe
 from loyalty_assets.serving.compiled import ServingModel, compile_churn_model
 
 logger = logging.getLogger("loyalty_assets.serving")
-WEEK_KEY = re.compile(r"^churn_predictions/(\d{4}-\d{2}-\d{2})\.parquet$")
+PREDICTIONS_ASSET = "churn_predictions"
 
 
 def _now() -> str:
@@ -49,7 +49,7 @@ def champion_versions(store: ObjectStore) -> tuple[str, str]:
 
 def validation_rows(store: ObjectStore, record: dict) -> pd.DataFrame | None:
     """The churn version's validation rows from its training set in the lake, if it is still there."""
-    key = f"churn_training_set/{record['source_partition']}.parquet"
+    key = asset_object_key("churn_training_set", record["source_partition"], PARQUET_SUFFIX)
     if not store.exists(key):
         return None
     training_set = parquet_bytes_to_dataframe(store.get_bytes(key))
@@ -138,7 +138,8 @@ class ScoredWeek:
 
 
 def latest_week(store: ObjectStore) -> str | None:
-    weeks = [match.group(1) for key in store.list_keys("churn_predictions") if (match := WEEK_KEY.match(key))]
+    keys = store.list_keys(asset_folder(PREDICTIONS_ASSET))
+    weeks = [week for key in keys if (week := asset_partition(key, PREDICTIONS_ASSET, PARQUET_SUFFIX))]
     return max(weeks, default=None)
 
 
@@ -171,7 +172,8 @@ class ServingState:
                     )
                 week = latest_week(self.store)
                 if week is not None and (self.week is None or self.week.week != week):
-                    predictions = parquet_bytes_to_dataframe(self.store.get_bytes(f"churn_predictions/{week}.parquet"))
+                    key = asset_object_key(PREDICTIONS_ASSET, week, PARQUET_SUFFIX)
+                    predictions = parquet_bytes_to_dataframe(self.store.get_bytes(key))
                     self.week = ScoredWeek.from_predictions(week, predictions)
                     logger.info("serving member look-ups from week %s (%d members)", week, len(predictions))
                 self.last_error = None

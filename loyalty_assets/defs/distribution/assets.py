@@ -20,14 +20,18 @@ from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.resources.mailer import Mailer
-from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain.experiments import uplift_lines
+from loyalty_assets.domain.lake_keys import (
+    appflow_source_key,
+    marketing_message_name,
+    predictions_export_key,
+    sent_marker_key,
+)
 from loyalty_assets.domain.messaging import (
     build_marketing_email,
     critical_members,
     deliver_once,
-    sent_marker_key,
     summarize_for_marketing,
 )
 from loyalty_assets.domain.warehouse import crm_export, start_appflow
@@ -35,11 +39,6 @@ from loyalty_assets.domain.warehouse import crm_export, start_appflow
 GROUP = "distribution"
 OWNERS = ["team:data-engineering"]
 DASHBOARD_TABLE = "churn_predictions"
-
-
-def appflow_source_key(week: str) -> str:
-    """``churn_scores/week=YYYY-MM-DD/churn_scores.csv`` below the AppFlow source location."""
-    return f"churn_scores/week={week}/churn_scores.csv"
 
 
 @dg.asset(
@@ -186,7 +185,7 @@ def marketing_email(
         uplift_lines(latest_results(retention_experiment_results)),
     )
     message = build_marketing_email(summary, marketing_mailer.sender, marketing_mailer.recipient_list())
-    name = f"marketing_{week}"
+    name = marketing_message_name(week)
     delivery = deliver_once(
         store, name, message, lambda mail: marketing_mailer.deliver(mail, name), resend=config.resend
     )

@@ -3,14 +3,14 @@
 PostgreSQL (RDS) in aws, `$LOYALTY_HOME/dashboard.duckdb` locally; ``environment.py`` wires them.
 """
 
-import threading
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pandas as pd
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
@@ -19,38 +19,52 @@ from loyalty_assets.defs.clients import BoundedAwsClients
 from loyalty_assets.defs.storage import store_at
 from loyalty_assets.domain.storage import ObjectStore
 from loyalty_assets.domain.warehouse import (
+    PartitionSlice,
+    PostgresTableSink,
+    TableSink,
     connect_postgres,
+    open_duckdb_sink,
     postgres_target,
-    qualified_table,
-    quote_identifier,
-    replace_partition_postgres,
 )
 from loyalty_assets.settings import NetworkSettings
 
 WEEK_COLUMN = "week"
 DASHBOARD_KEY = ("loyalty_number", WEEK_COLUMN)
-# Serializes DuckDB dashboard loads of this process (threads share one DuckDB instance per file).
-_DUCKDB_LOAD_LOCK = threading.Lock()
 
 
 class DashboardDatabase(dg.ConfigurableResource):
     """The database behind the dashboards. ``replace_week`` swaps one week of a table atomically."""
 
-    @abstractmethod
+    db_schema: str
+
     def replace_week(self, table: str, frame: pd.DataFrame, week: date) -> int:
         """Replace the rows of ``week`` in ``table`` with ``frame`` in one transaction; returns rows written.
 
         ``frame`` has a ``week`` column (date, timestamp or ``YYYY-MM-DD`` text) equal to ``week`` on
-        every row; the table stores it as DATE and is created from the frame's columns when missing.
+        every row; the table stores it as DATE, is created from the frame's columns when missing and
+        has the primary key ``(loyalty_number, week)``.
         """
+        with self.table_sink() as sink:
+            return sink.replace_partition(
+                table,
+                frame,
+                [PartitionSlice(WEEK_COLUMN, (week,))],
+                schema=self.db_schema,
+                column_types={WEEK_COLUMN: "date"},
+                primary_key=DASHBOARD_KEY,
+            )
+
+    @abstractmethod
+    def table_sink(self) -> AbstractContextManager[TableSink]:
+        """A sink on a new connection, closed when the context ends."""
 
     @abstractmethod
     def location(self) -> str:
         """Where the database is, for messages and metadata (never a password)."""
 
-    @abstractmethod
     def table_name(self, table: str) -> str:
         """The qualified name of ``table`` in this database."""
+        return f"{self.db_schema}.{table}"
 
 
 class PostgresDashboardDatabase(DashboardDatabase):
@@ -65,85 +79,33 @@ class PostgresDashboardDatabase(DashboardDatabase):
         default=NetworkSettings.statement_timeout_seconds, description="Seconds any statement may run."
     )
 
-    def replace_week(self, table: str, frame: pd.DataFrame, week: date) -> int:
+    @contextmanager
+    def table_sink(self) -> Iterator[TableSink]:
         conn = connect_postgres(
             self.dsn, connect_timeout=self.connect_timeout, statement_timeout=self.statement_timeout
         )
-        try:
-            return replace_partition_postgres(
-                conn,
-                table,
-                frame,
-                WEEK_COLUMN,
-                week,
-                schema=self.db_schema,
-                columns_sql={WEEK_COLUMN: "date"},
-                primary_key=DASHBOARD_KEY,
-            )
-        finally:
-            conn.close()
+        with closing(conn):
+            yield PostgresTableSink(conn)
 
     def location(self) -> str:
         return f"postgresql {postgres_target(self.dsn)}"
-
-    def table_name(self, table: str) -> str:
-        return f"{self.db_schema}.{table}"
 
 
 class DuckDBDashboardDatabase(DashboardDatabase):
     """A local DuckDB file: delete the week and insert the frame in one DuckDB transaction.
 
-    The table's primary key is ``(loyalty_number, week)``. DuckDB lets one process write a file at
-    a time (another one fails on the file lock); within the process, loads take turns on a lock.
+    DuckDB lets one process write a file at a time (another one fails on the file lock); within
+    the process, loads take turns on a lock.
     """
 
     path: str = Field(description="The DuckDB database file; its folder is created when missing.")
     db_schema: str = Field(default="main", description="Schema of the tables (created when missing).")
 
-    def replace_week(self, table: str, frame: pd.DataFrame, week: date) -> int:
-        target = qualified_table(table, self.db_schema)
-        week_column = quote_identifier(WEEK_COLUMN)
-        for column in frame.columns:  # the same identifier rules as the PostgreSQL variant
-            quote_identifier(column)
-        if WEEK_COLUMN not in frame.columns:
-            raise ValueError(f"the frame has no {WEEK_COLUMN!r} column: {list(frame.columns)}")
-        rows = f"SELECT * REPLACE (CAST({week_column} AS DATE) AS {week_column}) FROM incoming_week"
-        key = ", ".join(quote_identifier(column) for column in DASHBOARD_KEY)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with _DUCKDB_LOAD_LOCK, duckdb.connect(self.path) as conn:
-            conn.register("incoming_week", frame)
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.db_schema)}")
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {target} AS {rows} LIMIT 0")
-                (foreign,) = conn.execute(
-                    f"SELECT count(*) FROM incoming_week WHERE CAST({week_column} AS DATE) IS DISTINCT FROM ?", [week]
-                ).fetchone()
-                if foreign:
-                    raise ValueError(f"{foreign} rows have a {WEEK_COLUMN} other than {week}; {target} takes one week")
-                conn.execute(f"DELETE FROM {target} WHERE {week_column} = ?", [week])
-                if not self._has_primary_key(conn, table):  # also on a table made before the key existed
-                    conn.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({key})")
-                (written,) = conn.execute(f"INSERT INTO {target} BY NAME {rows}").fetchone()
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return written
-
-    def _has_primary_key(self, conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = ? AND table_name = ? "
-            "AND constraint_type = 'PRIMARY KEY'",
-            [self.db_schema, table],
-        ).fetchone()
-        return count > 0
+    def table_sink(self) -> AbstractContextManager[TableSink]:
+        return open_duckdb_sink(self.path)
 
     def location(self) -> str:
         return f"duckdb {self.path}"
-
-    def table_name(self, table: str) -> str:
-        return f"{self.db_schema}.{table}"
 
 
 class AppFlowResource(BoundedAwsClients):

@@ -28,13 +28,13 @@ from loyalty_assets.defs.storage import (
 )
 from loyalty_assets.domain.drift import DriftThresholds
 from loyalty_assets.domain.features import ID_COLUMNS
+from loyalty_assets.domain.lake_keys import monitoring_report_key
 from loyalty_assets.domain.monitoring import (
     SCORED_COLUMNS,
     MonitoringSettings,
     WeekDriftEvaluation,
     browser_link,
     evaluate_week,
-    report_key,
     report_summary,
 )
 from loyalty_assets.domain.monitoring_report import render_monitoring_report
@@ -179,7 +179,7 @@ def monitoring_report(
         )
         page = render_monitoring_report(evaluation, latest_results(retention_experiment_results))
     store.put_bytes(evaluation_key(lake, week), object_to_joblib_bytes(evaluation))
-    key = report_key(week)
+    key = monitoring_report_key(week)
     store.put_bytes(key, page.encode("utf-8"))
     url = store.url(key)
     return dg.MaterializeResult(

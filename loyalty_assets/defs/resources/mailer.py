@@ -13,6 +13,7 @@ from pydantic import Field
 
 from loyalty_assets.defs.clients import BoundedAwsClients
 from loyalty_assets.defs.storage import store_at
+from loyalty_assets.domain.lake_keys import outbox_key
 from loyalty_assets.domain.messaging import send_ses, send_smtp, write_eml
 from loyalty_assets.settings import NetworkSettings
 
@@ -75,4 +76,4 @@ class OutboxMailer(Mailer):
 
     def deliver(self, message: EmailMessage, name: str) -> str:
         store = store_at(self.outbox_uri, self.s3)
-        return write_eml(store, f"{name}.eml", message)
+        return write_eml(store, outbox_key(name), message)
