@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
@@ -31,7 +30,7 @@ from loyalty_assets_tests import scored_home as scored
 from loyalty_assets_tests.dagster_helpers import project_home
 from loyalty_assets_tests.dagster_webserver import DagsterDev, running_dagster_dev
 from loyalty_assets_tests.ports import free_port
-from loyalty_assets_tests.postgres import admin_connection
+from loyalty_assets_tests.postgres import temporary
 
 POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 S3_TEST_BUCKET = "loyalty-test"
@@ -73,16 +72,8 @@ class PostgresTarget:
 
 @pytest.fixture
 def postgres_dsn() -> Iterator[PostgresTarget]:
-    admin = admin_connection(POSTGRES_DSN)
-    schema = f"test_{uuid.uuid4().hex}"
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE SCHEMA "{schema}"')
+    with temporary(POSTGRES_DSN, "SCHEMA", "test") as schema:
         yield PostgresTarget(dsn=POSTGRES_DSN, schema=schema)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        admin.close()
 
 
 @dataclass(frozen=True)
