@@ -1,4 +1,5 @@
-"""Shared fixtures: real local servers for S3-compatible AWS (moto), PostgreSQL and SMTP.
+"""Shared fixtures: real local servers (moto for S3-compatible AWS, PostgreSQL, SMTP, `dagster dev`) and
+the scored end-to-end home.
 
 - ``moto_server`` (session): endpoint URL of an in-process moto HTTP server.
 - ``aws_env``: dummy credentials + ``AWS_ENDPOINT_URL`` for this test; moto state reset afterwards.
