@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from loyalty_assets_tests.conftest import free_port
+from loyalty_assets_tests.ports import free_port
 
 
 def _ready(port: int) -> bool:

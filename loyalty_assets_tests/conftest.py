@@ -1,29 +1,37 @@
-"""Shared fixtures: real local servers for S3-compatible AWS (moto), PostgreSQL and SMTP.
+"""Shared fixtures: real local servers (moto for S3-compatible AWS, PostgreSQL, SMTP, `dagster dev`) and
+the scored end-to-end home.
 
 - ``moto_server`` (session): endpoint URL of an in-process moto HTTP server.
 - ``aws_env``: dummy credentials + ``AWS_ENDPOINT_URL`` for this test; moto state reset afterwards.
 - ``s3_bucket``: the bucket ``loyalty-test`` created on moto.
 - ``postgres_dsn``: a ``PostgresTarget`` (dsn, schema) with a fresh schema per test, dropped after.
 - ``smtp_server``: a recording aiosmtpd server; ``make_smtp_server(**smtp_options)`` for TLS/auth variants.
+- ``scored_home_build`` (session): the home after ``run --as-of`` (scored_home.py), read-only;
+  ``scored_home``: this test's own copy of it, as ``LOYALTY_HOME`` and its Dagster instance.
+- ``dagster_dev`` (module): `dagster dev` serving the environment of the module's ``e2e_env`` fixture.
 """
 
 from __future__ import annotations
 
-import socket
+import shutil
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 
 import boto3
 import pytest
 from aiosmtpd.controller import Controller
 from moto.server import ThreadedMotoServer
 
-from loyalty_assets_tests.postgres import admin_connection
+from loyalty_assets_tests import scored_home as scored
+from loyalty_assets_tests.dagster_helpers import project_home
+from loyalty_assets_tests.dagster_webserver import DagsterDev, running_dagster_dev
+from loyalty_assets_tests.ports import free_port
+from loyalty_assets_tests.postgres import temporary
 
 POSTGRES_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 S3_TEST_BUCKET = "loyalty-test"
@@ -65,16 +73,8 @@ class PostgresTarget:
 
 @pytest.fixture
 def postgres_dsn() -> Iterator[PostgresTarget]:
-    admin = admin_connection(POSTGRES_DSN)
-    schema = f"test_{uuid.uuid4().hex}"
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE SCHEMA "{schema}"')
+    with temporary(POSTGRES_DSN, "SCHEMA", "test") as schema:
         yield PostgresTarget(dsn=POSTGRES_DSN, schema=schema)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        admin.close()
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,6 @@ class SmtpServer:
         parsed = BytesParser(policy=policy.default).parsebytes(envelope.original_content)
         self.messages.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -122,3 +116,21 @@ def make_smtp_server() -> Iterator:
 @pytest.fixture
 def smtp_server(make_smtp_server) -> SmtpServer:
     return make_smtp_server()
+
+
+@pytest.fixture(scope="session")
+def scored_home_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return scored.session_build(tmp_path_factory)
+
+
+@pytest.fixture
+def scored_home(scored_home_build: Path, tmp_path: Path) -> Iterator[Path]:
+    home = shutil.copytree(scored_home_build, tmp_path / "home")
+    with project_home(home):
+        yield home
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    with running_dagster_dev(e2e_env, tmp_path_factory.mktemp("dagster_dev") / "dagster_dev.log") as server:
+        yield server

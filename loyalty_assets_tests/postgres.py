@@ -1,9 +1,18 @@
-"""The local PostgreSQL of the test machines: an autocommit admin connection, or a clear failure."""
+"""The local PostgreSQL of the test machines: an autocommit admin connection (or a clear failure), and
+schemas or databases that exist for one test."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
 import psycopg2
 import pytest
+from psycopg2 import sql
+
+DROP_WITH_CONTENTS = {"SCHEMA": "CASCADE", "DATABASE": "WITH (FORCE)"}
 
 
 def admin_connection(dsn: str):
@@ -18,3 +27,20 @@ def admin_connection(dsn: str):
         )
     connection.autocommit = True
     return connection
+
+
+@contextmanager
+def temporary(dsn: str, kind: Literal["SCHEMA", "DATABASE"], prefix: str) -> Iterator[str]:
+    """The name of a new, empty schema or database, dropped with its contents afterwards."""
+    admin = admin_connection(dsn)
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE {} {}").format(sql.SQL(kind), sql.Identifier(name)))
+        yield name
+        with admin.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("DROP {} {} {}").format(sql.SQL(kind), sql.Identifier(name), sql.SQL(DROP_WITH_CONTENTS[kind]))
+            )
+    finally:
+        admin.close()

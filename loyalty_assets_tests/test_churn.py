@@ -35,40 +35,7 @@ from loyalty_assets.domain.churn import (
 )
 from loyalty_assets.domain.features import FEATURE_COLUMNS
 from loyalty_assets.domain.figures import png_markdown
-
-FEATURES = ["tenure_months", "promotion_enrollment"] + [f"signal_{i}" for i in range(4)] + [f"noise_{i}" for i in range(15)]
-SMALL = ChurnTrainingConfig(n_estimators=50)
-
-
-def make_training_set(n_members: int = 2000, n_snapshots: int = 12, seed: int = 0) -> pd.DataFrame:
-    """Members observed monthly; churn risk from a persistent latent trait, tenure and promotion, plus noise."""
-    rng = np.random.default_rng(seed)
-    snapshots = pd.date_range("2017-01-01", periods=n_snapshots, freq="MS")
-    member = np.repeat(np.arange(100_001, 100_001 + n_members), n_snapshots)
-    step = np.tile(np.arange(n_snapshots), n_members)
-    latent = np.repeat(rng.normal(size=n_members), n_snapshots)
-    promotion = np.repeat((rng.random(n_members) < 0.1).astype(float), n_snapshots)
-    tenure = np.repeat(rng.integers(1, 80, n_members), n_snapshots) + step
-    rows = len(member)
-    trait = latent + 0.3 * rng.normal(size=rows)
-    logit = -3.4 + 1.3 * trait + 0.6 * np.maximum(trait, 0) ** 2 + 0.9 * promotion - 0.012 * tenure
-    frame = pd.DataFrame(
-        {
-            "loyalty_number": member.astype("int64"),
-            "snapshot_month": snapshots[step],
-            "history_months": np.minimum(step + 1, 12).astype("int64"),
-            "tenure_months": tenure.astype(float),
-            "promotion_enrollment": promotion,
-            "signal_0": trait + 0.5 * rng.normal(size=rows),
-            "signal_1": -trait + 0.7 * rng.normal(size=rows),
-            "signal_2": np.maximum(trait, 0) + 0.5 * rng.normal(size=rows),
-            "signal_3": np.where(rng.random(rows) < 0.1, np.nan, trait + rng.normal(size=rows)),
-            **{f"noise_{i}": rng.normal(size=rows) for i in range(15)},
-        }
-    )
-    frame["churned"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64")
-    return frame
-
+from loyalty_assets_tests.training_sets import FEATURES, SMALL, make_training_set
 
 @pytest.fixture(scope="module")
 def training_set() -> pd.DataFrame:

@@ -4,10 +4,8 @@ start from one history extract, skip a rejected day, and find every CLI run in `
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -17,9 +15,14 @@ import pytest
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.storage import LocalStore
-from loyalty_assets_tests.test_browser import DagsterDev, _graphql, dagster_dev  # noqa: F401 - a fixture
+from loyalty_assets_tests.dagster_webserver import (
+    REPO_ROOT,
+    DagsterDev,
+    final_run_status,
+    graphql,
+    project_environment,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 EXTRACT_DAY = date(2026, 11, 24)  # the single history extract
 BAD_DAY = date(2026, 11, 25)
 NEXT_DAY = date(2026, 11, 26)
@@ -53,8 +56,7 @@ class Home:
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """A fresh home whose landing zone holds one extract, after `run --as-of` that extract's day."""
     path = tmp_path_factory.mktemp("first_extract")
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("LOYALTY_", "DAGSTER_"))}
-    env.update(LOYALTY_HOME=str(path), PYTHONPATH=str(REPO_ROOT))
+    env = project_environment(path)
     home = Home(path, env, subprocess.CompletedProcess([], 0))
     sample = home.cli("sample-data", "--customers", CUSTOMERS, "--dates", EXTRACT_DAY.isoformat())
     assert sample.returncode == 0, sample.stderr
@@ -120,8 +122,8 @@ def test_the_day_after_a_rejected_drop_skips_it_and_scores(home: Home) -> None:
 
 @pytest.fixture(scope="module")
 def e2e_env(home: Home) -> dict[str, str]:
-    """What test_browser's `dagster_dev` fixture serves: the instance the CLI recorded its runs in."""
-    return {**home.env, "DAGSTER_HOME": str(home.path / "dagster_home")}
+    """What the `dagster_dev` fixture serves: the instance the CLI recorded its runs in."""
+    return home.env
 
 
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
@@ -144,11 +146,10 @@ mutation Reexecute($parentRunId: String!) {
   }
 }
 """
-RUN_STATUS = "query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }"
 
 
 def _query(server: DagsterDev, query: str, **variables) -> dict:
-    answer = _graphql(server.url, query, variables)
+    answer = graphql(server.url, query, variables)
     assert "errors" not in answer, answer
     return answer["data"]
 
@@ -177,11 +178,5 @@ def test_a_cli_run_is_re_executed_from_the_ui(dagster_dev: DagsterDev) -> None:
     launched = _query(dagster_dev, REEXECUTE, parentRunId=parent)["launchRunReexecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    status = None
-    while time.monotonic() < deadline:
-        status = _query(dagster_dev, RUN_STATUS, runId=run_id)["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(1)
+    status = final_run_status(dagster_dev, run_id, RUN_TIMEOUT_SECONDS)
     assert status == "SUCCESS", f"re-execution {run_id} ended {status}:\n{dagster_dev.log_tail()}"

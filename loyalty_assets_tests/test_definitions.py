@@ -7,8 +7,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import pytest
 
 from loyalty_assets import defs
@@ -16,11 +14,11 @@ from loyalty_assets.definitions import build_defs
 from loyalty_assets.defs.churn.assets import churn_model_candidate
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.defs.partitions import monthly_partitions
-from loyalty_assets.domain.features import FEATURE_COLUMNS
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.dagster_helpers import local_test_resources
 from loyalty_assets_tests.drop_files import small_drop
+from loyalty_assets_tests.training_sets import synthetic_training_set
 
 GROUPS = {"ingestion", "features", "models", "predictions", "distribution", "monitoring", "experiments"}
 CADENCE_BY_CRON = {"0 0 * * *": "daily", "0 0 * * 1": "weekly", "0 0 1 * *": "monthly", "0 0 1 1,4,7,10 *": "quarterly"}
@@ -220,27 +218,6 @@ def test_quarantine_share_is_emitted_as_a_float(tmp_path):
         if materialization.asset_key == dg.AssetKey("raw_quarantine")
     ]
     assert isinstance(quarantine.metadata["quarantine_share"], dg.FloatMetadataValue)
-
-
-def synthetic_training_set(members: int = 400, snapshots: int = 14, seed: int = 0) -> pd.DataFrame:
-    """The 21 feature columns with churn driven by recent flights and tenure; 14 monthly snapshots."""
-    rng = np.random.default_rng(seed)
-    months = pd.date_range("2023-01-01", periods=snapshots, freq="MS")
-    member = np.repeat(np.arange(100_001, 100_001 + members), snapshots)
-    step = np.tile(np.arange(snapshots), members)
-    rows = len(member)
-    frame = pd.DataFrame({column: rng.gamma(2.0, 2.0, rows) for column in FEATURE_COLUMNS})
-    frame["loyalty_card_tier"] = rng.integers(0, 3, rows).astype(float)
-    frame["promotion_enrollment"] = (rng.random(rows) < 0.1).astype(float)
-    frame["tenure_months"] = np.repeat(rng.integers(1, 80, members), snapshots) + step.astype(float)
-    logit = -2.0 - 0.5 * frame["flights_3m"] + 0.8 * frame["promotion_enrollment"] - 0.01 * frame["tenure_months"]
-    return frame.assign(
-        loyalty_number=member.astype("int64"),
-        snapshot_month=months[step],
-        history_months=np.minimum(step + 1, 12).astype("int64"),
-        churned=(rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64"),
-        label_horizon_months=3,
-    )
 
 
 # The candidate's input read from the lake as an external asset: no feature pipeline needed.

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -35,7 +34,7 @@ from dagster_postgres import (
 from loyalty_assets.defs.orchestration.resources import LocalAlertNotifier
 from loyalty_assets.defs.orchestration.sensors import build_sensors
 from loyalty_assets.settings import load_settings
-from loyalty_assets_tests.postgres import admin_connection
+from loyalty_assets_tests.postgres import temporary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"
@@ -47,16 +46,8 @@ PASSWORD_WITH_RESERVED_CHARACTERS = "p@ss:w/rd?#"
 @pytest.fixture(scope="module")
 def fresh_database() -> Iterator[str]:
     """Name of a new, empty database in the local PostgreSQL, dropped afterwards."""
-    admin = admin_connection(ADMIN_DSN)
-    name = f"dagster_test_{uuid.uuid4().hex}"
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
+    with temporary(ADMIN_DSN, "DATABASE", "dagster_test") as name:
         yield name
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 @pytest.fixture(scope="module")

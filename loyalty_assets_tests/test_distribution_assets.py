@@ -37,6 +37,7 @@ from loyalty_assets.domain.warehouse import CRM_COLUMNS
 from loyalty_assets.environment import local_resources
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.drop_files import put_committed_drop
+from loyalty_assets_tests.lake_folder import LakeFolder
 
 WEEK_1 = "2024-03-04"
 WEEK_2 = "2024-03-11"
@@ -82,21 +83,10 @@ def loyalty_history(members: int, clv: float, first_member: int = 100001) -> pd.
     return pd.DataFrame({"loyalty_number": numbers, "clv": clv + (numbers - first_member) * 10.0})
 
 
-class Lake:
-    def __init__(self, root: Path):
-        self.resource = LakeResource(uri=str(root), s3=S3Resource())
-        self.store = LocalStore(root)
-
-    def put(self, asset: str, partition: str, frame: pd.DataFrame) -> None:
-        key = LakeParquetIOManager(lake=self.resource).object_key(dg.AssetKey(asset), partition)
-        self.store.put_bytes(key, dataframe_to_parquet_bytes(frame))
-
+class Lake(LakeFolder):
     def put_week(self, week: str, frame: pd.DataFrame) -> None:
-        self.put("churn_predictions", week, frame)
+        self.put_table("churn_predictions", week, frame)
         self.store.put_bytes(predictions_export_key(week, "csv"), frame.to_csv(index=False).encode())
-
-    def resources(self) -> dict:
-        return {"lake": self.resource, "lake_io_manager": LakeParquetIOManager(lake=self.resource)}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from loyalty_assets.domain.experiments import CONTROL, HOLD_OUT_ACTION, assignment_unit
 from loyalty_assets.settings import load_settings
 from loyalty_assets.simulation import SimulationPlan, simulate_experiment, simulation_calendar
+from loyalty_assets_tests.dagster_helpers import project_home
 
 TODAY = date(2026, 12, 3)
 PLAN = SimulationPlan(customers=8000, weeks=2, effects={"Medium": 1.0, "High": 0.6, "Critical": 0.0})
@@ -27,11 +28,7 @@ def test_calendar_puts_every_week_before_a_matured_outcome() -> None:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("experiment_loop")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LOYALTY_HOME", str(home))
-        patch.setenv("DAGSTER_HOME", str(home / "dagster_home"))
-        for name in ("LOYALTY_ENV", "LOYALTY_LANDING_URI", "LOYALTY_LAKE_URI"):
-            patch.delenv(name, raising=False)
+    with project_home(home):
         yield home, simulate_experiment(load_settings(), PLAN, echo=lambda line: None, today=TODAY)
 
 

@@ -172,9 +172,9 @@ def test_results_asset_measures_matured_weeks_and_skips_weeks_scored_before_expe
 
     lake = Lake(tmp_path / "lake")
     old_week, week = "2025-12-29", "2026-01-05"
-    lake.put("churn_predictions", old_week, _scored([old_week], 200).drop(columns=EXPERIMENT_COLUMNS))
+    lake.put_table("churn_predictions", old_week, _scored([old_week], 200).drop(columns=EXPERIMENT_COLUMNS))
     scored = _scored([week], 4000)
-    lake.put("churn_predictions", week, scored)
+    lake.put_table("churn_predictions", week, scored)
     churned = scored["loyalty_number"] % 10 == 0  # cancel in February, inside the horizon of December
     loyalty = pd.DataFrame(
         {

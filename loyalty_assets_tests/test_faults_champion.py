@@ -21,6 +21,7 @@ from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.storage import LocalStore, joblib_bytes_to_object, parquet_bytes_to_dataframe
 from loyalty_assets.settings import load_settings
+from loyalty_assets_tests.dagster_helpers import project_home
 
 NEWER_AS_OF = "2026-12-02"  # trains month 2026-11-01 and quarter 2026-07-01
 OLDER_AS_OF = "2026-11-20"  # trains month 2026-10-01 (same quarter)
@@ -39,9 +40,7 @@ def _snapshot(path: Path) -> tuple[bytes, int]:
 def runs(tmp_path_factory):
     """The home after the newer and then the older run, with the champions seen after the newer one."""
     home = tmp_path_factory.mktemp("champion_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LOYALTY_HOME", str(home))
-        patch.delenv("DAGSTER_HOME", raising=False)
+    with project_home(home):
         assert cli.main(["sample-data", "--customers", "15000", "--dates", DROPS]) == 0
         assert cli.main(["run", "--as-of", NEWER_AS_OF]) == 0
         lake = LocalStore(home / "lake")
@@ -52,10 +51,9 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture
-def env(runs, monkeypatch):
-    monkeypatch.setenv("LOYALTY_HOME", str(runs["home"]))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    return runs
+def env(runs):
+    with project_home(runs["home"]):
+        yield runs
 
 
 def _older_version(lake, kind: str) -> str:

@@ -20,6 +20,7 @@ from loyalty_assets.domain.labels import (
     positive_rate,
     training_snapshots,
 )
+from loyalty_assets_tests.ingested_tables import activity_frame, activity_row, loyalty_frame, member
 
 DROP_DATE = date(2019, 1, 10)
 LAST_COMPLETE = last_complete_month(DROP_DATE)
@@ -35,34 +36,9 @@ MEMBERS = {  # loyalty_number: (enrollment (year, month), cancellation (year, mo
 
 
 def sample_loyalty() -> pd.DataFrame:
-    rows = [
-        {
-            "loyalty_number": number,
-            "country": "Canada",
-            "province": "Quebec",
-            "city": "Montreal",
-            "postal_code": "H2Y 2W2",
-            "gender": "Male",
-            "education": "Master",
-            "salary": 105487.0,
-            "marital_status": "Single",
-            "loyalty_card": "Star",
-            "clv": 5780.0,
-            "enrollment_type": "Standard",
-            "enrollment_year": enrolled[0],
-            "enrollment_month": enrolled[1],
-            "cancellation_year": None if cancelled is None else cancelled[0],
-            "cancellation_month": None if cancelled is None else cancelled[1],
-            "flag_negative_salary": False,
-            "flag_unknown_category": False,
-        }
-        for number, (enrolled, cancelled) in MEMBERS.items()
-    ]
-    frame = pd.DataFrame(rows)
-    frame[["cancellation_year", "cancellation_month"]] = frame[["cancellation_year", "cancellation_month"]].astype(
-        "Int64"
+    return loyalty_frame(
+        [member(number, enrolled, cancelled=cancelled) for number, (enrolled, cancelled) in MEMBERS.items()]
     )
-    return frame
 
 
 def sample_activity() -> pd.DataFrame:
@@ -71,28 +47,8 @@ def sample_activity() -> pd.DataFrame:
     for number, (enrolled, cancelled) in MEMBERS.items():
         first = pd.Timestamp(year=enrolled[0], month=enrolled[1], day=1)
         last = MONTHS[-1] if cancelled is None else pd.Timestamp(year=cancelled[0], month=cancelled[1], day=1)
-        rows += [
-            {
-                "loyalty_number": number,
-                "year": m.year,
-                "month": m.month,
-                "flights_booked": 1,
-                "flights_with_companions": 0,
-                "total_flights": 1,
-                "distance": 250.0,
-                "points_accumulated": 25.0,
-                "points_redeemed": 0.0,
-                "dollar_cost_points_redeemed": 0.0,
-                "flag_before_enrollment": False,
-            }
-            for m in MONTHS
-            if first <= m <= last
-        ]
-    frame = pd.DataFrame(rows)
-    frame[["flights_booked", "flights_with_companions"]] = frame[["flights_booked", "flights_with_companions"]].astype(
-        "Int64"
-    )
-    return frame
+        rows += [activity_row(number, month, 1, distance=250, points=25) for month in MONTHS if first <= month <= last]
+    return activity_frame(rows)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from dagster_aws.s3 import S3Resource
 
 from loyalty_assets.defs.churn.assets import ChurnCandidateConfig, churn_model_candidate
 from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS, monitoring_report
@@ -26,7 +25,6 @@ from loyalty_assets.defs.monitoring.checks import (
     prediction_drift_check,
 )
 from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
-from loyalty_assets.defs.storage import LakeModelIOManager, LakeParquetIOManager, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.drift import build_reference
 from loyalty_assets.domain.features import (
@@ -42,8 +40,8 @@ from loyalty_assets.domain.lake_keys import drift_reference_key
 from loyalty_assets.domain.sample_data import SampleConfig, encode_drop_file, extract_as_of, simulate_population
 from loyalty_assets.domain.scoring import assign_tiers, load_action_table, score_members
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
-from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes, object_to_joblib_bytes
 from loyalty_assets_tests.drop_files import put_committed_drop
+from loyalty_assets_tests.lake_folder import LakeFolder
 
 TRAINING_MONTH = "2024-01-01"
 TRAINING_DROP = date(2024, 1, 9)
@@ -63,29 +61,10 @@ UPSTREAM = [
 ]
 
 
-class Lake:
-    def __init__(self, root: Path):
-        self.resource = LakeResource(uri=str(root), s3=S3Resource())
-        self.store = LocalStore(root)
-
-    def put_table(self, asset: str, partition: str, frame: pd.DataFrame) -> None:
-        key = LakeParquetIOManager(lake=self.resource).object_key(dg.AssetKey(asset), partition)
-        self.store.put_bytes(key, dataframe_to_parquet_bytes(frame))
-
-    def put_champion(self, bundle: dict) -> None:
-        key = LakeModelIOManager(lake=self.resource).object_key(dg.AssetKey("churn_model"), None)
-        self.store.put_bytes(key, object_to_joblib_bytes(bundle))
-
+class Lake(LakeFolder):
     def put_week(self, week: str, features: pd.DataFrame, predictions: pd.DataFrame) -> None:
         self.put_table("scoring_features", week, features)
         self.put_table("churn_predictions", week, predictions)
-
-    def resources(self) -> dict:
-        return {
-            "lake": self.resource,
-            "lake_io_manager": LakeParquetIOManager(lake=self.resource),
-            "model_io_manager": LakeModelIOManager(lake=self.resource),
-        }
 
 
 @dataclass

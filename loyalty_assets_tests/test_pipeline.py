@@ -1,13 +1,11 @@
 """The whole graph on a small simulated population, through Dagster and the CLI.
 
-One module fixture runs ``loyalty-assets run --as-of`` (in-process, recorded in a temporary
-instance). The tests then plant a bad candidate, roll back and forward with the CLI, and
-check what scoring and distribution read.
+Each test gets its own copy of the session's scored home (``run --as-of`` in-process, recorded in
+its Dagster instance: see scored_home.py). The tests check what it holds, plant a bad candidate,
+roll back and forward with the CLI, and check what scoring and distribution read.
 """
 
 from __future__ import annotations
-
-from datetime import date
 
 import dagster as dg
 import pandas as pd
@@ -17,40 +15,15 @@ from loyalty_assets import cli
 from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.features import FEATURE_COLUMNS
-from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 from loyalty_assets.domain.storage import (
     LocalStore,
     dataframe_to_parquet_bytes,
     joblib_bytes_to_object,
     parquet_bytes_to_dataframe,
 )
-from loyalty_assets.runner import demo_drop_dates, execute_job, failure_summary, run_as_of
+from loyalty_assets.runner import execute_job, failure_summary
 from loyalty_assets.settings import load_settings
-
-AS_OF = date(2026, 11, 27)
-MONTH = "2026-10-01"
-WEEK = "2026-11-23"
-SECOND_QUARTER_DROP = date(2026, 6, 30)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    path = tmp_path_factory.mktemp("loyalty_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LOYALTY_HOME", str(path))
-        patch.delenv("DAGSTER_HOME", raising=False)
-        # An extra drop in the second quarter lets a test fit a second segmentation version.
-        drops = [*demo_drop_dates(AS_OF), SECOND_QUARTER_DROP]
-        write_drops(LocalStore(path / "landing"), drops, SampleConfig(customers=15000))
-        run_as_of(load_settings(), AS_OF, echo=lambda line: None)
-        yield path
-
-
-@pytest.fixture
-def env(home, monkeypatch):
-    monkeypatch.setenv("LOYALTY_HOME", str(home))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    return home
+from loyalty_assets_tests.scored_home import AS_OF, MONTH, WEEK
 
 
 def _lake(home) -> LocalStore:
@@ -61,9 +34,9 @@ def _champion_version(home, kind: str = "churn") -> str:
     return registry.history(_lake(home), kind)[-1]["version"]
 
 
-def test_as_of_run_promotes_both_champions_with_complete_records(env):
-    lake = _lake(env)
-    churn = registry.record(lake, "churn", _champion_version(env))
+def test_as_of_run_promotes_both_champions_with_complete_records(scored_home):
+    lake = _lake(scored_home)
+    churn = registry.record(lake, "churn", _champion_version(scored_home))
     assert churn["source_partition"] == MONTH
     assert churn["gates_passed"] is True
     assert set(churn["gates"]) == {
@@ -78,14 +51,14 @@ def test_as_of_run_promotes_both_champions_with_complete_records(env):
     assert churn["feature_list"] == FEATURE_COLUMNS
     assert churn["training_window"]["test"][0] > churn["training_window"]["train"][-1]
     assert lake.exists(f"registry/churn/{churn['version']}.pkl")
-    assert registry.record(lake, "segmentation", _champion_version(env, "segmentation"))["gates_passed"] is True
+    assert registry.record(lake, "segmentation", _champion_version(scored_home, "segmentation"))["gates_passed"] is True
 
 
-def test_week_is_scored_by_the_champions_and_distributed(env):
-    lake = _lake(env)
+def test_week_is_scored_by_the_champions_and_distributed(scored_home):
+    lake = _lake(scored_home)
     predictions = parquet_bytes_to_dataframe(lake.get_bytes(f"churn_predictions/{WEEK}.parquet"))
-    assert set(predictions["churn_model_version"]) == {_champion_version(env)}
-    assert set(predictions["segmentation_model_version"]) == {_champion_version(env, "segmentation")}
+    assert set(predictions["churn_model_version"]) == {_champion_version(scored_home)}
+    assert set(predictions["segmentation_model_version"]) == {_champion_version(scored_home, "segmentation")}
     assert predictions["loyalty_number"].is_unique
     assert predictions["churn_risk_pct"].between(0, 100).all()
     assert set(predictions["risk_tier"]) == {"Low", "Medium", "High", "Critical"}
@@ -93,19 +66,20 @@ def test_week_is_scored_by_the_champions_and_distributed(env):
     explained = predictions["risk_tier"].isin(["High", "Critical"])
     assert (predictions.loc[explained, "top_reasons"] != "").all()
     assert (predictions.loc[~explained, "top_reasons"] == "").all()
-    exported = pd.read_csv(env / "lake" / "exports" / "churn_predictions" / f"week={WEEK}" / "churn_predictions.csv")
+    export = scored_home / "lake" / "exports" / "churn_predictions" / f"week={WEEK}" / "churn_predictions.csv"
+    exported = pd.read_csv(export)
     assert len(exported) == len(predictions)
-    assert (env / "outbox" / f"marketing_{WEEK}.eml").is_file()
+    assert (scored_home / "outbox" / f"marketing_{WEEK}.eml").is_file()
 
 
-def test_the_ui_shows_rounded_metrics_gates_plots_and_described_columns(env):
+def test_the_ui_shows_rounded_metrics_gates_plots_and_described_columns(scored_home):
     instance = dg.DagsterInstance.from_config(str(load_settings().dagster_home))
 
     def latest(asset: str) -> dict:
         event = instance.get_latest_materialization_event(dg.AssetKey(asset))
         return {key: value.value for key, value in event.asset_materialization.metadata.items()}
 
-    raw = registry.record(_lake(env), "churn", _champion_version(env))["metrics"]
+    raw = registry.record(_lake(scored_home), "churn", _champion_version(scored_home))["metrics"]
     candidate, champion = latest("churn_model_candidate"), latest("churn_model")
     for metadata in (candidate, champion):
         assert metadata["roc_auc"] == float(f"{raw['roc_auc']:.4g}") and metadata["n_test"] == raw["n_test"]
@@ -116,7 +90,7 @@ def test_the_ui_shows_rounded_metrics_gates_plots_and_described_columns(env):
     assert all(column.description for column in schema.columns)
 
 
-def test_scoring_metadata_counts_every_member_left_out_with_a_reason(env):
+def test_scoring_metadata_counts_every_member_left_out_with_a_reason(scored_home):
     defs = build_defs(load_settings())
     result = dg.materialize(
         list(defs.assets) + list(defs.asset_checks),
@@ -127,7 +101,7 @@ def test_scoring_metadata_counts_every_member_left_out_with_a_reason(env):
     )
     materialization = result.asset_materializations_for_node("churn_predictions")[0]
     metadata = {key: value.value for key, value in materialization.metadata.items()}
-    predictions = parquet_bytes_to_dataframe(_lake(env).get_bytes(f"churn_predictions/{WEEK}.parquet"))
+    predictions = parquet_bytes_to_dataframe(_lake(scored_home).get_bytes(f"churn_predictions/{WEEK}.parquet"))
 
     assert metadata["scoring_drop"] == AS_OF.isoformat()
     assert metadata["members_scored"] == len(predictions)
@@ -140,59 +114,69 @@ def test_scoring_metadata_counts_every_member_left_out_with_a_reason(env):
     )
 
 
-def _run_month(env, selection, raise_on_error=False):
-    settings = load_settings()
-    defs = build_defs(settings)
-    return dg.materialize(
-        list(defs.assets) + list(defs.asset_checks),
-        selection=selection,
-        partition_key=MONTH,
-        resources=defs.resources,
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=raise_on_error,
-    )
-
-
-def test_candidate_on_shuffled_labels_fails_its_gate_and_the_champion_stays(env):
-    lake = _lake(env)
-    champion_before = _champion_version(env)
+def _run_candidate_on_shuffled_labels(home) -> dg.ExecuteInProcessResult:
+    """The month's candidate (a small forest) and champion assets, run on the training set with shuffled labels."""
+    lake = _lake(home)
     key = f"churn_training_set/{MONTH}.parquet"
     original = lake.get_bytes(key)
     training_set = parquet_bytes_to_dataframe(original)
     shuffled = training_set.assign(churned=training_set["churned"].sample(frac=1.0, random_state=3).to_numpy())
     lake.put_bytes(key, dataframe_to_parquet_bytes(shuffled))
+    defs = build_defs(load_settings())
     try:
-        selection = dg.AssetSelection.assets("churn_model_candidate", "churn_model")
-        result = _run_month(env, selection)
+        return dg.materialize(
+            list(defs.assets) + list(defs.asset_checks),
+            selection=dg.AssetSelection.assets("churn_model_candidate", "churn_model"),
+            partition_key=MONTH,
+            resources=defs.resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            run_config={"ops": {"churn_model_candidate": {"config": {"n_estimators": 30}}}},  # fails either way
+            raise_on_error=False,
+        )
     finally:
         lake.put_bytes(key, original)
+
+
+def _candidate_version(result: dg.ExecuteInProcessResult) -> str:
+    (version,) = [
+        event.materialization.metadata["version"].value
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "churn_model_candidate"
+    ]
+    return version
+
+
+@pytest.fixture
+def ungated_version(scored_home) -> str:
+    """A churn candidate that failed its gates, registered next to the champion."""
+    return _candidate_version(_run_candidate_on_shuffled_labels(scored_home))
+
+
+def test_candidate_on_shuffled_labels_fails_its_gate_and_the_champion_stays(scored_home):
+    champion_before = _champion_version(scored_home)
+    result = _run_candidate_on_shuffled_labels(scored_home)
     assert not result.success
     verdicts = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
     assert verdicts["beats_baseline"] is False
     assert "churn_model" not in {
         event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
     }
-    assert _champion_version(env) == champion_before
-    candidate_version = [
-        event.materialization.metadata["version"].value
-        for event in result.get_asset_materialization_events()
-        if event.asset_key.to_user_string() == "churn_model_candidate"
-    ][0]
-    assert registry.record(lake, "churn", candidate_version)["gates_passed"] is False
+    assert _champion_version(scored_home) == champion_before
+    assert registry.record(_lake(scored_home), "churn", _candidate_version(result))["gates_passed"] is False
     assert "beats_baseline" in failure_summary(result)
 
 
-def test_cli_refuses_an_ungated_version_and_rolls_back_and_forward(env, capsys):
-    lake = _lake(env)
-    champion = _champion_version(env)
+def test_cli_refuses_an_ungated_version_and_rolls_back_and_forward(scored_home, ungated_version, capsys):
+    lake = _lake(scored_home)
+    champion = _champion_version(scored_home)
     ungated = [entry["version"] for entry in registry.versions(lake, "churn") if not entry["gates_passed"]]
-    assert ungated, "the shuffled-label candidate of the previous test is registered"
+    assert ungated == [ungated_version]
     assert cli.main(["model", "promote", "--version", ungated[0]]) == 2
     assert "never passed its gates" in capsys.readouterr().err
-    assert _champion_version(env) == champion
+    assert _champion_version(scored_home) == champion
 
     assert cli.main(["model", "promote", "--version", ungated[0], "--force", "--reason", "incident drill"]) == 0
-    assert _champion_version(env) == ungated[0]
+    assert _champion_version(scored_home) == ungated[0]
     assert joblib_bytes_to_object(lake.get_bytes("churn_model.pkl"))["version"] == ungated[0]
     assert cli.main(["model", "promote", "--version", champion, "--reason", "roll back after drill"]) == 0
     history = registry.history(lake, "churn")
@@ -202,9 +186,9 @@ def test_cli_refuses_an_ungated_version_and_rolls_back_and_forward(env, capsys):
     assert f"* {champion}" in capsys.readouterr().out
 
 
-def test_segmentation_is_promoted_and_rolled_back_like_the_churn_model(env, capsys):
-    lake = _lake(env)
-    first = _champion_version(env, "segmentation")
+def test_segmentation_is_promoted_and_rolled_back_like_the_churn_model(scored_home, capsys):
+    lake = _lake(scored_home)
+    first = _champion_version(scored_home, "segmentation")
     settings = load_settings()
     execute_job(build_defs(settings), dg.DagsterInstance.ephemeral(), "quarterly_segmentation_job", "2026-04-01")
     (second,) = [entry["version"] for entry in registry.versions(lake, "segmentation") if entry["version"] != first]
@@ -212,10 +196,10 @@ def test_segmentation_is_promoted_and_rolled_back_like_the_churn_model(env, caps
     record = registry.record(lake, "segmentation", second)
     assert record["gates_passed"] is True and record["champion_version"] == first
     assert set(record["names"].values()) == {"Road Warriors", "Loyal Regulars", "Dabblers"}
-    assert _champion_version(env, "segmentation") == first  # an older quarter is registered, not promoted
+    assert _champion_version(scored_home, "segmentation") == first  # an older quarter is registered, not promoted
 
     assert cli.main(["model", "promote", "--kind", "segmentation", "--version", second, "--reason", "Q2 drill"]) == 0
-    assert _champion_version(env, "segmentation") == second
+    assert _champion_version(scored_home, "segmentation") == second
     assert cli.main(["model", "promote", "--kind", "segmentation", "--version", first, "--reason", "keep Q3"]) == 0
-    assert _champion_version(env, "segmentation") == first
+    assert _champion_version(scored_home, "segmentation") == first
     assert joblib_bytes_to_object(lake.get_bytes("segmentation_model.pkl"))["version"] == first

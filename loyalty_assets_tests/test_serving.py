@@ -40,7 +40,7 @@ from loyalty_assets.serving.champions import ServingState
 from loyalty_assets.serving.compiled import compile_churn_model
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.api_process import running_api
-from loyalty_assets_tests.conftest import free_port
+from loyalty_assets_tests.ports import free_port
 
 AS_OF = date(2026, 11, 27)
 MONTH = "2026-10-01"

@@ -25,7 +25,7 @@ from loyalty_assets.domain.monitoring_report import score_histogram_figure
 from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS
 from loyalty_assets.domain.scoring import PREDICTION_COLUMNS, RELATIVE_RISK_COLUMNS
 from loyalty_assets.domain.storage import LocalStore
-from loyalty_assets_tests.test_churn import FEATURES, SMALL, make_training_set
+from loyalty_assets_tests.training_sets import FEATURES, SMALL, make_training_set
 from loyalty_assets_tests.test_segmentation import planted_population
 
 REPO = Path(__file__).resolve().parent.parent
