@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from loyalty_assets.domain.churn import OutOfTimeSplit, leakage_violations
 from loyalty_assets.domain.features import (
     ACTIVITY_COLUMNS_USED,
     CATEGORICAL_FEATURES,
+    EDUCATION_LEVELS,
     FEATURE_COLUMNS,
     FEATURES,
-    FEATURES_MARKDOWN,
+    GENDERS,
     ID_COLUMNS,
     LOYALTY_COLUMNS_USED,
+    MARITAL_STATUSES,
+    MODEL_FEATURE_SPECS,
+    MODEL_FEATURES,
+    PROVINCES,
     all_snapshots,
     build_features,
     feature_summary_markdown,
@@ -29,6 +36,7 @@ from loyalty_assets.domain.features import (
     last_complete_month,
     member_features,
 )
+from loyalty_assets.domain.ingest import CATEGORY_VALUES
 
 DROP_DATE = date(2018, 7, 10)
 HISTORY = pd.date_range("2017-07-01", "2018-06-01", freq="MS")
@@ -159,17 +167,41 @@ def frame_digest(frame: pd.DataFrame) -> str:
 # Catalogue
 
 
-def test_catalogue_has_21_unique_documented_features_without_clv():
+def test_catalogue_keeps_the_21_documented_features_first_and_leaves_clv_out():
     assert len(FEATURES) == 21
     assert len(set(FEATURE_COLUMNS)) == 21
-    assert set(CATEGORICAL_FEATURES) == {"loyalty_card_tier", "promotion_enrollment"}
-    assert not any("clv" in name or "salary" in name for name in FEATURE_COLUMNS)
-    assert all(spec.formula and spec.window and spec.why for spec in FEATURES)
-    lines = FEATURES_MARKDOWN.splitlines()
-    assert lines[0].replace(" ", "") == "|name|formula|window|whyitmatters|"
-    assert len(lines) == 2 + 21
-    assert all(f"`{name}`" in FEATURES_MARKDOWN for name in FEATURE_COLUMNS)
-    assert features_markdown() == FEATURES_MARKDOWN
+    assert MODEL_FEATURES[:21] == FEATURE_COLUMNS
+    assert len(set(MODEL_FEATURES)) == len(MODEL_FEATURES) == 35
+    assert set(CATEGORICAL_FEATURES) == {
+        "loyalty_card_tier",
+        "promotion_enrollment",
+        "education_code",
+        "marital_status_code",
+        "gender_code",
+        "province_code",
+    }
+    assert set(CATEGORICAL_FEATURES) < set(MODEL_FEATURES)
+    assert not any("clv" in name for name in MODEL_FEATURES)
+    assert all(spec.formula and spec.point_in_time and spec.why for spec in MODEL_FEATURE_SPECS)
+    lines = features_markdown().splitlines()
+    assert lines[0].replace(" ", "") == "|name|formula|point-in-timerule|whyitmatters|"
+    assert len(lines) == 2 + 35
+    assert [line.split("`")[1] for line in lines[2:]] == MODEL_FEATURES
+
+
+def test_readme_feature_table_is_the_one_the_code_generates():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = features_markdown()
+    assert table in readme, (
+        "README.md's feature table differs from features_markdown(): paste its output under ## Features"
+    )
+
+
+def test_code_tables_cover_the_values_the_loader_knows():
+    assert GENDERS == CATEGORY_VALUES["Gender"]
+    assert EDUCATION_LEVELS == CATEGORY_VALUES["Education"]
+    assert MARITAL_STATUSES == CATEGORY_VALUES["Marital Status"]
+    assert len(PROVINCES) == 11 and "Ontario" in PROVINCES
 
 
 # Snapshots
@@ -203,11 +235,11 @@ def test_all_snapshots_rejects_activity_after_the_drop_month():
 
 
 def test_output_schema_order_and_dtypes(features):
-    assert list(features.columns) == ID_COLUMNS + FEATURE_COLUMNS
+    assert list(features.columns) == ID_COLUMNS + MODEL_FEATURES
     assert features["loyalty_number"].dtype == np.int64
     assert features["snapshot_month"].dtype == np.dtype("datetime64[ns]")
     assert features["history_months"].dtype == np.int64
-    assert (features[FEATURE_COLUMNS].dtypes == np.float64).all()
+    assert (features[MODEL_FEATURES].dtypes == np.float64).all()
     ordered = features.sort_values(["snapshot_month", "loyalty_number"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(features, ordered)
     assert not features.duplicated(["loyalty_number", "snapshot_month"]).any()
@@ -519,7 +551,7 @@ def test_feature_summary_markdown(features):
     summary = feature_summary_markdown(features)
     lines = summary.splitlines()
     assert lines[0].replace(" ", "") == "|feature|min|median|max|nullshare|"
-    assert len(lines) == 2 + 21
+    assert len(lines) == 2 + len(MODEL_FEATURES)
     tenure = next(line for line in lines if line.startswith("| tenure_months"))
     cells = [cell.strip() for cell in tenure.strip("|").split("|")]
     tenure_values = features["tenure_months"]
@@ -552,7 +584,7 @@ def test_member_features_equal_build_features_for_every_member_and_snapshot(feat
     for expected in features.itertuples(index=False):
         attributes, months = _member_inputs(loyalty, activity, expected.loyalty_number)
         actual = member_features(attributes, months, expected.snapshot_month.date(), history_start=start.date())
-        np.testing.assert_array_equal(actual, np.array([getattr(expected, name) for name in FEATURE_COLUMNS]))
+        np.testing.assert_array_equal(actual, np.array([getattr(expected, name) for name in MODEL_FEATURES]))
         checked += 1
     assert checked == len(features) > 40
 
