@@ -733,8 +733,11 @@ def build_features(
     eligible_by_snapshot = [_eligible(members, start_number + position) for position in snapshot_positions]
     row_counts = np.array([positions.size for positions in eligible_by_snapshot], dtype=np.int64)
     row_offsets = np.concatenate([[0], np.cumsum(row_counts)])
-    # One float64 block, feature-major, filled in place; wrapped below without a copy.
-    feature_values = np.empty((len(MODEL_FEATURES), int(row_offsets[-1])), dtype=np.float64)
+    # One float64 block of the features that change with the snapshot, feature-major, filled in place
+    # and wrapped below without a copy. Member attributes are gathered after the cumulative matrices
+    # are freed, so the two never share the peak.
+    by_snapshot = [name for name in MODEL_FEATURES if name not in members.attributes]
+    feature_values = np.empty((len(by_snapshot), int(row_offsets[-1])), dtype=np.float64)
 
     last_flight_month = np.full(members.loyalty_number.size, -1, dtype=np.int64)
     last_redemption_month = last_flight_month.copy()
@@ -749,13 +752,17 @@ def build_features(
         )
         eligible = eligible_by_snapshot[snapshot_index]
         rows = slice(row_offsets[snapshot_index], row_offsets[snapshot_index + 1])
-        for feature_index, name in enumerate(MODEL_FEATURES):
+        for feature_index, name in enumerate(by_snapshot):
             feature_values[feature_index, rows] = values[name][eligible]
         snapshot_index += 1
     del cumulative, values
 
-    features = pd.DataFrame(feature_values.T, columns=MODEL_FEATURES, copy=False)
-    features.insert(0, "loyalty_number", members.loyalty_number[np.concatenate(eligible_by_snapshot)])
+    member_rows = np.concatenate(eligible_by_snapshot)
+    features = pd.DataFrame(feature_values.T, columns=by_snapshot, copy=False)
+    for position, name in enumerate(MODEL_FEATURES):
+        if name in members.attributes:
+            features.insert(position, name, members.attributes[name][member_rows])
+    features.insert(0, "loyalty_number", members.loyalty_number[member_rows])
     features.insert(1, "snapshot_month", np.repeat(np.array(ordered_snapshots, dtype="datetime64[ns]"), row_counts))
     features.insert(2, "history_months", np.repeat(np.array(snapshot_positions, dtype=np.int64) + 1, row_counts))
     return features
