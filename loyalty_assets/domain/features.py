@@ -18,11 +18,11 @@ Conventions worth knowing downstream:
   ``history_months >= LONGEST_WINDOW_MONTHS`` (see ``labels.training_snapshots``).
 - A member with no activity rows gets 0 for every sum, count and difference.
 - NaN appears only where a value is undefined: ``flights_cv_12m`` (no flights in 12 months),
-  ``redeemed_to_accumulated_12m`` (no points accumulated), ``dollar_cost_per_redeemed_point_12m``
-  (nothing redeemed), ``distance_per_flight_12m`` (no flights), ``companion_share_12m`` (no
-  flights with a known companion count, which includes every row of the 8-column variant),
-  ``loyalty_card_tier`` and ``promotion_enrollment`` (category value not known to this module;
-  the loader keeps and flags such values).
+  ``redeemed_to_accumulated_12m`` and ``redeemed_to_accumulated_24m`` (no points accumulated),
+  ``dollar_cost_per_redeemed_point_12m`` (nothing redeemed), ``distance_per_flight_12m`` (no
+  flights), ``companion_share_12m`` (no flights with a known companion count, which includes
+  every row of the 8-column variant), ``salary_amount`` (empty salary), and every categorical code
+  (category value not known to this module; the loader keeps and flags such values).
 - ``months_since_last_flight`` is ``history_months`` when no flight is seen in the history: one
   more than the largest value a member who flew could have.
 - Loyalty card tier, enrollment type, salary, education, marital status, gender and province are
@@ -421,7 +421,7 @@ class _Members:
     loyalty_number: np.ndarray  # sorted, unique
     enrollment_month_number: np.ndarray
     cancellation_month_number: np.ndarray  # int64 max when not cancelled
-    attributes: dict[str, np.ndarray]  # float64 per feature of ATTRIBUTE_FEATURES known without a snapshot
+    attributes: dict[str, np.ndarray]  # float64 values of the features that do not depend on the snapshot
 
 
 def _attributes(loyalty: Mapping[str, Any], code) -> dict[str, np.ndarray]:
