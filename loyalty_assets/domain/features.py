@@ -341,6 +341,11 @@ MODEL_FEATURES: list[str] = [feature.name for feature in MODEL_FEATURE_SPECS]
 CATEGORICAL_FEATURES: tuple[str, ...] = tuple(feature.name for feature in MODEL_FEATURE_SPECS if feature.categorical)
 
 
+def categorical_among(columns: Sequence[str]) -> list[str]:
+    """The ``CATEGORICAL_FEATURES`` among ``columns`` (e.g. a model's feature list), in their order."""
+    return [column for column in columns if column in CATEGORICAL_FEATURES]
+
+
 def features_markdown() -> str:
     """The feature catalogue as a Markdown table (name | formula | point-in-time rule | why it matters)."""
     table = pd.DataFrame(

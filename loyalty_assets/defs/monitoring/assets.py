@@ -40,8 +40,8 @@ from loyalty_assets.domain.drift import (
     score_distribution,
 )
 from loyalty_assets.domain.features import (
-    CATEGORICAL_FEATURES,
     ID_COLUMNS,
+    categorical_among,
     last_complete_month,
 )
 from loyalty_assets.domain.labels import add_churn_labels
@@ -128,8 +128,9 @@ def reference_from_training_set(champion: dict, training_set: pd.DataFrame) -> d
         )
     columns = list(champion["feature_columns"])
     scores = champion["model"].predict_proba(rows[columns])[:, 1]
-    categorical = [column for column in CATEGORICAL_FEATURES if column in columns]
-    return build_reference(rows, columns, categorical, scores, assign_tiers(scores, champion["tier_cutoffs"]))
+    return build_reference(
+        rows, columns, categorical_among(columns), scores, assign_tiers(scores, champion["tier_cutoffs"])
+    )
 
 
 def champion_reference(lake: LakeResource, champion: dict) -> tuple[dict, str]:
