@@ -32,7 +32,7 @@ from loyalty_assets.domain.drift import (
     prediction_drift,
     score_distribution,
 )
-from loyalty_assets.domain.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS
+from loyalty_assets.domain.features import FEATURE_COLUMNS, categorical_among
 from loyalty_assets.domain.scoring import (
     assign_tiers,
     load_action_table,
@@ -179,7 +179,7 @@ def bench_drift_15k() -> str:
         lambda: build_reference(
             bundle["validation_features"],
             FEATURE_COLUMNS,
-            CATEGORICAL_FEATURES,
+            categorical_among(FEATURE_COLUMNS),
             bundle["validation_scores"],
             assign_tiers(bundle["validation_scores"], cutoffs),
         )

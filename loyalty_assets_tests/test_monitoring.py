@@ -28,10 +28,10 @@ from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions,
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.drift import build_reference
 from loyalty_assets.domain.features import (
-    CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
     all_snapshots,
     build_features,
+    categorical_among,
     last_complete_month,
 )
 from loyalty_assets.domain.ingest import SourceFile, ingest_drop
@@ -186,7 +186,7 @@ def champion_with_reference_of(world: World, features: pd.DataFrame) -> dict:
     reference = build_reference(
         features,
         FEATURE_COLUMNS,
-        CATEGORICAL_FEATURES,
+        categorical_among(FEATURE_COLUMNS),
         scores,
         assign_tiers(scores, world.bundle["tier_cutoffs"]),
     )

@@ -35,7 +35,7 @@ from loyalty_assets.domain.drift import (
     prediction_drift,
     score_distribution,
 )
-from loyalty_assets.domain.features import CATEGORICAL_FEATURES, ID_COLUMNS, last_complete_month
+from loyalty_assets.domain.features import ID_COLUMNS, categorical_among, last_complete_month
 from loyalty_assets.domain.labels import add_churn_labels
 from loyalty_assets.domain.lake_keys import drift_reference_key
 from loyalty_assets.domain.scoring import RISK_TIERS, assign_tiers
@@ -135,8 +135,9 @@ def reference_from_training_set(champion: dict, training_set: pd.DataFrame) -> d
         )
     columns = list(champion["feature_columns"])
     scores = champion["model"].predict_proba(rows[columns])[:, 1]
-    categorical = [column for column in CATEGORICAL_FEATURES if column in columns]
-    return build_reference(rows, columns, categorical, scores, assign_tiers(scores, champion["tier_cutoffs"]))
+    return build_reference(
+        rows, columns, categorical_among(columns), scores, assign_tiers(scores, champion["tier_cutoffs"])
+    )
 
 
 def champion_reference(

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loyalty_assets.domain.features import (
     ACTIVITY_COLUMNS_USED,
-    FEATURE_COLUMNS,
     LOYALTY_COLUMNS_USED,
+    MODEL_FEATURES,
     member_features,
 )
 from loyalty_assets.domain.periods import week_start
@@ -142,7 +142,7 @@ def score_request(champions: Champions, request: ScoreRequest) -> dict[str, Any]
     values = member_features(
         loyalty, activity, request.as_of, history_start=_months_before(request.as_of, HISTORY_MONTHS - 1)
     )
-    features = pd.DataFrame([values], columns=FEATURE_COLUMNS)
+    features = pd.DataFrame([values], columns=MODEL_FEATURES)
     features.insert(0, "loyalty_number", [request.loyalty_number])
     features.insert(1, "snapshot_month", [pd.Timestamp(request.as_of)])
     segments = assign_segments(champions.segmentation, features)

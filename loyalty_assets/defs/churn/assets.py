@@ -16,7 +16,7 @@ from loyalty_assets.domain.churn import (
     train_churn_candidate,
 )
 from loyalty_assets.domain.drift import build_reference
-from loyalty_assets.domain.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS
+from loyalty_assets.domain.features import FEATURE_COLUMNS, categorical_among
 from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.scoring import assign_tiers, tier_cutoffs
 
@@ -70,9 +70,8 @@ def churn_model_candidate(
     cutoffs = tier_cutoffs(candidate.validation_scores)
     test_rows = churn_training_set[churn_training_set["snapshot_month"].isin(candidate.test_snapshots)]
     test_scores = candidate.test_scores["score"].to_numpy()
-    reference = build_reference(
-        test_rows, FEATURE_COLUMNS, CATEGORICAL_FEATURES, test_scores, assign_tiers(test_scores, cutoffs)
-    )
+    tiers = assign_tiers(test_scores, cutoffs)
+    reference = build_reference(test_rows, FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS), test_scores, tiers)
     fingerprint = data_fingerprint(churn_training_set)
     version = registry.make_version(context.partition_key, fingerprint, config.model_dump())
     window = {
