@@ -35,9 +35,24 @@ MEMBERS = {  # loyalty_number: (enrollment (year, month), cancellation (year, mo
 }
 
 
+QUEBEC_MALE_MASTER_SINGLE = {
+    "province": "Quebec",
+    "city": "Montreal",
+    "postal_code": "H2Y 2W2",
+    "gender": "Male",
+    "education": "Master",
+    "salary": 105487.0,
+    "marital_status": "Single",
+    "clv": 5780.0,
+}
+
+
 def sample_loyalty() -> pd.DataFrame:
     return loyalty_frame(
-        [member(number, enrolled, cancelled=cancelled) for number, (enrolled, cancelled) in MEMBERS.items()]
+        [
+            member(number, enrolled, cancelled=cancelled, **QUEBEC_MALE_MASTER_SINGLE)
+            for number, (enrolled, cancelled) in MEMBERS.items()
+        ]
     )
 
 
