@@ -14,10 +14,21 @@ Method
    ``StandardScaler`` and ``KMeans(n_clusters=3, n_init>=10, random_state=seed)`` in one
    sklearn ``Pipeline``. Rows are sorted by ``loyalty_number`` before fitting, so the fit does
    not depend on row order.
-3. **Naming from rules on the centroids in original units, never from the cluster index.**
-   Road Warriors: highest ``flights_12m x distance_12m``. Dabblers: of the other two, fewest
-   active months (then fewest flights). Loyal Regulars: the remaining one. Each name comes with
-   sanity checks (``naming_checks``) that the quality gate requires.
+3. **Naming from rules on the centroids in original units, never from the cluster index.** Each
+   name states what it means to the business, and the naming checks (``naming_checks``, required
+   by the quality gate) hold the clusters to it:
+
+   - *Road Warriors*: the top band by flights *and* distance (highest ``flights_12m x
+     distance_12m``, and the most flights and the most km of the three), above the active
+     medians of both, and a minority: at most ``max_road_warriors_share`` (40 %) of the active
+     members. K-Means slices one activity ladder; when its top slice holds most active members it
+     is the bulk of the flyers, not a top band, and the check stops the promotion with the shares
+     so a person decides (raise the share in the run config if the business agrees).
+   - *Loyal Regulars*: steady monthly activity at moderate volume: of the other two, the most
+     active months (at least the active median), with flights between the Dabblers' and the Road
+     Warriors'.
+   - *Dabblers*: low or irregular activity: the fewest active months, below the active median
+     (and every member without a flight in 12 months, by rule 1).
 4. **Stability across quarters** (``match_to_champion``): the candidate's clusters are matched
    to the champion's centroids with the Hungarian algorithm, and the matched names win over the
    rule names, so a name keeps its meaning from one quarter to the next. The naming checks are
@@ -75,6 +86,14 @@ N_CLUSTERS = len(SEGMENT_NAMES)
 # Up to this many rows K-Means predicts without a thread limit (too few rows to start threads).
 UNLIMITED_THREADS_ROWS = 64
 
+# What a manager reads per segment, besides its size: the median member's volume, trip length and regularity.
+PROFILE_MEDIAN_COLUMNS = (FLIGHTS, DISTANCE_PER_FLIGHT, ACTIVE_MONTHS)
+PROFILE_HEADINGS = {
+    "median_" + FLIGHTS: "flights_12m (median)",
+    "median_" + DISTANCE_PER_FLIGHT: "km per flight (median)",
+    "median_" + ACTIVE_MONTHS: "active months of 12 (median)",
+}
+NO_CHURN_NOTE = "Churn rate: not available (no matured churn labels when the segmentation was fitted)."
 # Columns the naming rules read from the centroids (clustered or not).
 NAMING_COLUMNS = (FLIGHTS, DISTANCE, ACTIVE_MONTHS, TENURE)
 SEGMENT_COLORS = {ROAD_WARRIORS: "#d62728", LOYAL_REGULARS: "#1f77b4", DABBLERS: "#7f7f7f"}
@@ -92,6 +111,8 @@ class SegmentationConfig:
     max_threads: int = 1
     engagement_columns: tuple[str, ...] = (FLIGHTS, DISTANCE, DISTANCE_PER_FLIGHT, ACTIVE_MONTHS)
     log1p_columns: tuple[str, ...] = (FLIGHTS, DISTANCE, DISTANCE_PER_FLIGHT)
+    # The Road Warriors naming rule: the top band is a minority of the active members.
+    max_road_warriors_share: float = 0.40
 
     @property
     def summary_columns(self) -> tuple[str, ...]:
@@ -108,6 +129,8 @@ class SegmentationConfig:
             raise ValueError(f"n_init must be >= 10, got {self.n_init}")
         if self.max_threads < 1:
             raise ValueError(f"max_threads must be >= 1, got {self.max_threads}")
+        if not 0 < self.max_road_warriors_share <= 1:
+            raise ValueError(f"max_road_warriors_share must be in (0, 1], got {self.max_road_warriors_share}")
         if self.silhouette_sample_size < 2 * N_CLUSTERS:
             raise ValueError(f"silhouette_sample_size too small: {self.silhouette_sample_size}")
 
@@ -288,20 +311,31 @@ def rule_based_names(centroids: pd.DataFrame) -> dict[int, str]:
 
 
 def evaluate_naming_rules(
-    names: dict[int, str], centroids: pd.DataFrame, active_features: pd.DataFrame
+    names: dict[int, str],
+    centroids: pd.DataFrame,
+    active_features: pd.DataFrame,
+    cluster_shares: pd.Series,
+    max_road_warriors_share: float,
 ) -> list[NamingCheck]:
-    """Sanity checks that each name fits its centroid; medians are over the active population."""
+    """The business meaning of each name, checked on the centroids (see module docstring).
+
+    Medians are over the active population; ``cluster_shares`` is each cluster's share of the
+    active members (index = cluster).
+    """
     by_name = centroids.rename(index=names)
     road, regular, dabbler = (by_name.loc[name] for name in SEGMENT_NAMES)
+    road_share = float(cluster_shares.rename(index=names)[ROAD_WARRIORS])
     median_flights = float(active_features[FLIGHTS].median())
     median_distance = float(active_features[DISTANCE].median())
     median_active = float(active_features[ACTIVE_MONTHS].median())
     product = by_name[FLIGHTS] * by_name[DISTANCE]
+    top_band = product.idxmax() == by_name[FLIGHTS].idxmax() == by_name[DISTANCE].idxmax() == ROAD_WARRIORS
     return [
         NamingCheck(
             "road_warriors_travel_most",
-            bool(product.idxmax() == ROAD_WARRIORS),
-            f"flights x distance by segment: {product.round(0).to_dict()}",
+            bool(top_band),
+            "Road Warriors are the top band by flights and distance; flights by segment "
+            f"{by_name[FLIGHTS].round(1).to_dict()}, km by segment {by_name[DISTANCE].round(0).to_dict()}",
         ),
         NamingCheck(
             "road_warriors_above_active_median",
@@ -310,15 +344,28 @@ def evaluate_naming_rules(
             f"active medians {median_flights:.1f} flights, {median_distance:.0f} km",
         ),
         NamingCheck(
-            "dabblers_least_active",
-            bool(by_name[ACTIVE_MONTHS].idxmin() == DABBLERS and dabbler[ACTIVE_MONTHS] < median_active),
-            f"active months by segment: {by_name[ACTIVE_MONTHS].round(2).to_dict()}; active median {median_active:.1f}",
+            "road_warriors_minority",
+            bool(road_share <= max_road_warriors_share),
+            f"Road Warriors hold {road_share:.0%} of the active members (at most {max_road_warriors_share:.0%}: a top "
+            "band); more means the busiest cluster is the bulk of the flyers, so decide before promoting "
+            "(raise max_road_warriors_share if the business agrees)",
         ),
         NamingCheck(
-            "loyal_regulars_steady_and_tenured",
-            bool(regular[ACTIVE_MONTHS] > dabbler[ACTIVE_MONTHS] and regular[TENURE] > dabbler[TENURE]),
-            f"Loyal Regulars {regular[ACTIVE_MONTHS]:.1f} active months, {regular[TENURE]:.1f} tenure months; "
-            f"Dabblers {dabbler[ACTIVE_MONTHS]:.1f} active months, {dabbler[TENURE]:.1f} tenure months",
+            "dabblers_least_active",
+            bool(by_name[ACTIVE_MONTHS].idxmin() == DABBLERS and dabbler[ACTIVE_MONTHS] < median_active),
+            f"Dabblers fly least regularly: active months by segment {by_name[ACTIVE_MONTHS].round(2).to_dict()}; "
+            f"active median {median_active:.1f}",
+        ),
+        NamingCheck(
+            "loyal_regulars_steady_moderate_volume",
+            bool(
+                regular[ACTIVE_MONTHS] > dabbler[ACTIVE_MONTHS]
+                and regular[ACTIVE_MONTHS] >= median_active
+                and dabbler[FLIGHTS] <= regular[FLIGHTS] <= road[FLIGHTS]
+            ),
+            f"Loyal Regulars fly steadily at moderate volume: {regular[ACTIVE_MONTHS]:.1f} active months "
+            f"(active median {median_active:.1f}, Dabblers {dabbler[ACTIVE_MONTHS]:.1f}), {regular[FLIGHTS]:.1f} "
+            f"flights (Dabblers {dabbler[FLIGHTS]:.1f}, Road Warriors {road[FLIGHTS]:.1f})",
         ),
     ]
 
@@ -356,7 +403,8 @@ def _segment_profile(
     profile = counts.reindex(list(SEGMENT_NAMES)).fillna(0).astype("int64")
     profile.insert(1, "share", profile["members"] / max(len(features), 1))
     profile.insert(3, "clustered_share", profile["clustered_members"] / max(int(active.sum()), 1))
-    return profile.join(centres).rename_axis("segment")
+    medians = features[list(PROFILE_MEDIAN_COLUMNS)].astype(float).groupby(segments).median().add_prefix("median_")
+    return profile.join(centres).join(medians).rename_axis("segment")
 
 
 def build_model(
@@ -385,7 +433,13 @@ def build_model(
         silhouette=silhouette,
         profile=_segment_profile(labels, chosen, features, config),
         engagement_columns=config.engagement_columns,
-        naming_checks=evaluate_naming_rules(chosen, centroids, active_features),
+        naming_checks=evaluate_naming_rules(
+            chosen,
+            centroids,
+            active_features,
+            labels[labels >= 0].value_counts(normalize=True).reindex(range(N_CLUSTERS), fill_value=0.0),
+            config.max_road_warriors_share,
+        ),
         config=config,
         snapshot_month=_snapshot_of(features),
         n_members=len(features),
@@ -558,31 +612,43 @@ def evaluate_gates(
     }
 
 
-def segment_profile_markdown(
+def segment_profile_table(
     profile: pd.DataFrame, segments: pd.Series | None = None, churned: pd.Series | None = None
-) -> str:
-    """Markdown table per segment: size, share, centre in original units, and churn rate if given.
+) -> pd.DataFrame:
+    """Per segment what a manager reads: ``members``, ``share``, the medians of flights, km per flight
+    and active months, and ``churn_rate`` (realised share of churners; NaN when not given).
 
-    ``segments`` (from ``assign_segments``) and ``churned`` (0/1) share one index; the churn rate
-    is the observed share of churners per segment.
+    ``segments`` (from ``assign_segments``) and ``churned`` (0/1) share one index.
     """
     if (segments is None) != (churned is None):
         raise ValueError("give both segments and churned, or neither")
-    table = profile.copy()
+    table = profile[["members", "share", *PROFILE_HEADINGS]].copy()
+    table["churn_rate"] = np.nan
     if segments is not None and churned is not None:
         if not segments.index.equals(churned.index):
             raise ValueError("segments and churned must share one index")
         table["churn_rate"] = churned.astype(float).groupby(segments).mean().reindex(table.index)
+    return table
+
+
+def segment_profile_markdown(
+    profile: pd.DataFrame,
+    segments: pd.Series | None = None,
+    churned: pd.Series | None = None,
+    churn_basis: str = "",
+) -> str:
+    """Markdown table of :func:`segment_profile_table`, with the churn rate when given (``churn_basis``
+    says how it was measured) and otherwise a line saying it is not available."""
+    table = segment_profile_table(profile, segments, churned)
     formatted = pd.DataFrame(index=table.index)
     formatted["members"] = table["members"].map("{:,}".format)
     formatted["share"] = table["share"].map("{:.1%}".format)
-    for column in profile.columns.drop(
-        ["members", "share", "clustered_members", "clustered_share", "inactive_members"]
-    ):
-        formatted[column] = table[column].map("{:,.1f}".format)
-    if "churn_rate" in table:
-        formatted["churn rate"] = table["churn_rate"].map("{:.1%}".format)
-    return formatted.to_markdown()
+    for column, heading in PROFILE_HEADINGS.items():
+        formatted[heading] = table[column].map("{:,.1f}".format)
+    if churned is None:
+        return formatted.to_markdown() + "\n\n" + NO_CHURN_NOTE
+    formatted["churn rate"] = table["churn_rate"].map("{:.1%}".format)
+    return formatted.to_markdown() + (f"\n\nChurn rate: {churn_basis}" if churn_basis else "")
 
 
 def segment_plot_png(features: pd.DataFrame, segments: pd.Series, max_points: int = 4000, seed: int = 42) -> bytes:
