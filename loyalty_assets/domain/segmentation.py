@@ -82,6 +82,12 @@ ROAD_WARRIORS = "Road Warriors"
 LOYAL_REGULARS = "Loyal Regulars"
 DABBLERS = "Dabblers"
 SEGMENT_NAMES = (ROAD_WARRIORS, LOYAL_REGULARS, DABBLERS)
+# What each name means to the business; the naming checks hold the clusters to it.
+SEGMENT_MEANINGS = {
+    ROAD_WARRIORS: "the top band by flights and distance, a minority of the active members",
+    LOYAL_REGULARS: "steady monthly flyers (most active months) at moderate volume",
+    DABBLERS: "low or irregular activity, including members without a flight in 12 months",
+}
 N_CLUSTERS = len(SEGMENT_NAMES)
 # Up to this many rows K-Means predicts without a thread limit (too few rows to start threads).
 UNLIMITED_THREADS_ROWS = 64
