@@ -182,18 +182,20 @@ def test_top_reasons_name_the_planted_driver_with_direction_and_values(champion,
     assert list(reasons.columns) == ["top_reasons", "top_reason_features"]
     assert (reasons.index == X.index).all()
     assert (reasons.loc[~high] == "").all().all()
-    named = reasons.loc[high, "top_reason_features"].str.split(",")
-    assert named.map(len).between(1, 3).all()
-    assert named.map(lambda names: names[0] == DRIVER).all()
-    assert named.map(lambda names: set(names) <= set(FEATURES)).all()
-    # The driver raises risk by being high: every member's first reason says so, with both values.
-    first = reasons.loc[high, "top_reasons"].str.split("; ").str[0]
+    # The driver raises risk by being high: a member above its usual range has it as first reason,
+    # with both values; a member inside the usual range is not unusual in it.
+    unusual = high & (X[DRIVER] > usual[DRIVER]["high"]).to_numpy()
+    assert unusual.sum() > 0.8 * high.sum()
+    named = reasons["top_reason_features"].str.split(",")
+    assert named[high].map(lambda names: set(names) <= {*FEATURES, ""}).all()
+    assert named[unusual].map(lambda names: 1 <= len(names) <= 3 and names[0] == DRIVER).all()
+    assert named[high & ~unusual].map(lambda names: DRIVER not in names).all()
+    first = reasons.loc[unusual, "top_reasons"].str.split("; ").str[0]
     expected = [
-        f"months since the last flight: {value:,.0f} months, above the usual {usual[DRIVER]:,.0f} months"
-        for value in X.loc[high, DRIVER]
+        f"months since the last flight: {value:,.0f} months, above the usual {usual[DRIVER]['usual']:,.0f} months"
+        for value in X.loc[unusual, DRIVER]
     ]
     assert first.tolist() == expected
-    assert (X.loc[high, DRIVER] > usual[DRIVER]).all()
 
 
 def test_top_reasons_explain_a_calibrated_gradient_boosting_model_where_fewer_flights_raise_risk():
@@ -215,14 +217,22 @@ def test_top_reasons_explain_a_calibrated_gradient_boosting_model_where_fewer_fl
     risk = model.predict_proba(X)[:, 1]
     explain = risk >= np.quantile(risk, 0.9)
     usual = usual_values(X, list(X.columns), ["loyalty_card_tier"])
-    assert usual["flights_3m"] == X["flights_3m"].median()
+    assert usual["flights_3m"] == {
+        "low": X["flights_3m"].quantile(0.25),
+        "usual": X["flights_3m"].median(),
+        "high": X["flights_3m"].quantile(0.75),
+    }
+    assert usual["loyalty_card_tier"] == dict.fromkeys(["low", "usual", "high"], X["loyalty_card_tier"].mode()[0])
     reasons = top_reasons(lambda rows: model.predict_proba(rows)[:, 1], X, risk, explain, usual)
-    explained = reasons[explain]
+    few_flights = explain & (X["flights_3m"] < usual["flights_3m"]["low"]).to_numpy()
+    assert few_flights.sum() > 0.5 * explain.sum()
+    explained = reasons[few_flights]
     assert (explained["top_reason_features"].str.split(",").str[0] == "flights_3m").mean() > 0.95
     assert explained["top_reasons"].str.startswith("flights in the last 3 months: ").mean() > 0.95
-    assert explained["top_reasons"].str.contains(f"below the usual {usual['flights_3m']:.0f}").mean() > 0.95
+    below = f"below the usual {usual['flights_3m']['usual']:.0f}"
+    assert explained["top_reasons"].str.contains(below).mean() > 0.95
     # A member already at every usual value has no single reason.
-    at_usual = pd.DataFrame([usual])
+    at_usual = pd.DataFrame([{column: values["usual"] for column, values in usual.items()}])
     alone = top_reasons(lambda rows: model.predict_proba(rows)[:, 1], at_usual, [0.5], [True], usual)
     assert alone.iloc[0].tolist() == [NO_SINGLE_REASON, ""]
 
@@ -241,17 +251,20 @@ def test_reason_wording_for_known_categorical_and_unknown_features():
     assert feature_wording("province_code").label == "province"
 
 
-def test_usual_values_from_an_older_models_drift_reference_approximate_the_medians(week_features):
+def test_usual_values_from_an_older_models_drift_reference_approximate_the_quartiles(week_features):
     reference = build_reference(
         week_features, FEATURES, ["loyalty_card_tier"], np.full(len(week_features), 0.1), ["Low"] * len(week_features)
     )
     from_reference = usual_values_from_drift_reference(reference)
     exact = usual_values(week_features, FEATURES, ["loyalty_card_tier"])
     assert set(from_reference) == set(FEATURES)
-    assert from_reference[DRIVER] == exact[DRIVER]
+    assert from_reference[DRIVER]["usual"] == exact[DRIVER]["usual"]
     assert from_reference["loyalty_card_tier"] == exact["loyalty_card_tier"]
-    spread = week_features["tenure_months"].quantile([0.4, 0.6])
-    assert spread.iloc[0] <= from_reference["tenure_months"] <= spread.iloc[1]
+    # Quartiles come from decile edges: within a decile of the exact ones.
+    for column in (DRIVER, "tenure_months"):
+        for name, (lowest, highest) in {"low": (0.2, 0.3), "usual": (0.45, 0.55), "high": (0.7, 0.8)}.items():
+            spread = week_features[column].quantile([lowest, highest])
+            assert spread.iloc[0] <= from_reference[column][name] <= spread.iloc[1]
 
 
 def test_score_members_columns_dtypes_and_ranges(champion, week_features):

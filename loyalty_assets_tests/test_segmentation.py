@@ -320,12 +320,13 @@ def test_a_majority_top_cluster_is_not_called_road_warriors_without_a_person_dec
     checks = {check.rule: check for check in model.naming_checks}
     assert model.profile.loc[ROAD_WARRIORS, "clustered_share"] == pytest.approx(1500 / 2300)
     assert not checks["road_warriors_minority"].passed
-    assert "65% of the active members (at most 40%" in checks["road_warriors_minority"].message
+    assert "65% of the active members (at most 50%" in checks["road_warriors_minority"].message
     assert all(check.passed for rule, check in checks.items() if rule != "road_warriors_minority")
     gate = seg.naming_gate(model.naming_checks)
     assert not gate.passed and "road_warriors_minority" in gate.message
     # The business may accept a large top band: the rule is a setting of the model.
     accepted = seg.fit_segmentation(crowded, seg.SegmentationConfig(max_road_warriors_share=0.7))
+    assert seg.SegmentationConfig().max_road_warriors_share == 0.5
     assert seg.naming_gate(accepted.naming_checks).passed
 
 

@@ -166,9 +166,10 @@ def _tier_line(counts: pd.DataFrame) -> str:
 def _call_lines(summary: MarketingSummary) -> list[str]:
     lines = []
     for row in summary.call_list.itertuples(index=False):
+        risk = f"risk {row.churn_risk_pct:.1f}% = {row.risk_vs_average:.1f}x average"
         lines.append(
-            f"{row.loyalty_number} ({row.segment}, risk {row.churn_risk_pct:.1f}% = {row.risk_vs_average:.1f}x average, "
-            f"expected loss {row.expected_loss:,.0f} CAD): {row.recommended_action}. Why: {row.top_reasons}"
+            f"{row.loyalty_number} ({row.segment}, {risk}, expected loss {row.expected_loss:,.0f} CAD): "
+            f"{row.recommended_action}. Why: {row.top_reasons}"
         )
     return lines
 

@@ -2,6 +2,8 @@
 
 A reason compares the member's value of a feature with its usual value (the reference median, or the
 most common category of a categorical feature): "flights in the last 3 months: 0, below the usual 4".
+Only a value outside the usual range (the reference's interquartile range; any other category) can
+be a reason: a member in the middle half of the population is not unusual in that feature.
 Wording is keyed by feature name; a feature without an entry (e.g. one added to the registry later)
 gets a label derived from its name ("flights_24m" -> "flights in the last 24 months").
 """
@@ -90,39 +92,48 @@ def reason_text(name: str, value: float, usual: float, categorical: bool = False
     return f"{wording.label}: {shown}, {direction} the usual {usual_shown}"
 
 
+UsualValues = dict[str, dict[str, float]]
+USUAL_QUANTILES = {"low": 0.25, "usual": 0.5, "high": 0.75}
+
+
 def usual_values(
     features: pd.DataFrame, feature_columns: Sequence[str], categorical_columns: Sequence[str] = ()
-) -> dict[str, float]:
-    """The reference value each feature is compared with: the median of the present values, the most
-    common category for ``categorical_columns``; NaN when a column has no value at all."""
+) -> UsualValues:
+    """Per feature the reference population's usual range, ``{"low", "usual", "high"}``: the quartiles
+    and the median of the present values; for ``categorical_columns`` all three are the most common
+    category. NaN when a column has no value at all. JSON-serialisable."""
     usual = {}
     for column in feature_columns:
-        present = features[column].dropna()
+        present = features[column].dropna().astype(float)
         if present.empty:
-            usual[column] = float("nan")
+            values = dict.fromkeys(USUAL_QUANTILES, float("nan"))
         elif column in categorical_columns:
-            usual[column] = float(present.mode().iloc[0])
+            values = dict.fromkeys(USUAL_QUANTILES, float(present.mode().iloc[0]))
         else:
-            usual[column] = float(present.median())
+            values = {name: float(present.quantile(q)) for name, q in USUAL_QUANTILES.items()}
+        usual[column] = values
     return usual
 
 
-def usual_values_from_drift_reference(reference: dict) -> dict[str, float]:
-    """Usual values of a model stored before they were (``drift.build_reference``'s dict): the
-    decile edge where the reference's cumulative share of present values reaches one half, and the
-    most common category."""
+def usual_values_from_drift_reference(reference: dict) -> UsualValues:
+    """``usual_values`` of a model stored before they were, from its ``drift.build_reference`` dict:
+    per numeric feature the decile edge where the cumulative share of present values reaches each
+    quartile, per categorical feature the most common category."""
     usual = {}
     for column, spec in reference["numeric"].items():
         edges = np.asarray(spec["edges"], dtype=float)
         present_share = 1.0 - spec["missing_share"]
         if edges.size == 0 or present_share <= 0:
-            usual[column] = float("nan")
+            usual[column] = dict.fromkeys(USUAL_QUANTILES, float("nan"))
             continue
         cumulative = np.cumsum(spec["shares"][: edges.size]) / present_share
-        usual[column] = float(edges[min(int(np.searchsorted(cumulative, 0.5)), edges.size - 1)])
+        usual[column] = {
+            name: float(edges[min(int(np.searchsorted(cumulative, q)), edges.size - 1)])
+            for name, q in USUAL_QUANTILES.items()
+        }
     for column, spec in reference["categorical"].items():
         shares = pd.Series(spec["shares"], dtype=float)
         shares.index = pd.to_numeric(shares.index, errors="coerce")  # the missing-value label is no code
         shares = shares[shares.index.notna()]
-        usual[column] = float(shares.idxmax()) if len(shares) else float("nan")
+        usual[column] = dict.fromkeys(USUAL_QUANTILES, float(shares.idxmax()) if len(shares) else float("nan"))
     return usual

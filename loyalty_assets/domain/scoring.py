@@ -16,8 +16,9 @@ gets a stable, known workload; if the population drifts the shares move, which d
 reports.
 
 Top reasons work for any fitted classifier (RandomForest or HistGradientBoosting, calibrated or
-not): for a High or Critical member, each feature in turn is set to its usual value (the reference
-population's median, or most common category) and the member scored again; the features whose
+not): for a High or Critical member, each feature outside its usual range (the reference population's
+interquartile range, or most common category) in turn is set to its usual value (the median, or
+most common category) and the member scored again; the features whose
 usual value would lower the risk most are the reasons, written in plain language with the
 member's value and the usual one (``reasons``). scikit-learn has per-feature importances for a whole
 population only and shap is not a dependency, so the per-member comparison is done here.
@@ -51,6 +52,7 @@ from loyalty_assets.domain.ingest import LOYALTY_TABLE
 from loyalty_assets.domain.labels import members_enrolled_on
 from loyalty_assets.domain.reasons import (
     NO_SINGLE_REASON,
+    UsualValues,
     reason_text,
     usual_values,
     usual_values_from_drift_reference,
@@ -214,12 +216,13 @@ def _risk_drops(
     probability: Callable[[pd.DataFrame], np.ndarray],
     X: pd.DataFrame,
     risk: np.ndarray,
-    usual: Mapping[str, float],
+    usual: UsualValues,
     n_jobs: int,
 ) -> np.ndarray:
     """Rows x features: ``risk`` minus the risk with that one feature set to its usual value.
 
-    Only rows whose value differs from the usual one are scored again (the others drop by 0). The
+    Only rows whose value is outside the usual range (or missing) are scored again; the others drop
+    by 0, as does every row of a feature without a usual value. The
     changed rows of every feature go through ``probability`` together, in blocks of about
     ``REASON_BLOCK_ROWS`` rows, so one member costs one call and a million members a few dozen.
     """
@@ -230,8 +233,9 @@ def _risk_drops(
         rows = X.iloc[start : start + block]
         changed, places = [], []
         for position, column in enumerate(columns):
-            value = usual[column]
-            differs = (rows[column] != value).to_numpy() if not np.isnan(value) else np.zeros(len(rows), dtype=bool)
+            low, value, high = (usual[column][name] for name in ("low", "usual", "high"))
+            member = rows[column].to_numpy(dtype=float)
+            differs = ~np.isnan(value) & ((member < low) | (member > high) | np.isnan(member))
             if differs.any():
                 piece = rows[differs].copy()
                 piece[column] = value
@@ -252,15 +256,16 @@ def top_reasons(
     X: pd.DataFrame,
     risk,
     mask,
-    usual: Mapping[str, float],
+    usual: UsualValues,
     categorical_columns: Sequence[str] = CATEGORICAL_FEATURES,
     k: int = 3,
     n_jobs: int = 2,
 ) -> pd.DataFrame:
     """Up to ``k`` features whose usual value would lower each masked member's risk most, largest first.
 
-    ``risk`` is ``probability(X)``. For every masked row of ``X`` and every feature, the feature is set
-    to its ``usual`` value and the row scored again with ``probability`` (any fitted classifier's
+    ``risk`` is ``probability(X)``. For every masked row of ``X`` and every feature where the member is
+    outside the ``usual`` range (``reasons.usual_values``), the feature is set to its usual value and
+    the row scored again with ``probability`` (any fitted classifier's
     ``predict_proba(rows)[:, 1]``, calibrated or not); the drop in risk is how much that feature
     raises the member's risk. Features with a positive drop are kept.
     Returns ``top_reasons`` (plain language, ``"; "``-separated, e.g. "flights in the last 3 months: 0,
@@ -294,7 +299,9 @@ def top_reasons(
                 column = columns[position]
                 row_names[row].append(column)
                 row_texts[row].append(
-                    reason_text(column, values[row, position], usual[column], column in categorical_columns)
+                    reason_text(
+                        column, values[row, position], usual[column]["usual"], column in categorical_columns
+                    )
                 )
         texts[mask] = ["; ".join(reasons) or NO_SINGLE_REASON for reasons in row_texts]
         names[mask] = [",".join(features) for features in row_names]
@@ -327,7 +334,7 @@ class ChurnScorer:
     The action rule matrix is prepared once, so an online request does not pay for it.
     ``probability`` replaces ``model.predict_proba(X)[:, 1]`` with an equivalent function of the
     feature frame (the online API passes a compiled model that was checked against scikit-learn).
-    ``usual_values`` (feature -> the reference population's usual value, see ``reasons.usual_values``)
+    ``usual_values`` (feature -> the reference population's usual range, see ``reasons.usual_values``)
     are what the reasons compare a member with; they are stored with the model, so the weekly batch
     and the online API give the same reasons. ``n_jobs`` threads score row chunks in parallel.
     """
@@ -340,7 +347,7 @@ class ChurnScorer:
         action_table: pd.DataFrame,
         churn_model_version: str,
         *,
-        usual_values: Mapping[str, float],
+        usual_values: UsualValues,
         probability: Callable[[pd.DataFrame], np.ndarray] | None = None,
         control_shares: Mapping[str, float] = DEFAULT_CONTROL_SHARES,
         n_jobs: int = 2,
@@ -420,7 +427,7 @@ def score_members(
     churn_model_version: str,
     segmentation_model_version: str,
     n_jobs: int = 2,
-    usual: Mapping[str, float] | None = None,
+    usual: UsualValues | None = None,
 ) -> pd.DataFrame:
     """``ChurnScorer.score`` with a scorer prepared for this one call (see :class:`ChurnScorer`); the
     usual values default to those of ``features`` themselves."""

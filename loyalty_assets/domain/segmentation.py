@@ -20,13 +20,13 @@ Method
 
    - *Road Warriors*: the top band by flights *and* distance (highest ``flights_12m x
      distance_12m``, and the most flights and the most km of the three), above the active
-     medians of both, and a minority: at most ``max_road_warriors_share`` (40 %) of the active
+     medians of both, and a minority: at most ``max_road_warriors_share`` (50 %) of the active
      members. K-Means slices one activity ladder; when its top slice holds most active members it
      is the bulk of the flyers, not a top band, and the check stops the promotion with the shares
      so a person decides (raise the share in the run config if the business agrees).
    - *Loyal Regulars*: steady monthly activity at moderate volume: of the other two, the most
-     active months (at least the active median), with flights between the Dabblers' and the Road
-     Warriors'.
+     active months (a flight in at least half of the 12 months), with flights between the
+     Dabblers' and the Road Warriors'.
    - *Dabblers*: low or irregular activity: the fewest active months, below the active median
      (and every member without a flight in 12 months, by rule 1).
 4. **Stability across quarters** (``match_to_champion``): the candidate's clusters are matched
@@ -92,6 +92,8 @@ N_CLUSTERS = len(SEGMENT_NAMES)
 # Up to this many rows K-Means predicts without a thread limit (too few rows to start threads).
 UNLIMITED_THREADS_ROWS = 64
 
+# Steady monthly activity: a flight in at least half of the 12 months.
+STEADY_ACTIVE_MONTHS = 6
 # What a manager reads per segment, besides its size: the median member's volume, trip length and regularity.
 PROFILE_MEDIAN_COLUMNS = (FLIGHTS, DISTANCE_PER_FLIGHT, ACTIVE_MONTHS)
 PROFILE_HEADINGS = {
@@ -117,8 +119,8 @@ class SegmentationConfig:
     max_threads: int = 1
     engagement_columns: tuple[str, ...] = (FLIGHTS, DISTANCE, DISTANCE_PER_FLIGHT, ACTIVE_MONTHS)
     log1p_columns: tuple[str, ...] = (FLIGHTS, DISTANCE, DISTANCE_PER_FLIGHT)
-    # The Road Warriors naming rule: the top band is a minority of the active members.
-    max_road_warriors_share: float = 0.40
+    # The Road Warriors naming rule: the top band is a minority (under half) of the active members.
+    max_road_warriors_share: float = 0.50
 
     @property
     def summary_columns(self) -> tuple[str, ...]:
@@ -366,11 +368,11 @@ def evaluate_naming_rules(
             "loyal_regulars_steady_moderate_volume",
             bool(
                 regular[ACTIVE_MONTHS] > dabbler[ACTIVE_MONTHS]
-                and regular[ACTIVE_MONTHS] >= median_active
+                and regular[ACTIVE_MONTHS] >= STEADY_ACTIVE_MONTHS
                 and dabbler[FLIGHTS] <= regular[FLIGHTS] <= road[FLIGHTS]
             ),
             f"Loyal Regulars fly steadily at moderate volume: {regular[ACTIVE_MONTHS]:.1f} active months "
-            f"(active median {median_active:.1f}, Dabblers {dabbler[ACTIVE_MONTHS]:.1f}), {regular[FLIGHTS]:.1f} "
+            f"(steady: at least {STEADY_ACTIVE_MONTHS}; Dabblers {dabbler[ACTIVE_MONTHS]:.1f}), {regular[FLIGHTS]:.1f} "
             f"flights (Dabblers {dabbler[FLIGHTS]:.1f}, Road Warriors {road[FLIGHTS]:.1f})",
         ),
     ]

@@ -159,7 +159,8 @@ class MarketingEmailConfig(dg.Config):
         "The weekly marketing e-mail: members per risk tier and segment, change from last week, the top "
         "Critical members to call by expected loss (risk x CLV, in CAD) with each one's action and reasons, "
         "what the capacity-based tiers mean, the segment profile of the segmentation that scored the week, "
-        "the latest realised uplift per action and where the full file is. SMTP or SES; an .eml file in the outbox locally. Sent once per week: a "
+        "the latest realised uplift per action and where the full file is. SMTP or SES; an .eml file in the "
+        "outbox locally. Sent once per week: a "
         "re-run finds the week's sent-marker in the lake and sends nothing unless config resend is true."
     ),
 )
