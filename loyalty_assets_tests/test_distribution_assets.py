@@ -312,7 +312,10 @@ def test_marketing_email_goes_through_smtp_with_counts_change_and_file(lake, smt
     assert f"Full file: {full_file}" in body
     # The segmentation version that scored the week describes its segments; its churn rate was not recorded.
     profile = body.split("Segments:")[1].split("\n\n")[0]
-    assert [line.split()[-2:] for line in profile.splitlines() if line.startswith("Dabblers ")] == [["6.0", "n/a"]]
+    assert [line.split()[1:] for line in profile.splitlines() if line.startswith("Dabblers ")] == [
+        ["8", "33.3%", "2.0", "900.0", "6.0"]
+    ]
+    assert "Churn rate: not available" in profile
     assert "call within a week. Why: fewer flights; points unredeemed" in body
     metadata = metadata_of(result, "marketing_email")
     assert metadata["previous_week"] == WEEK_1

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from loyalty_assets.domain.redaction import one_line, redact
-from loyalty_assets.domain.segmentation import SEGMENT_MEANINGS
+from loyalty_assets.domain.segmentation import SEGMENT_MEANINGS, formatted_profile, profile_notes
 from loyalty_assets.domain.storage import ObjectStore
 
 CRITICAL_TIER = "Critical"
@@ -37,14 +37,6 @@ EXPECTED_LOSS_UNIT = (
     "horizon, 3 months by default) x CLV (the member's total invoice value of all flights booked so far, "
     "from the loyalty drop). It ranks what is at stake; it is not a forecast of lost revenue."
 )
-PROFILE_HEADINGS = {
-    "members": "members",
-    "share": "share",
-    "median_flights_12m": "flights in 12 months (median)",
-    "median_distance_per_flight_12m": "km per flight (median)",
-    "median_active_months_12m": "active months of 12 (median)",
-    "churn_rate": "churn rate",
-}
 
 
 @dataclass(frozen=True)
@@ -57,7 +49,7 @@ class MarketingSummary:
     experiment_lines: the latest retention experiment results, one line per action and tier.
     call_list: the first ``CALL_LIST_LIMIT`` Critical members to call (``CALL_LIST_COLUMNS``), best first;
     critical_to_call: how many there are in all; critical_held_out: Critical experiment hold-outs.
-    segment_profile: per segment (index) ``PROFILE_HEADINGS`` columns, None when the segmentation
+    segment_profile: per segment (index) ``segmentation.segment_profile_table``, None when the segmentation
     version did not record one; churn_basis: how its churn rate was measured.
     """
 
@@ -112,7 +104,7 @@ def summarize_for_marketing(
 ) -> MarketingSummary:
     """A MarketingSummary from one week of churn_predictions (and the previous week's, if any).
 
-    ``segment_profile``: the segmentation's profile per segment (``PROFILE_HEADINGS`` columns).
+    ``segment_profile``: the segmentation's ``segment_profile_table``.
     """
     weeks = predictions["week"].astype(str).unique()
     if len(weeks) != 1:
@@ -186,24 +178,14 @@ def _call_heading(summary: MarketingSummary) -> str:
 
 
 def _profile_table(summary: MarketingSummary) -> pd.DataFrame | None:
-    if summary.segment_profile is None:
-        return None
-    profile = summary.segment_profile[list(PROFILE_HEADINGS)]
-    formatted = pd.DataFrame(index=profile.index)
-    formatted["members"] = profile["members"].map("{:,.0f}".format)
-    formatted["share"] = profile["share"].map("{:.1%}".format)
-    for column in list(PROFILE_HEADINGS)[2:-1]:
-        formatted[column] = profile[column].map("{:,.1f}".format)
-    formatted["churn_rate"] = profile["churn_rate"].map(lambda rate: "n/a" if pd.isna(rate) else f"{rate:.1%}")
-    return formatted.rename(columns=PROFILE_HEADINGS)
+    return None if summary.segment_profile is None else formatted_profile(summary.segment_profile)
 
 
 def _profile_notes(summary: MarketingSummary) -> list[str]:
     if summary.segment_profile is None:
         return ["Not recorded for this segmentation version (fitted before profiles were recorded)."]
     meanings = [f"{name}: {meaning}." for name, meaning in SEGMENT_MEANINGS.items()]
-    churn = [f"Churn rate: {summary.churn_basis}"] if summary.churn_basis else []
-    return meanings + churn
+    return meanings + profile_notes(summary.segment_profile, summary.churn_basis)
 
 
 def _experiment_block(lines: Sequence[str]) -> list[str]:

@@ -639,6 +639,31 @@ def segment_profile_table(
     return table
 
 
+def formatted_profile(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`segment_profile_table` as text columns with headings a manager reads; the churn rate
+    column only when some segment has one."""
+    formatted = pd.DataFrame(index=table.index)
+    formatted["members"] = table["members"].map("{:,.0f}".format)
+    formatted["share"] = table["share"].map("{:.1%}".format)
+    for column, heading in PROFILE_HEADINGS.items():
+        formatted[heading] = table[column].map("{:,.1f}".format)
+    if table["churn_rate"].notna().any():
+        formatted["churn rate"] = table["churn_rate"].map(lambda rate: "n/a" if pd.isna(rate) else f"{rate:.1%}")
+    return formatted
+
+
+def profile_notes(table: pd.DataFrame, churn_basis: str = "") -> list[str]:
+    """How the churn rate of a :func:`segment_profile_table` was measured, or that it is not available."""
+    if table["churn_rate"].isna().all():
+        return [NO_CHURN_NOTE]
+    return [f"Churn rate: {churn_basis}"] if churn_basis else []
+
+
+def profile_table_markdown(table: pd.DataFrame, churn_basis: str = "") -> str:
+    """Markdown of a :func:`segment_profile_table` with its :func:`profile_notes`."""
+    return "\n\n".join([formatted_profile(table).to_markdown(), *profile_notes(table, churn_basis)])
+
+
 def segment_profile_markdown(
     profile: pd.DataFrame,
     segments: pd.Series | None = None,
@@ -647,16 +672,7 @@ def segment_profile_markdown(
 ) -> str:
     """Markdown table of :func:`segment_profile_table`, with the churn rate when given (``churn_basis``
     says how it was measured) and otherwise a line saying it is not available."""
-    table = segment_profile_table(profile, segments, churned)
-    formatted = pd.DataFrame(index=table.index)
-    formatted["members"] = table["members"].map("{:,}".format)
-    formatted["share"] = table["share"].map("{:.1%}".format)
-    for column, heading in PROFILE_HEADINGS.items():
-        formatted[heading] = table[column].map("{:,.1f}".format)
-    if churned is None:
-        return formatted.to_markdown() + "\n\n" + NO_CHURN_NOTE
-    formatted["churn rate"] = table["churn_rate"].map("{:.1%}".format)
-    return formatted.to_markdown() + (f"\n\nChurn rate: {churn_basis}" if churn_basis else "")
+    return profile_table_markdown(segment_profile_table(profile, segments, churned), churn_basis)
 
 
 def segment_plot_png(features: pd.DataFrame, segments: pd.Series, max_points: int = 4000, seed: int = 42) -> bytes:
