@@ -318,9 +318,9 @@ def test_a_majority_top_cluster_is_not_called_road_warriors_without_a_person_dec
     crowded = planted_population({ROAD_WARRIORS: 1500, LOYAL_REGULARS: 400, DABBLERS: 400}, seed=4)
     model = seg.fit_segmentation(crowded)
     checks = {check.rule: check for check in model.naming_checks}
-    assert model.profile.loc[ROAD_WARRIORS, "clustered_share"] == pytest.approx(1500 / 2300)
+    assert model.profile.loc[ROAD_WARRIORS, "share"] == pytest.approx(1500 / 2300)
     assert not checks["road_warriors_minority"].passed
-    assert "65% of the active members (at most 50%" in checks["road_warriors_minority"].message
+    assert "65% of the members (at most 50%" in checks["road_warriors_minority"].message
     assert all(check.passed for rule, check in checks.items() if rule != "road_warriors_minority")
     gate = seg.naming_gate(model.naming_checks)
     assert not gate.passed and "road_warriors_minority" in gate.message

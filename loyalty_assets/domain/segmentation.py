@@ -20,8 +20,8 @@ Method
 
    - *Road Warriors*: the top band by flights *and* distance (highest ``flights_12m x
      distance_12m``, and the most flights and the most km of the three), above the active
-     medians of both, and a minority: at most ``max_road_warriors_share`` (50 %) of the active
-     members. K-Means slices one activity ladder; when its top slice holds most active members it
+     medians of both, and a minority: at most ``max_road_warriors_share`` (50 %) of the members.
+     K-Means slices one activity ladder; when its top slice holds most active members it
      is the bulk of the flyers, not a top band, and the check stops the promotion with the shares
      so a person decides (raise the share in the run config if the business agrees).
    - *Loyal Regulars*: steady monthly activity at moderate volume: of the other two, the most
@@ -84,7 +84,7 @@ DABBLERS = "Dabblers"
 SEGMENT_NAMES = (ROAD_WARRIORS, LOYAL_REGULARS, DABBLERS)
 # What each name means to the business; the naming checks hold the clusters to it.
 SEGMENT_MEANINGS = {
-    ROAD_WARRIORS: "the top band by flights and distance, a minority of the active members",
+    ROAD_WARRIORS: "the top band by flights and distance, a minority of the members",
     LOYAL_REGULARS: "steady monthly flyers (most active months) at moderate volume",
     DABBLERS: "low or irregular activity, including members without a flight in 12 months",
 }
@@ -119,7 +119,7 @@ class SegmentationConfig:
     max_threads: int = 1
     engagement_columns: tuple[str, ...] = (FLIGHTS, DISTANCE, DISTANCE_PER_FLIGHT, ACTIVE_MONTHS)
     log1p_columns: tuple[str, ...] = (FLIGHTS, DISTANCE, DISTANCE_PER_FLIGHT)
-    # The Road Warriors naming rule: the top band is a minority (under half) of the active members.
+    # The Road Warriors naming rule: the top band is a minority (at most half) of the members.
     max_road_warriors_share: float = 0.50
 
     @property
@@ -322,17 +322,16 @@ def evaluate_naming_rules(
     names: dict[int, str],
     centroids: pd.DataFrame,
     active_features: pd.DataFrame,
-    cluster_shares: pd.Series,
+    road_warriors_share: float,
     max_road_warriors_share: float,
 ) -> list[NamingCheck]:
     """The business meaning of each name, checked on the centroids (see module docstring).
 
-    Medians are over the active population; ``cluster_shares`` is each cluster's share of the
-    active members (index = cluster).
+    Medians are over the active population; ``road_warriors_share`` is the Road Warriors' share of
+    all members.
     """
     by_name = centroids.rename(index=names)
     road, regular, dabbler = (by_name.loc[name] for name in SEGMENT_NAMES)
-    road_share = float(cluster_shares.rename(index=names)[ROAD_WARRIORS])
     median_flights = float(active_features[FLIGHTS].median())
     median_distance = float(active_features[DISTANCE].median())
     median_active = float(active_features[ACTIVE_MONTHS].median())
@@ -353,10 +352,10 @@ def evaluate_naming_rules(
         ),
         NamingCheck(
             "road_warriors_minority",
-            bool(road_share <= max_road_warriors_share),
-            f"Road Warriors hold {road_share:.0%} of the active members (at most {max_road_warriors_share:.0%}: a top "
-            "band); more means the busiest cluster is the bulk of the flyers, so decide before promoting "
-            "(raise max_road_warriors_share if the business agrees)",
+            bool(road_warriors_share <= max_road_warriors_share),
+            f"Road Warriors hold {road_warriors_share:.0%} of the members "
+            f"(at most {max_road_warriors_share:.0%}: a top band); more means the busiest cluster is the bulk of "
+            "the flyers, so decide before promoting (raise max_road_warriors_share if the business agrees)",
         ),
         NamingCheck(
             "dabblers_least_active",
@@ -445,7 +444,7 @@ def build_model(
             chosen,
             centroids,
             active_features,
-            labels[labels >= 0].value_counts(normalize=True).reindex(range(N_CLUSTERS), fill_value=0.0),
+            float((labels.map(chosen) == ROAD_WARRIORS).mean()),
             config.max_road_warriors_share,
         ),
         config=config,

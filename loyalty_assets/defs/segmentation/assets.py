@@ -36,7 +36,7 @@ class SegmentationCandidateConfig(dg.Config):
     silhouette_sample_size: int = 5000
     max_road_warriors_share: float = Field(
         default=SegmentationConfig.max_road_warriors_share,
-        description="Naming rule: Road Warriors are a top band, at most this share of the active members.",
+        description="Naming rule: Road Warriors are a top band, at most this share of the members.",
     )
 
 
