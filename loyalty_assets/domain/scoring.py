@@ -16,12 +16,12 @@ gets a stable, known workload; if the population drifts the shares move, which d
 reports.
 
 Top reasons work for any fitted classifier (RandomForest or HistGradientBoosting, calibrated or
-not): for a High or Critical member, each feature outside its usual range (the reference population's
-interquartile range, or most common category) in turn is set to its usual value (the median, or
-most common category) and the member scored again; the features whose
-usual value would lower the risk most are the reasons, written in plain language with the
-member's value and the usual one (``reasons``). scikit-learn has per-feature importances for a whole
-population only and shap is not a dependency, so the per-member comparison is done here.
+not). For a High or Critical member, each feature outside its usual range (the reference
+population's interquartile range, or any other than the most common category) is set in turn to
+its usual value (the median, or the most common category) and the member scored again; the
+features whose usual value would lower the risk most are the reasons, written in plain language
+with the member's value and the usual one (``reasons``). scikit-learn has per-feature importances
+for a whole population only and shap is not a dependency, so the per-member comparison is done here.
 """
 
 from __future__ import annotations
