@@ -85,7 +85,7 @@ DABBLERS = "Dabblers"
 SEGMENT_NAMES = (ROAD_WARRIORS, LOYAL_REGULARS, DABBLERS)
 # What each name means to the business; the naming checks hold the clusters to it.
 SEGMENT_MEANINGS = {
-    ROAD_WARRIORS: "the top band by flights and distance, a minority of the members",
+    ROAD_WARRIORS: "the top band by flights and distance (meant to be a minority: check its share)",
     LOYAL_REGULARS: "steady monthly flyers (most active months) at moderate volume",
     DABBLERS: "low or irregular activity, including members without a flight in 12 months",
 }
