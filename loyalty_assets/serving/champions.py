@@ -94,14 +94,13 @@ class Champions:
 
 
 def load_champions(store: ObjectStore, churn_version: str, segmentation_version: str) -> Champions:
-    """Both champions ready to serve: compiled and checked, attribution table built."""
+    """Both champions ready to serve: compiled and checked against scikit-learn."""
     started = time.perf_counter()
     churn = registry.load_bundle(store, "churn", churn_version)
     segmentation = registry.load_bundle(store, "segmentation", segmentation_version)
     churn_record = registry.record(store, "churn", churn_version)
     compiled = compile_churn_model(churn["model"], churn["feature_columns"], validation_rows(store, churn_record))
     scorer = ChurnScorer.from_bundle(churn, load_action_table(), probability=compiled.probability, n_jobs=1)
-    scorer.attribution  # built here, never inside a request
     return Champions(
         churn_version=churn_version,
         segmentation_version=segmentation_version,

@@ -18,6 +18,7 @@ from loyalty_assets.domain.churn import (
 from loyalty_assets.domain.drift import build_reference
 from loyalty_assets.domain.features import FEATURE_COLUMNS, categorical_among
 from loyalty_assets.domain.figures import png_markdown
+from loyalty_assets.domain.reasons import usual_values
 from loyalty_assets.domain.scoring import assign_tiers, tier_cutoffs
 
 OWNERS = ["team:ml-engineering"]
@@ -99,6 +100,8 @@ def churn_model_candidate(
         "feature_columns": FEATURE_COLUMNS,
         "tier_cutoffs": cutoffs,
         "drift_reference": reference,
+        # What the weekly and online reasons compare a member with: the test snapshots' usual values.
+        "usual_values": usual_values(test_rows, FEATURE_COLUMNS, CATEGORICAL_FEATURES),
         "test_scores": candidate.test_scores,
         "record": record,
     }

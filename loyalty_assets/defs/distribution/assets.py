@@ -21,6 +21,7 @@ from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, la
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.resources.mailer import Mailer
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
+from loyalty_assets.domain import registry
 from loyalty_assets.domain.experiments import uplift_lines
 from loyalty_assets.domain.lake_keys import (
     appflow_source_key,
@@ -39,6 +40,14 @@ from loyalty_assets.domain.warehouse import crm_export, start_appflow
 GROUP = "distribution"
 OWNERS = ["team:data-engineering"]
 DASHBOARD_TABLE = "churn_predictions"
+
+
+def segmentation_version_of(predictions: pd.DataFrame) -> str:
+    """The one segmentation model version that assigned the week's segments."""
+    versions = predictions["segmentation_model_version"].unique()
+    if len(versions) != 1:
+        raise dg.Failure(f"the week's predictions carry several segmentation versions: {sorted(versions)}")
+    return str(versions[0])
 
 
 @dg.asset(
@@ -147,8 +156,10 @@ class MarketingEmailConfig(dg.Config):
     },
     description=(
         "The weekly marketing e-mail: members per risk tier and segment, change from last week, the top "
-        "Critical members to call by expected loss (risk x CLV), the latest realised uplift per action and "
-        "where the full file is. SMTP or SES; an .eml file in the outbox locally. Sent once per week: a "
+        "Critical members to call by expected loss (risk x CLV, in CAD) with each one's action and reasons, "
+        "what the capacity-based tiers mean, the segment profile of the segmentation that scored the week, "
+        "the latest realised uplift per action and where the full file is. SMTP or SES; an .eml file in the "
+        "outbox locally. Sent once per week: a "
         "re-run finds the week's sent-marker in the lake and sends nothing unless config resend is true."
     ),
 )
@@ -176,6 +187,8 @@ def marketing_email(
     if not store.exists(export_key):
         raise dg.Failure(f"the full prediction file {store.url(export_key)} is missing: materialize churn_predictions")
     member_value = loyalty.set_index("loyalty_number")["clv"]
+    segmentation = registry.record(store, "segmentation", segmentation_version_of(predictions))
+    recorded_profile = segmentation.get("segment_profile")
     summary = summarize_for_marketing(
         predictions,
         member_value,
@@ -183,6 +196,8 @@ def marketing_email(
         previous,
         config.top_members,
         uplift_lines(latest_results(retention_experiment_results)),
+        pd.DataFrame(recorded_profile).set_index("segment") if recorded_profile else None,
+        segmentation.get("churn_basis", ""),
     )
     message = build_marketing_email(summary, marketing_mailer.sender, marketing_mailer.recipient_list())
     name = marketing_message_name(week)
