@@ -141,7 +141,7 @@ def _bench_score(member_count: int) -> tuple[float, str]:
     features = synthetic_features(member_count, rng)
     segments = np.asarray(SEGMENT_NAMES, dtype=object)[rng.integers(0, len(SEGMENT_NAMES), member_count)]
     table = load_action_table()
-    usual = usual_values(bundle["validation_features"], FEATURE_COLUMNS, CATEGORICAL_FEATURES)
+    usual = usual_values(bundle["validation_features"], FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS))
     predictions, wall, cpu = _timed(
         lambda: score_members(
             bundle["model"],

@@ -101,7 +101,7 @@ def churn_model_candidate(
         "tier_cutoffs": cutoffs,
         "drift_reference": reference,
         # What the weekly and online reasons compare a member with: the test snapshots' usual values.
-        "usual_values": usual_values(test_rows, FEATURE_COLUMNS, CATEGORICAL_FEATURES),
+        "usual_values": usual_values(test_rows, FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS)),
         "test_scores": candidate.test_scores,
         "record": record,
     }
