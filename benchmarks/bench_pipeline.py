@@ -14,7 +14,7 @@ TRAINING_DROP = date(2026, 10, 31)
 
 def bench_churn_training_15k():
     """Training plus out-of-time evaluation of the monthly candidate (data preparation not timed)."""
-    from loyalty_assets.defs.churn.assets import ChurnCandidateConfig
+    from loyalty_assets.defs.models.churn.assets import ChurnCandidateConfig
     from loyalty_assets.domain.churn import ChurnTrainingConfig, train_churn_candidate
     from loyalty_assets.domain.features import FEATURE_COLUMNS, all_snapshots, build_features, last_complete_month
     from loyalty_assets.domain.labels import build_training_set

@@ -1,32 +1,36 @@
-"""The code location (workspace.yaml and [tool.dagster] load this module): the domains assembled, with the
-resources of the chosen environment."""
+"""The code location (workspace.yaml and [tool.dagster] load this module): every group's folder loaded
+with its group, and the resources, schedules and sensors of the chosen settings."""
+
+from types import ModuleType
 
 import dagster as dg
 
-from loyalty_assets.defs.churn.assets import churn_model, churn_model_candidate
-from loyalty_assets.defs.churn.checks import CHURN_CHECKS
-from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
-from loyalty_assets.defs.experiments.assets import EXPERIMENT_ASSETS
-from loyalty_assets.defs.features.assets import (
-    churn_training_set,
-    customer_features,
-    scoring_features,
+from loyalty_assets.defs import (
+    distribution,
+    experiments,
+    features,
+    ingestion,
+    models,
+    monitoring,
+    predictions,
 )
-from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
-from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS
-from loyalty_assets.defs.monitoring.checks import MONITORING_CHECKS
-from loyalty_assets.defs.orchestration.jobs import JOBS
-from loyalty_assets.defs.orchestration.schedules import build_schedules
-from loyalty_assets.defs.orchestration.sensors import build_sensors
+from loyalty_assets.defs.automation.jobs import JOBS
+from loyalty_assets.defs.automation.schedules import build_schedules
+from loyalty_assets.defs.automation.sensors import build_sensors
 from loyalty_assets.defs.partitions import check_partitions_match
-from loyalty_assets.defs.scoring.assets import churn_predictions
-from loyalty_assets.defs.segmentation.assets import (
-    segmentation_model,
-    segmentation_model_candidate,
-)
-from loyalty_assets.defs.segmentation.checks import SEGMENTATION_CHECKS
 from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import Settings, load_settings
+
+# Folder = group: the UI's group name is the package under loyalty_assets/defs/ that holds its code.
+GROUP_PACKAGES: dict[str, ModuleType] = {
+    "ingestion": ingestion,
+    "features": features,
+    "models": models,
+    "predictions": predictions,
+    "distribution": distribution,
+    "monitoring": monitoring,
+    "experiments": experiments,
+}
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
@@ -37,20 +41,13 @@ def build_defs(settings: Settings) -> dg.Definitions:
     check_partitions_match(settings)
     return dg.Definitions(
         assets=[
-            raw_loyalty_tables,
-            customer_features,
-            churn_training_set,
-            scoring_features,
-            churn_model_candidate,
-            churn_model,
-            segmentation_model_candidate,
-            segmentation_model,
-            churn_predictions,
-            *DISTRIBUTION_ASSETS,
-            *MONITORING_ASSETS,
-            *EXPERIMENT_ASSETS,
+            asset
+            for group, package in GROUP_PACKAGES.items()
+            for asset in dg.load_assets_from_package_module(package, group_name=group)
         ],
-        asset_checks=[*CHURN_CHECKS, *SEGMENTATION_CHECKS, *MONITORING_CHECKS],
+        asset_checks=[
+            check for package in GROUP_PACKAGES.values() for check in dg.load_asset_checks_from_package_module(package)
+        ],
         jobs=JOBS,
         schedules=build_schedules(settings),
         sensors=build_sensors(settings),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from loyalty_assets.defs.orchestration.sensors import root_error_message
+from loyalty_assets.defs.automation.sensors import root_error_message
 from loyalty_assets.domain import lake_keys
 from loyalty_assets.domain.drop_commits import accepted_drop_dates
 from loyalty_assets.domain.periods import month_start, previous_month, previous_quarter, quarter_start, week_start
@@ -32,8 +32,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def store_for_uri(uri: str, settings: Settings) -> ObjectStore:
     """A folder, or an ``s3://`` prefix through dagster-aws ``S3Resource`` with the network bounds of
     ``settings`` (honours ``AWS_ENDPOINT_URL``)."""
-    from loyalty_assets.defs.clients import bounded_s3
-    from loyalty_assets.defs.storage import store_at
+    from loyalty_assets.defs.resources.clients import bounded_s3
+    from loyalty_assets.defs.resources.storage import store_at
 
     return store_at(uri, bounded_s3(settings.network))
 

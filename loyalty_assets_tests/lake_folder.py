@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 from dagster_aws.s3 import S3Resource
 
-from loyalty_assets.defs.storage import LakeModelIOManager, LakeParquetIOManager, LakeResource
+from loyalty_assets.defs.resources.storage import LakeModelIOManager, LakeParquetIOManager, LakeResource
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes, object_to_joblib_bytes
 
 

@@ -15,9 +15,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from loyalty_assets.defs.features.assets import customer_features, scoring_features
+from loyalty_assets.defs.features.assets import customer_features
+from loyalty_assets.defs.predictions.features import scoring_features
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
-from loyalty_assets.defs.storage import LakeParquetIOManager
+from loyalty_assets.defs.resources.storage import LakeParquetIOManager
 from loyalty_assets.domain.completeness import manifest_bytes
 from loyalty_assets.domain.drop_commits import accepted_drop_dates, read_commit
 from loyalty_assets.domain.lake_keys import table_version_key

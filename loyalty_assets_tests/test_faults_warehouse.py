@@ -15,7 +15,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from loyalty_assets.defs.distribution.resources import DuckDBDashboardDatabase, PostgresDashboardDatabase
+from loyalty_assets.defs.resources.destinations import DuckDBDashboardDatabase, PostgresDashboardDatabase
 from loyalty_assets.domain.warehouse import connect_postgres
 from loyalty_assets_tests.test_warehouse import replace_postgres_week, replace_redshift_week, weekly_predictions
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty_assets.defs.churn.assets import ChurnCandidateConfig, churn_model_candidate
+from loyalty_assets.defs.models.churn.assets import ChurnCandidateConfig, churn_model_candidate
 from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS, monitoring_report
 from loyalty_assets.defs.monitoring.checks import (
     MONITORING_CHECKS,

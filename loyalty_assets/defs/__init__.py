@@ -5,6 +5,6 @@ import warnings
 import dagster as dg
 
 # Per-partition asset checks (``@asset_check(partitions_def=...)``, preview) and partition mappings
-# that allow windows reaching past today (beta) are used on purpose; see defs/drops.py.
+# that allow windows reaching past today (beta) are used on purpose; see defs/ingestion/drops.py.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

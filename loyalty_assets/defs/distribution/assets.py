@@ -12,15 +12,15 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from loyalty_assets.defs.distribution.resources import (
+from loyalty_assets.defs.resources.destinations import (
     AppFlowResource,
     DashboardDatabase,
 )
-from loyalty_assets.defs.drops import RAW_DROP_INS
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
 from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.resources.mailer import Mailer
-from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
+from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.experiments import uplift_lines
 from loyalty_assets.domain.lake_keys import (
@@ -37,7 +37,6 @@ from loyalty_assets.domain.messaging import (
 )
 from loyalty_assets.domain.warehouse import crm_export, start_appflow
 
-GROUP = "distribution"
 OWNERS = ["team:data-engineering"]
 DASHBOARD_TABLE = "churn_predictions"
 
@@ -52,7 +51,6 @@ def segmentation_version_of(predictions: pd.DataFrame) -> str:
 
 @dg.asset(
     partitions_def=weekly_partitions,
-    group_name=GROUP,
     kinds={"postgres", "pandas"},
     owners=OWNERS,
     description=(
@@ -85,7 +83,6 @@ def rds_churn_predictions(
 
 @dg.asset(
     partitions_def=weekly_partitions,
-    group_name=GROUP,
     kinds={"redshift", "pandas"},
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",
@@ -102,7 +99,6 @@ def redshift_churn_predictions(churn_predictions: pd.DataFrame) -> dg.Output[pd.
 
 @dg.asset(
     partitions_def=weekly_partitions,
-    group_name=GROUP,
     kinds={"salesforce", "s3"},
     owners=OWNERS,
     description=(
@@ -143,7 +139,6 @@ class MarketingEmailConfig(dg.Config):
 
 @dg.asset(
     partitions_def=weekly_partitions,
-    group_name=GROUP,
     kinds={"email"},
     owners=OWNERS,
     ins={

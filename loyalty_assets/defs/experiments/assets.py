@@ -4,10 +4,10 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from loyalty_assets.defs.drops import RAW_DROP_INS
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import monthly_partitions
-from loyalty_assets.defs.storage import LAZY_PARTITIONS, latest_partition
+from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, latest_partition
 from loyalty_assets.domain.experiments import (
     EXPERIMENT_COLUMNS,
     RESULT_COLUMNS,
@@ -17,7 +17,6 @@ from loyalty_assets.domain.experiments import (
 from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.monitoring_report import uplift_png
 
-GROUP = "experiments"
 OWNERS = ["team:ml-engineering"]
 SCORED_COLUMNS = ["loyalty_number", "week", "snapshot_month", "risk_tier", "segment", *EXPERIMENT_COLUMNS]
 
@@ -70,7 +69,6 @@ def _warn(name: str, offenders: pd.DataFrame, message: str) -> dg.AssetCheckResu
         "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"],
     },
     check_specs=EXPERIMENT_CHECKS,
-    group_name=GROUP,
 )
 def retention_experiment_results(
     context: dg.AssetExecutionContext, config: ExperimentResultsConfig, churn_predictions, raw_loyalty_history
@@ -127,7 +125,6 @@ def retention_experiment_results(
 
 @dg.asset(
     partitions_def=monthly_partitions,
-    group_name=GROUP,
     kinds={"redshift", "pandas"},
     owners=OWNERS,
     io_manager_key="warehouse_io_manager",

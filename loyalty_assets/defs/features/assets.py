@@ -1,9 +1,8 @@
-"""Point-in-time features: every monthly snapshot for training, the latest one for weekly scoring.
+"""Point-in-time features: every monthly snapshot for training (the weekly scoring's snapshot is
+``defs/predictions/features.py``).
 
 ``customer_features`` month K is built from the latest drop dated in K (all its complete
-snapshots, up to K-1). ``scoring_features`` week W is built from the latest drop dated in W
-(its last complete month only, for members still enrolled on the drop date), so a backfill of
-an old week scores exactly what that week knew.
+snapshots, up to K-1), and ``churn_training_set`` labels its mature snapshots.
 """
 
 from datetime import date
@@ -11,7 +10,7 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
-from loyalty_assets.defs.drops import RAW_DROP_INS, latest_drop
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS, latest_drop
 from loyalty_assets.defs.features.checks import (
     FeatureCheckConfig,
     feature_check_specs,
@@ -19,8 +18,8 @@ from loyalty_assets.defs.features.checks import (
 )
 from loyalty_assets.defs.gates import gated_outputs
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
-from loyalty_assets.defs.partitions import monthly_partitions, weekly_partitions
-from loyalty_assets.defs.storage import latest_partition
+from loyalty_assets.defs.partitions import monthly_partitions
+from loyalty_assets.defs.resources.storage import latest_partition
 from loyalty_assets.domain.features import (
     all_snapshots,
     build_features,
@@ -30,14 +29,13 @@ from loyalty_assets.domain.features import (
 from loyalty_assets.domain.labels import (
     build_training_set,
     label_counts_by_snapshot,
-    members_enrolled_on,
     positive_rate,
 )
 
 OWNERS = ["team:ml-engineering"]
 
 
-def _feature_output(features, drop_date, snapshots) -> dg.Output:
+def feature_output(features, drop_date, snapshots) -> dg.Output:
     latest = features[features["snapshot_month"] == features["snapshot_month"].max()]
     return dg.Output(
         features,
@@ -63,7 +61,6 @@ def _feature_output(features, drop_date, snapshots) -> dg.Output:
     ins=RAW_DROP_INS,
     partitions_def=monthly_partitions,
     check_specs=feature_check_specs("customer_features"),
-    group_name="features",
 )
 def customer_features(
     context: dg.AssetExecutionContext, config: FeatureCheckConfig, raw_loyalty_history, raw_flight_activity
@@ -73,33 +70,8 @@ def customer_features(
     features = build_features(loyalty, activity, snapshots)
     checks = feature_table_checks("customer_features", features, loyalty, config)
     yield from gated_outputs(
-        [_feature_output(features, drop_date, snapshots)], checks, f"customer_features {context.partition_key}"
+        [feature_output(features, drop_date, snapshots)], checks, f"customer_features {context.partition_key}"
     )
-
-
-@dg.asset(
-    description=(
-        "The model's features as of the last complete month before the week's latest drop, one row per "
-        "member still enrolled on that drop's date: what the weekly scoring reads."
-    ),
-    io_manager_key="lake_io_manager",
-    kinds={"pandas", "parquet"},
-    owners=OWNERS,
-    ins=RAW_DROP_INS,
-    partitions_def=weekly_partitions,
-    check_specs=feature_check_specs("scoring_features"),
-    group_name="predictions",
-)
-def scoring_features(
-    context: dg.AssetExecutionContext, config: FeatureCheckConfig, raw_loyalty_history, raw_flight_activity
-):
-    drop_date, loyalty, activity = latest_drop(context, raw_loyalty_history, raw_flight_activity)
-    snapshot = last_complete_month(drop_date)
-    features = build_features(loyalty, activity, [snapshot])
-    checks = feature_table_checks("scoring_features", features, loyalty, config)
-    enrolled = features[features["loyalty_number"].isin(members_enrolled_on(loyalty, drop_date))]
-    output = _feature_output(enrolled.reset_index(drop=True), drop_date, [snapshot])
-    yield from gated_outputs([output], checks, f"scoring_features {context.partition_key}")
 
 
 class TrainingSetConfig(dg.Config):
@@ -111,7 +83,6 @@ class TrainingSetConfig(dg.Config):
     partitions_def=monthly_partitions,
     ins={"raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"]},
     io_manager_key="lake_io_manager",
-    group_name="features",
     kinds={"pandas", "parquet"},
     owners=OWNERS,
 )

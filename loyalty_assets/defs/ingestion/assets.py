@@ -13,7 +13,7 @@ from pydantic import Field
 from loyalty_assets.defs.gates import check_result, gated_outputs
 from loyalty_assets.defs.metadata import table_metadata
 from loyalty_assets.defs.partitions import daily_partitions
-from loyalty_assets.defs.storage import LakeResource, LandingResource
+from loyalty_assets.defs.resources.storage import LakeResource, LandingResource
 from loyalty_assets.domain.completeness import (
     DropProfile,
     last_complete_month_problems,
@@ -194,7 +194,6 @@ def _raw_out(description: str) -> dg.AssetOut:
     },
     partitions_def=daily_partitions,
     check_specs=RAW_CHECKS,
-    group_name="ingestion",
 )
 def raw_loyalty_tables(
     context: dg.AssetExecutionContext, config: IngestConfig, landing: LandingResource, lake: LakeResource

@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from loyalty_assets.defs.drops import RAW_DROP_INS
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
 from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
-from loyalty_assets.defs.storage import (
+from loyalty_assets.defs.resources.storage import (
     LakeModelIOManager,
     LakeParquetIOManager,
     LakeResource,
@@ -134,7 +134,6 @@ def stored_evaluation(lake: LakeResource, week: str) -> WeekDriftEvaluation:
         "raw_loyalty_history": RAW_DROP_INS["raw_loyalty_history"],
         "retention_experiment_results": LATEST_EXPERIMENT_RESULTS,
     },
-    group_name="monitoring",
     kinds={"html"},
     owners=OWNERS,
     description=(

@@ -12,11 +12,9 @@ the CloudWatch sensor (``drift_share``), and the remedy is retraining, not holdi
 
 import dagster as dg
 
-from loyalty_assets.defs.features.assets import scoring_features
 from loyalty_assets.defs.monitoring.assets import monitoring_report, stored_evaluation
 from loyalty_assets.defs.partitions import weekly_partitions
-from loyalty_assets.defs.scoring.assets import churn_predictions
-from loyalty_assets.defs.storage import LakeResource
+from loyalty_assets.defs.resources.storage import LakeResource
 from loyalty_assets.domain.monitoring import DriftVerdict, Markdown
 
 NOT_BLOCKING = " Not blocking: drift is reported, the week's scores are still distributed."
@@ -38,8 +36,11 @@ def drift_check_result(verdict: DriftVerdict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=status == "ok", severity=severity, description=verdict.message, metadata=metadata)
 
 
-def drift_check(asset: dg.AssetsDefinition, name: str, description: str) -> dg.AssetChecksDefinition:
-    """The non-blocking check ``name`` on ``asset``: the verdict of that name in the stored evaluation."""
+def drift_check(asset: str, name: str, description: str) -> dg.AssetChecksDefinition:
+    """The non-blocking check ``name`` on ``asset``: the verdict of that name in the stored evaluation.
+
+    ``asset`` is named, not imported: it belongs to another group's folder, and a folder loads what its
+    modules hold."""
 
     @dg.asset_check(
         asset=asset,
@@ -56,7 +57,7 @@ def drift_check(asset: dg.AssetsDefinition, name: str, description: str) -> dg.A
 
 
 feature_drift_check = drift_check(
-    scoring_features,
+    "scoring_features",
     "feature_drift",
     "Each of the champion's features against its reference (the candidate's out-of-time test rows): "
     "PSI over reference deciles for numeric features, Jensen-Shannon distance for categorical ones. "
@@ -64,14 +65,14 @@ feature_drift_check = drift_check(
     "dataset limit.",
 )
 prediction_drift_check = drift_check(
-    churn_predictions,
+    "churn_predictions",
     "prediction_drift",
     "This week's risk-score histogram and tier shares against the scoring model's reference, and "
     "the score histogram against the previous weeks in the lake (PSI). WARN above the PSI warn "
     "limit, ERROR above the fail limit.",
 )
 concept_drift_check = drift_check(
-    churn_predictions,
+    "churn_predictions",
     "concept_drift",
     "Realised quality of earlier weeks whose churn labels have matured in this week's latest drop: "
     "ROC-AUC, recall at the frozen threshold and churn rate per tier (must rise from Low to "

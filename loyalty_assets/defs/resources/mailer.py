@@ -11,8 +11,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from loyalty_assets.defs.clients import BoundedAwsClients
-from loyalty_assets.defs.storage import store_at
+from loyalty_assets.defs.resources.clients import BoundedAwsClients
+from loyalty_assets.defs.resources.storage import store_at
 from loyalty_assets.domain.lake_keys import outbox_key
 from loyalty_assets.domain.messaging import send_ses, send_smtp, write_eml
 from loyalty_assets.settings import NetworkSettings

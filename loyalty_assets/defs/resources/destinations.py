@@ -15,8 +15,8 @@ import pandas as pd
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from loyalty_assets.defs.clients import BoundedAwsClients
-from loyalty_assets.defs.storage import store_at
+from loyalty_assets.defs.resources.clients import BoundedAwsClients
+from loyalty_assets.defs.resources.storage import store_at
 from loyalty_assets.domain.storage import ObjectStore
 from loyalty_assets.domain.warehouse import (
     PartitionSlice,

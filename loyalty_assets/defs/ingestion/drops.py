@@ -3,7 +3,7 @@
 Every drop is a full extract, so one drop is all a monthly, quarterly or weekly partition
 needs. The raw inputs are declared with a time-window partition mapping (lineage and
 backfills stay right) and loaded lazily, so only the chosen drop is read. Only committed
-drops are offered (``defs.storage``): a day whose drop was rejected is skipped.
+drops are offered (``defs.resources.storage``): a day whose drop was rejected is skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from loyalty_assets.defs.storage import LAZY_PARTITIONS, PartitionLoader
+from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, PartitionLoader
 
 # A window that reaches past today (the current week or month) maps to drops that do not exist yet.
 _WINDOW = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)

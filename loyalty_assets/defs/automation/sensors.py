@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from dagster import DagsterEventType, DagsterRunStatus
 
-from loyalty_assets.defs.orchestration.resources import AlertNotifier, MetricsPublisher
+from loyalty_assets.defs.resources.alerts import AlertNotifier, MetricsPublisher
 from loyalty_assets.domain.messaging import Alert
 from loyalty_assets.domain.redaction import redact
 from loyalty_assets.settings import Settings

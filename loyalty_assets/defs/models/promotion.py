@@ -6,8 +6,8 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from loyalty_assets.defs.champion_metadata import champion_metadata
-from loyalty_assets.defs.storage import LakeResource
+from loyalty_assets.defs.models.champion_metadata import champion_metadata
+from loyalty_assets.defs.resources.storage import LakeResource
 from loyalty_assets.domain import registry
 
 

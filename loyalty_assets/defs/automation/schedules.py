@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from loyalty_assets.defs.orchestration.jobs import (
+from loyalty_assets.defs.automation.jobs import (
     daily_ingest_job,
     monthly_churn_training_job,
     quarterly_segmentation_job,

@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from loyalty_assets.defs.clients import BoundedAwsClients
+from loyalty_assets.defs.resources.clients import BoundedAwsClients
 from loyalty_assets.defs.resources.mailer import Mailer
 from loyalty_assets.domain.messaging import (
     Alert,

@@ -5,11 +5,11 @@ from datetime import date, timedelta
 import dagster as dg
 from pydantic import Field
 
-from loyalty_assets.defs.drops import RAW_DROP_INS
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
-from loyalty_assets.defs.scoring.columns import PREDICTION_COLUMN_DESCRIPTIONS
-from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
+from loyalty_assets.defs.predictions.columns import PREDICTION_COLUMN_DESCRIPTIONS
+from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain.experiments import CONTROL, DEFAULT_CONTROL_SHARES, experiment_id
 from loyalty_assets.domain.lake_keys import predictions_export_key
 from loyalty_assets.domain.scoring import (
@@ -41,7 +41,6 @@ class ScoringConfig(dg.Config):
         ),
     },
     io_manager_key="lake_io_manager",
-    group_name="predictions",
     kinds={"scikit-learn", "pandas", "s3"},
     owners=["team:ml-engineering"],
     freshness_policy=dg.FreshnessPolicy.time_window(

@@ -6,11 +6,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from loyalty_assets.defs.drops import RAW_DROP_INS, latest_drop
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS, latest_drop
 from loyalty_assets.defs.metadata import significant
 from loyalty_assets.defs.partitions import quarterly_partitions
-from loyalty_assets.defs.promotion import PromotionConfig, promote
-from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, read_champion
+from loyalty_assets.defs.models.promotion import PromotionConfig, promote
+from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource, read_champion
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import data_fingerprint
 from loyalty_assets.domain.figures import png_markdown
@@ -45,7 +45,6 @@ class SegmentationCandidateConfig(dg.Config):
     partitions_def=quarterly_partitions,
     ins=RAW_DROP_INS,
     io_manager_key="model_io_manager",
-    group_name="models",
     kinds={"scikit-learn"},
     owners=OWNERS,
 )
@@ -132,7 +131,6 @@ def segmentation_model_candidate(
 @dg.asset(
     ins={"segmentation_model_candidate": dg.AssetIn(metadata=LAZY_PARTITIONS)},
     io_manager_key="model_io_manager",
-    group_name="models",
     kinds={"scikit-learn"},
     owners=OWNERS,
     output_required=False,

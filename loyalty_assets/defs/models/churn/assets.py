@@ -6,8 +6,8 @@ from pydantic import Field
 
 from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, markdown_table, significant
 from loyalty_assets.defs.partitions import monthly_partitions
-from loyalty_assets.defs.promotion import PromotionConfig, promote
-from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource
+from loyalty_assets.defs.models.promotion import PromotionConfig, promote
+from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import (
     ChurnTrainingConfig,
@@ -46,7 +46,6 @@ def _metadata_value(value):
 @dg.asset(
     partitions_def=monthly_partitions,
     io_manager_key="model_io_manager",
-    group_name="models",
     kinds={"scikit-learn", "pandas"},
     owners=OWNERS,
 )
@@ -126,7 +125,6 @@ def churn_model_candidate(
 @dg.asset(
     ins={"churn_model_candidate": dg.AssetIn(metadata=LAZY_PARTITIONS)},
     io_manager_key="model_io_manager",
-    group_name="models",
     kinds={"scikit-learn"},
     owners=OWNERS,
     output_required=False,
