@@ -15,20 +15,20 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
-from loyalty_assets.defs.resources.clients import bounded_s3, client_bounds
-from loyalty_assets.defs.resources.redshift import RedshiftPandasIOManager
-from loyalty_assets.defs.resources.destinations import (
-    AppFlowResource,
-    DuckDBDashboardDatabase,
-    PostgresDashboardDatabase,
-)
 from loyalty_assets.defs.resources.alerts import (
     AwsAlertNotifier,
     CloudWatchMetricsPublisher,
     LocalAlertNotifier,
     LogMetricsPublisher,
 )
+from loyalty_assets.defs.resources.clients import bounded_s3, client_bounds
+from loyalty_assets.defs.resources.destinations import (
+    AppFlowResource,
+    DuckDBDashboardDatabase,
+    PostgresDashboardDatabase,
+)
 from loyalty_assets.defs.resources.mailer import Mailer, OutboxMailer, SesMailer, SmtpMailer
+from loyalty_assets.defs.resources.redshift import RedshiftPandasIOManager
 from loyalty_assets.defs.resources.storage import (
     LakeModelIOManager,
     LakeParquetIOManager,

@@ -11,8 +11,8 @@ import pytest
 
 from loyalty_assets import defs
 from loyalty_assets.definitions import build_defs
-from loyalty_assets.defs.models.churn.assets import churn_model_candidate
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
+from loyalty_assets.defs.models.churn.assets import churn_model_candidate
 from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets.settings import load_settings

@@ -31,8 +31,8 @@ from dagster_postgres import (
     PostgresScheduleStorage,
 )
 
-from loyalty_assets.defs.resources.alerts import LocalAlertNotifier
 from loyalty_assets.defs.automation.sensors import build_sensors
+from loyalty_assets.defs.resources.alerts import LocalAlertNotifier
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.postgres import temporary
 

@@ -22,14 +22,14 @@ from botocore.stub import ANY, Stubber
 from dagster_aws.s3 import S3Resource
 
 from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
-from loyalty_assets.defs.resources.redshift import RedshiftPandasIOManager
+from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
 from loyalty_assets.defs.resources.destinations import (
     AppFlowResource,
     DuckDBDashboardDatabase,
     PostgresDashboardDatabase,
 )
-from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
 from loyalty_assets.defs.resources.mailer import SmtpMailer
+from loyalty_assets.defs.resources.redshift import RedshiftPandasIOManager
 from loyalty_assets.defs.resources.storage import LakeParquetIOManager, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.lake_keys import appflow_source_key, predictions_export_key

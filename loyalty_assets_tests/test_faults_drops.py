@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from loyalty_assets.defs.features.assets import customer_features
-from loyalty_assets.defs.predictions.features import scoring_features
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
+from loyalty_assets.defs.predictions.features import scoring_features
 from loyalty_assets.defs.resources.storage import LakeParquetIOManager
 from loyalty_assets.domain.completeness import manifest_bytes
 from loyalty_assets.domain.drop_commits import accepted_drop_dates, read_commit

@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 
 from loyalty_assets import defs
-from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.defs.automation.jobs import daily_ingest_job
 from loyalty_assets.defs.automation.schedules import build_schedules
 from loyalty_assets.defs.automation.sensors import build_sensors, collect_run_metrics
+from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import StorageSettings, load_settings

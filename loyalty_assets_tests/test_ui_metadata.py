@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from loyalty_assets.defs.models.churn.assets import CHURN_GATES, churn_model
 from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, significant, table_metadata
+from loyalty_assets.defs.models.churn.assets import CHURN_GATES, churn_model
+from loyalty_assets.defs.models.segmentation.assets import SEGMENTATION_GATES, segmentation_model
 from loyalty_assets.defs.partitions import monthly_partitions, quarterly_partitions
 from loyalty_assets.defs.predictions.columns import PREDICTION_COLUMN_DESCRIPTIONS
-from loyalty_assets.defs.models.segmentation.assets import SEGMENTATION_GATES, segmentation_model
 from loyalty_assets.defs.resources.storage import LakeModelIOManager, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain import segmentation as seg

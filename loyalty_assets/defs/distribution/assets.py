@@ -12,13 +12,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
+from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.resources.destinations import (
     AppFlowResource,
     DashboardDatabase,
 )
-from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
-from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
-from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.resources.mailer import Mailer
 from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain import registry

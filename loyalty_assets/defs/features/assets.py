@@ -10,13 +10,13 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
-from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS, latest_drop
 from loyalty_assets.defs.features.checks import (
     FeatureCheckConfig,
     feature_check_specs,
     feature_table_checks,
 )
 from loyalty_assets.defs.gates import gated_outputs
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS, latest_drop
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.resources.storage import latest_partition

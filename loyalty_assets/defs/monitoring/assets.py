@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
 from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
+from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.resources.storage import (
     LakeModelIOManager,

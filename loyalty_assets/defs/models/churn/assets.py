@@ -5,8 +5,8 @@ import pandas as pd
 from pydantic import Field
 
 from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, markdown_table, significant
-from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.models.promotion import PromotionConfig, promote
+from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import (

@@ -7,10 +7,10 @@ that the version it promotes passed every gate.
 import dagster as dg
 from pydantic import Field
 
-from loyalty_assets.defs.models.churn.assets import churn_model_candidate
 from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
-from loyalty_assets.defs.partitions import monthly_partitions
+from loyalty_assets.defs.models.churn.assets import churn_model_candidate
 from loyalty_assets.defs.models.promotion import gate_verdict, promotion_gate
+from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.resources.storage import LakeResource, latest_partition, read_champion
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import (

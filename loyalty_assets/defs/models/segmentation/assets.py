@@ -8,8 +8,8 @@ from pydantic import Field
 
 from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS, latest_drop
 from loyalty_assets.defs.metadata import significant
-from loyalty_assets.defs.partitions import quarterly_partitions
 from loyalty_assets.defs.models.promotion import PromotionConfig, promote
+from loyalty_assets.defs.partitions import quarterly_partitions
 from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource, read_champion
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import data_fingerprint

@@ -3,9 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
-from loyalty_assets.defs.partitions import quarterly_partitions
 from loyalty_assets.defs.models.promotion import gate_verdict, promotion_gate
 from loyalty_assets.defs.models.segmentation.assets import segmentation_model_candidate
+from loyalty_assets.defs.partitions import quarterly_partitions
 from loyalty_assets.defs.resources.storage import LakeResource, read_champion
 from loyalty_assets.domain.segmentation import (
     SegmentationGateConfig,
