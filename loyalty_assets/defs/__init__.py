@@ -1,4 +1,5 @@
-"""The Dagster layer: one folder per domain (ingestion, features, churn, segmentation, scoring, ...)."""
+"""The Dagster layer: one folder per asset group, in the order the data flows (ingestion, features, models,
+predictions, distribution, monitoring, experiments), beside automation/ and resources/."""
 
 import warnings
 

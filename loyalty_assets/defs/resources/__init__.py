@@ -1,1 +1,1 @@
-"""Resources that more than one domain of the graph uses (the mailer: marketing e-mail and alerts)."""
+"""Every resource and IO manager the assets, checks and sensors use; ``environment.py`` wires them."""
