@@ -149,6 +149,3 @@ LATEST_EXPERIMENT_RESULTS = dg.AssetIn(
 def latest_results(results) -> pd.DataFrame:
     """The newest materialized month of ``retention_experiment_results`` (lazy input), or an empty table."""
     return results[max(results)]() if results else pd.DataFrame(columns=RESULT_COLUMNS)
-
-
-EXPERIMENT_ASSETS = [retention_experiment_results, redshift_retention_experiment_results]

@@ -154,6 +154,3 @@ def _training_config(bundle: dict) -> ChurnTrainingConfig:
         horizon_months=horizon,
         embargo_months=horizon,
     )
-
-
-CHURN_CHECKS = [roc_auc_floor, beats_baseline, not_worse_than_champion, recall_at_threshold, no_leakage]

@@ -80,6 +80,3 @@ def champion_agreement(
         result,
         adjusted_rand=float(report.adjusted_rand) if report else float("nan"),
     )
-
-
-SEGMENTATION_CHECKS = [silhouette, segment_size, naming_rules, champion_agreement]
