@@ -22,6 +22,8 @@ from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import Settings, load_settings
 
 # Folder = group: the UI's group name is the package under loyalty_assets/defs/ that holds its code.
+# A folder loads every asset its modules hold, imported ones too: name another group's asset by its
+# key, never import it (Dagster then rejects the key defined twice).
 GROUP_PACKAGES: dict[str, ModuleType] = {
     "ingestion": ingestion,
     "features": features,
@@ -33,6 +35,11 @@ GROUP_PACKAGES: dict[str, ModuleType] = {
 }
 
 
+def group_assets(group: str) -> list[dg.AssetsDefinition]:
+    """The assets of ``group``'s folder, carrying the group the UI shows and the jobs select."""
+    return dg.load_assets_from_package_module(GROUP_PACKAGES[group], group_name=group)
+
+
 def build_defs(settings: Settings) -> dg.Definitions:
     """The code location for ``settings``: its resources, schedules and sensors.
 
@@ -40,11 +47,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     """
     check_partitions_match(settings)
     return dg.Definitions(
-        assets=[
-            asset
-            for group, package in GROUP_PACKAGES.items()
-            for asset in dg.load_assets_from_package_module(package, group_name=group)
-        ],
+        assets=[asset for group in GROUP_PACKAGES for asset in group_assets(group)],
         asset_checks=[
             check for package in GROUP_PACKAGES.values() for check in dg.load_asset_checks_from_package_module(package)
         ],

@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 
 from loyalty_assets import defs
+from loyalty_assets.definitions import group_assets
 from loyalty_assets.defs.automation.jobs import daily_ingest_job
 from loyalty_assets.defs.automation.schedules import build_schedules
 from loyalty_assets.defs.automation.sensors import build_sensors, collect_run_metrics
-from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import StorageSettings, load_settings
@@ -144,7 +144,7 @@ scoring_stand_in_job = dg.define_asset_job("scoring_stand_in_job", selection=["c
 
 def definitions_with(resources: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_loyalty_tables, scoring_stand_in],
+        assets=[*group_assets("ingestion"), scoring_stand_in],
         asset_checks=[score_drift],
         jobs=[daily_ingest_job, scoring_stand_in_job],
         sensors=SENSORS,
