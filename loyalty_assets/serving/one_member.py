@@ -1,0 +1,204 @@
+"""One member's ``churn_predictions`` row with numpy only: the online API's fast path.
+
+The batch scores thousands of rows through pandas and scikit-learn; for one row their per-call
+overhead (frames, input validation, thread pools) costs ten times the arithmetic. Everything a row
+needs is taken from the champions once, when they load:
+
+- segment: the segmentation pipeline's log1p columns, scaler mean and scale and K-Means centres;
+  the nearest centre is ``KMeans.predict``'s label, and inactive members are Dabblers by rule;
+- risk: the compiled churn forest (``compiled.ServingModel``): the member's leaf in every tree;
+- tier: the champion's cut-offs, with ``assign_tiers``'s rule (highest bound strictly exceeded);
+- action and experiment arm: the action table's (segment x tier) matrix and control shares, and
+  the experiments module's ``experiment_id`` and ``assignment_unit``;
+- reasons, only for the tiers the batch explains: the batch's own ``top_reasons``, given the
+  champion's attribution table with the tree paths read from the compiled forest
+  (``LeafAttribution``).
+
+``check_against_batch`` compares these rows with ``ChurnScorer.score`` on the champion's validation
+rows when the champions load; on any difference the API scores with the batch code instead, so a
+change to the batch rules can make the API slower, never different.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loyalty_assets.domain.experiments import (
+    CONTROL,
+    EXPERIMENT_COLUMNS,
+    HOLD_OUT_ACTION,
+    TREATMENT,
+    assignment_unit,
+    cell_control_shares,
+    experiment_id,
+)
+from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.scoring import (
+    EXPLAINED_TIERS,
+    PREDICTION_COLUMNS,
+    RISK_TIERS,
+    ChurnScorer,
+    ForestAttribution,
+    action_matrix,
+    top_reasons,
+)
+from loyalty_assets.domain.segmentation import (
+    DABBLERS,
+    FLIGHTS,
+    SEGMENT_NAMES,
+    SegmentationModel,
+    _log1p_selected,
+    assign_segments,
+)
+from loyalty_assets.serving.compiled import ServingModel, UnsupportedModel
+
+ROW_COLUMNS = PREDICTION_COLUMNS + EXPERIMENT_COLUMNS
+# Validation rows the fast path is compared on at load time (all of them when fewer).
+CHECK_ROWS = 1500
+
+
+def current_week() -> str:
+    """Monday of the current UTC week: the week a batch run today would score."""
+    today = datetime.now(timezone.utc).date()
+    return date.fromordinal(today.toordinal() - today.weekday()).isoformat()
+
+
+class NearestCentroid:
+    """``assign_segments`` for one feature vector: log1p, standardise, nearest K-Means centre."""
+
+    def __init__(self, model: SegmentationModel, feature_columns: Sequence[str] = FEATURE_COLUMNS):
+        steps = model.pipeline.named_steps
+        log1p, scaler, kmeans = steps.get("log1p"), steps.get("scale"), steps.get("kmeans")
+        if log1p is None or log1p.func is not _log1p_selected or scaler is None or kmeans is None:
+            raise UnsupportedModel(f"segmentation pipeline steps {list(steps)}, expected log1p, scale, kmeans")
+        columns = list(feature_columns)
+        self.positions = np.array([columns.index(name) for name in model.engagement_columns])
+        self.flights = columns.index(FLIGHTS)
+        self.log_mask = np.asarray(log1p.kw_args["log_mask"], dtype=bool)
+        self.mean = scaler.mean_ if scaler.with_mean else np.zeros(len(self.positions))
+        self.scale = scaler.scale_ if scaler.with_std else np.ones(len(self.positions))
+        self.centers = np.asarray(kmeans.cluster_centers_, dtype=np.float64)
+        # KMeans.predict ranks centres by |c|^2 - 2 x.c (|x|^2 is the same for every centre).
+        self.center_norms = (self.centers**2).sum(axis=1)
+        self.names = [model.names[cluster] for cluster in range(len(self.centers))]
+
+    def segment(self, features: np.ndarray) -> str:
+        if not features[self.flights] > 0:
+            return DABBLERS
+        values = features[self.positions]
+        if not np.isfinite(values).all() or (values[self.log_mask] < 0).any():
+            raise ValueError("engagement features must be finite, and non-negative where log-scaled")
+        values = values.copy()
+        values[self.log_mask] = np.log1p(values[self.log_mask])
+        scaled = (values - self.mean) / self.scale
+        return self.names[int(np.argmin(self.center_norms - 2.0 * (self.centers @ scaled)))]
+
+
+class LeafAttribution(ForestAttribution):
+    """The champion's ``ForestAttribution`` table for rows given by their leaf node id in every tree
+    (from the compiled forest) instead of their features: no scikit-learn ``apply`` per tree."""
+
+    def __init__(self, reference: ForestAttribution):
+        # The table is the reference's, built once at load time; not rebuilt here.
+        self.pipeline, self.forest, self.trees = reference.pipeline, reference.forest, reference.trees
+        self.offsets, self.table, self.bias = reference.offsets, reference.table, reference.bias
+        preprocessing = reference.pipeline[:-1]
+        self.names = list(FEATURE_COLUMNS)
+        if len(preprocessing.steps):
+            self.names = list(preprocessing.get_feature_names_out(self.names))
+        self.names = pd.Index(self.names)
+
+    def contributions(self, X, feature_names: Sequence[str], n_jobs: int = 1) -> tuple[float, pd.DataFrame]:
+        """``X``: leaf ids, rows x trees; ``feature_names`` are those of the champion."""
+        paths = self.table[np.asarray(X) + self.offsets[:-1]]  # rows x trees x features
+        # Summed tree by tree in order, as ForestAttribution does, so the values are bit for bit the same.
+        values = np.cumsum(paths, axis=1)[:, -1] / len(self.trees)
+        return self.bias, pd.DataFrame(values, columns=self.names)
+
+
+class MemberScorer:
+    """The ``churn_predictions`` row of one member from their feature vector (``FEATURE_COLUMNS`` order)."""
+
+    def __init__(
+        self,
+        scorer: ChurnScorer,
+        segmentation: SegmentationModel,
+        segmentation_version: str,
+        compiled: ServingModel,
+        action_table: pd.DataFrame,
+    ):
+        if compiled.leaf_probability is None:
+            raise UnsupportedModel(f"the churn model is served by {compiled.engine} without tree paths")
+        if list(scorer.feature_columns) != list(compiled.feature_columns):
+            raise UnsupportedModel("the scorer and the compiled model name different feature columns")
+        self.scorer = scorer
+        self.segmentation, self.segmentation_version = segmentation, str(segmentation_version)
+        self.segments = NearestCentroid(segmentation)
+        self.compiled = compiled
+        self.model_columns = np.array([FEATURE_COLUMNS.index(name) for name in scorer.feature_columns])
+        self.bounds = np.array([scorer.cutoffs[tier] for tier in RISK_TIERS[1:]], dtype=np.float64)
+        self.actions = action_matrix(action_table)
+        shares = cell_control_shares(action_table)
+        self.control_shares = {cell: float(share) for cell, share in shares.items()}
+        self.attribution = LeafAttribution(scorer.attribution)
+
+    def score(self, loyalty_number: int, snapshot_month: date, features: np.ndarray, week: str) -> dict[str, Any]:
+        leaves = self.compiled.leaves(features[self.model_columns][None, :])
+        probability = float(self.compiled.leaf_probability(leaves)[0])
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"churn probability {probability} outside [0, 1]")
+        tier_code = int(np.searchsorted(self.bounds, probability, side="left"))
+        tier = RISK_TIERS[tier_code]
+        segment = self.segments.segment(features)
+        action = self.actions[SEGMENT_NAMES.index(segment), tier_code]
+        reasons = ""
+        if tier in EXPLAINED_TIERS:
+            explained = np.ones(1, dtype=bool)
+            names = self.scorer.feature_columns
+            reasons = top_reasons(self.attribution, leaves, explained, names, n_jobs=1).iloc[0]
+        experiment = experiment_id(week)
+        share = self.control_shares[(segment, tier)]
+        arm = CONTROL if assignment_unit(experiment, loyalty_number) < share else TREATMENT
+        values = (
+            int(loyalty_number),
+            week,
+            snapshot_month,
+            float(np.round(probability * 100.0, 1)),
+            tier,
+            segment,
+            HOLD_OUT_ACTION if arm == CONTROL else action,
+            reasons,
+            self.scorer.churn_model_version,
+            self.segmentation_version,
+            experiment,
+            arm,
+            action,
+            share,
+        )
+        return dict(zip(ROW_COLUMNS, values, strict=True))
+
+    def check_against_batch(self, rows: pd.DataFrame, week: str) -> list[str]:
+        """Differences from ``ChurnScorer.score`` on ``rows`` (one snapshot), at most ten, none when equal."""
+        rows = rows.sort_values("loyalty_number", kind="stable").head(CHECK_ROWS).reset_index(drop=True)
+        segments = assign_segments(self.segmentation, rows)
+        batch = self.scorer.score(rows, segments, week, self.segmentation_version)
+        batch = batch.assign(risk_tier=batch["risk_tier"].astype(object))
+        features = rows[FEATURE_COLUMNS].to_numpy(dtype=np.float64)
+        snapshot_month = pd.Timestamp(rows["snapshot_month"].iloc[0]).date()
+        differences = []
+        for position, expected in enumerate(batch[ROW_COLUMNS].to_dict("records")):
+            member = int(expected["loyalty_number"])
+            actual = self.score(member, snapshot_month, features[position], week)
+            expected["snapshot_month"] = pd.Timestamp(expected["snapshot_month"]).date()
+            changed = [name for name in ROW_COLUMNS if actual[name] != expected[name]]
+            if changed:
+                differences.append(f"member {member}: {', '.join(changed)} differ")
+                if len(differences) == 10:
+                    break
+        return differences
+
