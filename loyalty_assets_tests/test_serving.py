@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import sys
 import threading
 import time
 from datetime import date, timedelta
@@ -23,9 +22,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from loyalty_assets import cli
 from loyalty_assets.definitions import build_defs
@@ -297,6 +301,7 @@ def test_model_endpoint_reports_the_compiled_model_check(home, server):
     assert inference["engine"] == "treelite", inference
     assert inference["rows_checked"] > 1000
     assert 0 <= inference["compiled_max_abs_difference"] <= inference["tolerance"] <= 1e-9
+    assert churn["one_member_path"]["enabled"], churn["one_member_path"]
     assert "roc_auc" in churn["metrics"] and set(churn["tier_cutoffs"]) == {"Medium", "High", "Critical"}
     assert answer["champions"]["loaded_at"] and answer["scored_week"]["week"] == WEEK
 
@@ -313,6 +318,72 @@ def test_compiled_model_falls_back_to_scikit_learn_and_says_why(home):
     unsupported = compile_churn_model(linear, ["a", "b", "c"], frame)
     assert unsupported.engine == "scikit-learn" and "LogisticRegression" in unsupported.note
     assert np.array_equal(unsupported.probability(frame), linear.predict_proba(frame)[:, 1])
+
+
+def _small_churn_frame(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Numeric columns with gaps and two categorical codes (card tier 0-2, promotion 0-1) with gaps."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "flights": rng.poisson(4.0, rows).astype(float),
+            "distance": rng.exponential(2000.0, rows),
+            "trend": rng.normal(size=rows),
+            "tier": rng.integers(0, 3, rows).astype(float),
+            "promotion": rng.integers(0, 2, rows).astype(float),
+        }
+    )
+    frame.loc[rng.random(rows) < 0.1, "distance"] = np.nan
+    frame.loc[rng.random(rows) < 0.05, "tier"] = np.nan
+    signal = -0.3 * frame["flights"] + (frame["tier"] == 2) + frame["promotion"] + rng.normal(size=rows)
+    return frame, (signal > 0).to_numpy(dtype=int)
+
+
+def _small_champions() -> dict[str, object]:
+    """Gradient boosting with native categorical splits (plain and calibrated) and a forest after a
+    ColumnTransformer (median imputer, one-hot encoder), fitted on 2,000 rows, calibrated on 500."""
+    frame, labels = _small_churn_frame(2500, seed=5)
+    fit, calibration = slice(0, 2000), slice(2000, 2500)
+    boosting = Pipeline(
+        [("model", HistGradientBoostingClassifier(max_iter=60, categorical_features=["tier", "promotion"], random_state=0))]
+    ).fit(frame[fit], labels[fit])
+    prepare = ColumnTransformer(
+        [
+            ("numeric", SimpleImputer(strategy="median"), ["flights", "distance", "trend"]),
+            ("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["tier", "promotion"]),
+        ]
+    )
+    forest = Pipeline(
+        [("prepare", prepare), ("model", RandomForestClassifier(n_estimators=40, min_samples_leaf=3, random_state=0))]
+    ).fit(frame[fit], labels[fit])
+
+    def calibrated(model):
+        return CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid").fit(
+            frame[calibration], labels[calibration]
+        )
+
+    return {
+        "boosting": boosting,
+        "calibrated boosting": calibrated(boosting),
+        "calibrated one-hot forest": calibrated(forest),
+    }
+
+
+@pytest.mark.parametrize("name", ["boosting", "calibrated boosting", "calibrated one-hot forest"])
+def test_gradient_boosting_and_one_hot_forest_compile_and_match_scikit_learn(name):
+    model = _small_champions()[name]
+    columns = ["flights", "distance", "trend", "tier", "promotion"]
+    check_rows, _ = _small_churn_frame(400, seed=6)
+    compiled = compile_churn_model(model, columns, check_rows)
+    assert compiled.engine == "treelite", compiled.note
+    assert compiled.rows_checked == 400
+    assert 0 <= compiled.max_abs_difference <= compiled.tolerance
+    assert (compiled.leaves is not None) == name.endswith("forest")
+    unseen, _ = _small_churn_frame(300, seed=7)
+    unseen.loc[::7, "tier"] = 3.0  # a card tier no member had when the model was fitted
+    expected = model.predict_proba(unseen)[:, 1]
+    one_by_one = np.concatenate([compiled.matrix_probability(row[None, :]) for row in unseen.to_numpy()])
+    assert np.max(np.abs(one_by_one - expected)) <= compiled.tolerance
+    assert np.max(np.abs(compiled.probability(unseen) - expected)) <= compiled.tolerance
 
 
 def test_promotion_and_rollback_swap_the_served_model_without_a_failed_request(home, server):

@@ -14,7 +14,8 @@ float64 thresholds. The champion's other parts keep their fitted parameters:
   from its fitted categories; any other preprocessing step runs through its own ``transform``.
 
 Forests split on float32 values (scikit-learn casts X to float32), so their input is rounded to
-float32 first; HistGradientBoosting compares float64. The compiled model serves only when its
+float32 first; HistGradientBoosting compares float64, and a category it did not see in fit is
+missing for it (made NaN here before treelite). The compiled model serves only when its
 largest absolute difference from ``model.predict_proba`` on the check rows is within
 ``COMPILED_TOLERANCE``; otherwise scikit-learn serves and the reason is reported.
 """
@@ -22,6 +23,7 @@ largest absolute difference from ``model.predict_proba`` on the check rows is wi
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -196,6 +198,25 @@ def _step_transform(step, columns: list[str] | None) -> Transform:
     return lambda matrix: np.asarray(step.transform(matrix), dtype=np.float64)
 
 
+def _unknown_categories_as_missing(trees) -> Transform:
+    """HistGradientBoosting's encoder makes a category unseen in fit missing; treelite would send it
+    down the not-in-set branch instead, so the value is made NaN first."""
+    preprocessor = getattr(trees, "_preprocessor", None)
+    if preprocessor is None:
+        return lambda matrix: matrix
+    categories = preprocessor.named_transformers_["encoder"].categories_
+    known = [np.asarray(values, dtype=np.float64) for values in categories]
+    columns = np.flatnonzero(trees.is_categorical_)
+
+    def transform(matrix: np.ndarray) -> np.ndarray:
+        matrix = matrix.copy()
+        for column, values in zip(columns, known):
+            matrix[~np.isin(matrix[:, column], values), column] = np.nan
+        return matrix
+
+    return transform
+
+
 def _preprocessor(steps, feature_columns: list[str]) -> Transform:
     transforms = [_step_transform(step, feature_columns if index == 0 else None) for index, step in enumerate(steps)]
 
@@ -236,7 +257,10 @@ def compile_churn_model(model, feature_columns: list[str], check_rows: pd.DataFr
         import treelite
 
         calibrator, steps, trees = _parts(model)
-        compiled = treelite.sklearn.import_model(trees)
+        with warnings.catch_warnings():
+            # treelite casts the encoder's categories to int64, NaN (missing seen in fit) included.
+            warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
+            compiled = treelite.sklearn.import_model(trees)
         preprocess = _preprocessor(steps, columns)
     except Exception as error:  # treelite raises its own TreeliteError for trees it cannot import
         return serving(sklearn_probability, "scikit-learn", None, 0, f"not compiled ({type(error).__name__}: {error})")
@@ -245,8 +269,10 @@ def compile_churn_model(model, feature_columns: list[str], check_rows: pd.DataFr
     margin = calibrator is not None and hasattr(trees, "decision_function")
     calibrate = None if calibrator is None else _calibration(calibrator)
 
+    unknown_as_missing = _unknown_categories_as_missing(trees)
+
     def tree_input(matrix: np.ndarray) -> np.ndarray:
-        matrix = preprocess(matrix)
+        matrix = unknown_as_missing(preprocess(matrix))
         if float32_input:
             matrix = matrix.astype(np.float32).astype(np.float64)
         return np.ascontiguousarray(matrix)

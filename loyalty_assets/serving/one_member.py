@@ -12,7 +12,8 @@ needs is taken from the champions once, when they load:
   the experiments module's ``experiment_id`` and ``assignment_unit``;
 - reasons, only for the tiers the batch explains: the batch's own ``top_reasons``, given the
   champion's attribution table with the tree paths read from the compiled forest
-  (``LeafAttribution``).
+  (``LeafAttribution``); for other compiled models (gradient boosting), ``ChurnScorer.score`` on
+  the one row.
 
 ``check_against_batch`` compares these rows with ``ChurnScorer.score`` on the champion's validation
 rows when the champions load; on any difference the API scores with the batch code instead, so a
@@ -66,6 +67,14 @@ def current_week() -> str:
     """Monday of the current UTC week: the week a batch run today would score."""
     today = datetime.now(timezone.utc).date()
     return date.fromordinal(today.toordinal() - today.weekday()).isoformat()
+
+
+def feature_frame(loyalty_number: int, snapshot_month: date, features: np.ndarray) -> pd.DataFrame:
+    """One member's ``scoring_features`` row, as the batch scores it."""
+    frame = pd.DataFrame(features[None, :], columns=FEATURE_COLUMNS)
+    frame.insert(0, "loyalty_number", [loyalty_number])
+    frame.insert(1, "snapshot_month", [pd.Timestamp(snapshot_month)])
+    return frame
 
 
 class NearestCentroid:
@@ -132,8 +141,8 @@ class MemberScorer:
         compiled: ServingModel,
         action_table: pd.DataFrame,
     ):
-        if compiled.leaf_probability is None:
-            raise UnsupportedModel(f"the churn model is served by {compiled.engine} without tree paths")
+        if compiled.engine != "treelite":
+            raise UnsupportedModel(f"the churn model is served by {compiled.engine}, not compiled")
         if list(scorer.feature_columns) != list(compiled.feature_columns):
             raise UnsupportedModel("the scorer and the compiled model name different feature columns")
         self.scorer = scorer
@@ -145,11 +154,17 @@ class MemberScorer:
         self.actions = action_matrix(action_table)
         shares = cell_control_shares(action_table)
         self.control_shares = {cell: float(share) for cell, share in shares.items()}
-        self.attribution = LeafAttribution(scorer.attribution)
+        forest = compiled.leaf_probability is not None
+        self.attribution = LeafAttribution(scorer.attribution) if forest else None
 
     def score(self, loyalty_number: int, snapshot_month: date, features: np.ndarray, week: str) -> dict[str, Any]:
-        leaves = self.compiled.leaves(features[self.model_columns][None, :])
-        probability = float(self.compiled.leaf_probability(leaves)[0])
+        row = features[self.model_columns][None, :]
+        if self.attribution is None:
+            leaves = None
+            probability = float(self.compiled.matrix_probability(row)[0])
+        else:
+            leaves = self.compiled.leaves(row)
+            probability = float(self.compiled.leaf_probability(leaves)[0])
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"churn probability {probability} outside [0, 1]")
         tier_code = int(np.searchsorted(self.bounds, probability, side="left"))
@@ -157,10 +172,12 @@ class MemberScorer:
         segment = self.segments.segment(features)
         action = self.actions[SEGMENT_NAMES.index(segment), tier_code]
         reasons = ""
-        if tier in EXPLAINED_TIERS:
+        if tier in EXPLAINED_TIERS and self.attribution is not None:
             explained = np.ones(1, dtype=bool)
             names = self.scorer.feature_columns
             reasons = top_reasons(self.attribution, leaves, explained, names, n_jobs=1).iloc[0]
+        elif tier in EXPLAINED_TIERS:  # no tree paths: the batch explains this one row
+            reasons = self._batch_row(loyalty_number, snapshot_month, features, segment, week)["top_reasons"]
         experiment = experiment_id(week)
         share = self.control_shares[(segment, tier)]
         arm = CONTROL if assignment_unit(experiment, loyalty_number) < share else TREATMENT
@@ -181,6 +198,12 @@ class MemberScorer:
             share,
         )
         return dict(zip(ROW_COLUMNS, values, strict=True))
+
+    def _batch_row(
+        self, loyalty_number: int, snapshot_month: date, features: np.ndarray, segment: str, week: str
+    ) -> pd.Series:
+        frame = feature_frame(loyalty_number, snapshot_month, features)
+        return self.scorer.score(frame, [segment], week, self.segmentation_version).iloc[0]
 
     def check_against_batch(self, rows: pd.DataFrame, week: str) -> list[str]:
         """Differences from ``ChurnScorer.score`` on ``rows`` (one snapshot), at most ten, none when equal."""

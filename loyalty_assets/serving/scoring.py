@@ -16,18 +16,16 @@ from datetime import date
 from typing import Annotated, Any
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loyalty_assets.domain.features import (
     ACTIVITY_COLUMNS_USED,
-    FEATURE_COLUMNS,
     LOYALTY_COLUMNS_USED,
     member_features,
 )
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.serving.champions import Champions
-from loyalty_assets.serving.one_member import current_week
+from loyalty_assets.serving.one_member import current_week, feature_frame
 
 HISTORY_MONTHS = 24
 Count = Annotated[int, Field(ge=0, le=10_000)]
@@ -147,9 +145,7 @@ def score_request(champions: Champions, request: ScoreRequest) -> dict[str, Any]
     week = request.week.isoformat() if request.week else current_week()
     if champions.member_scorer is not None:
         return champions.member_scorer.score(request.loyalty_number, request.as_of, values, week)
-    features = pd.DataFrame([values], columns=FEATURE_COLUMNS)
-    features.insert(0, "loyalty_number", [request.loyalty_number])
-    features.insert(1, "snapshot_month", [pd.Timestamp(request.as_of)])
+    features = feature_frame(request.loyalty_number, request.as_of, values)
     segments = assign_segments(champions.segmentation, features)
     row = champions.scorer.score(features, segments, week, champions.segmentation_version).iloc[0]
     return row.to_dict()
