@@ -343,8 +343,9 @@ def _small_champions() -> dict[str, object]:
     ColumnTransformer (median imputer, one-hot encoder), fitted on 2,000 rows, calibrated on 500."""
     frame, labels = _small_churn_frame(2500, seed=5)
     fit, calibration = slice(0, 2000), slice(2000, 2500)
+    categories = ["tier", "promotion"]
     boosting = Pipeline(
-        [("model", HistGradientBoostingClassifier(max_iter=60, categorical_features=["tier", "promotion"], random_state=0))]
+        [("model", HistGradientBoostingClassifier(max_iter=60, categorical_features=categories, random_state=0))]
     ).fit(frame[fit], labels[fit])
     prepare = ColumnTransformer(
         [
