@@ -9,6 +9,7 @@ tested here, the serving of whatever the registry holds is.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -35,12 +36,14 @@ from loyalty_assets import cli
 from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.scoring import load_action_table
 from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
 from loyalty_assets.runner import QUIET_CONSOLE, execute_job, instance_for, quarter_start
-from loyalty_assets.serving.champions import ServingState
+from loyalty_assets.serving.champions import ServingState, _member_scorer
 from loyalty_assets.serving.compiled import compile_churn_model
+from loyalty_assets.serving.scoring import ScoreRequest, score_request
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.api_process import running_api
 from loyalty_assets_tests.conftest import free_port
@@ -443,6 +446,30 @@ def test_champions_and_week_load_from_an_s3_lake(home, s3_bucket, aws_env):
     assert state.champions.churn_version == champion
     assert state.champions.compiled.engine == "treelite"
     assert state.week.week == WEEK and state.week.row(int(_week(path)["loyalty_number"].iloc[0])) is not None
+
+
+def test_one_member_path_and_batch_code_give_the_same_rows(home):
+    path, champion, _ = home
+    state = ServingState(LocalStore(path / "lake"))
+    state.refresh()
+    champions = state.champions
+    assert champions.member_scorer is not None, champions.member_scorer_note
+    batch_code = dataclasses.replace(champions, member_scorer=None)
+    week = _week(path)
+    bodies = _score_bodies(path)
+    # Every tier, so rows with and without reasons are compared.
+    members = week.groupby("risk_tier", observed=True)["loyalty_number"].head(5).tolist()
+    for member in members:
+        request = ScoreRequest.model_validate(bodies[member])
+        fast, slow = score_request(champions, request), score_request(batch_code, request)
+        expected = {key: _plain(value) for key, value in slow.items() if key != "snapshot_month"}
+        assert {key: fast[key] for key in expected} == expected
+        assert fast["snapshot_month"] == pd.Timestamp(slow["snapshot_month"]).date()
+    assert any(score_request(champions, ScoreRequest.model_validate(bodies[m]))["top_reasons"] for m in members)
+    scorer, note = _member_scorer(
+        champions.scorer, {"model": champions.segmentation}, "v", champions.compiled, load_action_table(), None
+    )
+    assert scorer is None and "no validation rows" in note
 
 
 def test_serve_refuses_to_start_without_api_keys(monkeypatch, capsys):

@@ -112,12 +112,12 @@ class LeafAttribution(ForestAttribution):
     """The champion's ``ForestAttribution`` table for rows given by their leaf node id in every tree
     (from the compiled forest) instead of their features: no scikit-learn ``apply`` per tree."""
 
-    def __init__(self, reference: ForestAttribution):
+    def __init__(self, reference: ForestAttribution, feature_columns: Sequence[str]):
         # The table is the reference's, built once at load time; not rebuilt here.
         self.pipeline, self.forest, self.trees = reference.pipeline, reference.forest, reference.trees
         self.offsets, self.table, self.bias = reference.offsets, reference.table, reference.bias
         preprocessing = reference.pipeline[:-1]
-        self.names = list(FEATURE_COLUMNS)
+        self.names = list(feature_columns)
         if len(preprocessing.steps):
             self.names = list(preprocessing.get_feature_names_out(self.names))
         self.names = pd.Index(self.names)
@@ -155,7 +155,7 @@ class MemberScorer:
         shares = cell_control_shares(action_table)
         self.control_shares = {cell: float(share) for cell, share in shares.items()}
         forest = compiled.leaf_probability is not None
-        self.attribution = LeafAttribution(scorer.attribution) if forest else None
+        self.attribution = LeafAttribution(scorer.attribution, scorer.feature_columns) if forest else None
 
     def score(self, loyalty_number: int, snapshot_month: date, features: np.ndarray, week: str) -> dict[str, Any]:
         row = features[self.model_columns][None, :]
