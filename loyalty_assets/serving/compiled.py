@@ -49,15 +49,15 @@ from sklearn.preprocessing import OneHotEncoder
 COMPILED_TOLERANCE = 1e-9
 FLOAT32_TREES = (RandomForestClassifier, ExtraTreesClassifier, GradientBoostingClassifier)
 FORESTS = (RandomForestClassifier, ExtraTreesClassifier)
+TREE_ENSEMBLES = (*FLOAT32_TREES, HistGradientBoostingClassifier)
+
+Transform = Callable[[np.ndarray], np.ndarray]
 
 
 def _positive_share(tree) -> np.ndarray:
     """Share of the positive (last) class in every node of a fitted scikit-learn tree."""
     values = tree.value[:, 0, :]
     return values[:, -1] / values.sum(axis=1)
-TREE_ENSEMBLES = (*FLOAT32_TREES, HistGradientBoostingClassifier)
-
-Transform = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
