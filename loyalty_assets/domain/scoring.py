@@ -370,6 +370,10 @@ class ChurnScorer:
         usual = bundle.get("usual_values") or usual_values_from_drift_reference(bundle["drift_reference"])
         return cls(model, columns, cutoffs, action_table, bundle["version"], usual_values=usual, **options)
 
+    def reasons(self, X: pd.DataFrame, risk: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+        """``top_reasons`` of the masked rows of ``X`` (the model's feature columns) whose risk is ``risk``."""
+        return top_reasons(self._probability, X, risk, mask, self.usual_values, n_jobs=self.n_jobs)
+
     def score(
         self, features: pd.DataFrame, segments, week: str | date | pd.Timestamp, segmentation_model_version: str
     ) -> pd.DataFrame:
@@ -396,7 +400,7 @@ class ChurnScorer:
         probability = _chunked_rows(self._probability, X, self.n_jobs)
         tiers = assign_tiers(probability, self.cutoffs)
         explain = np.isin(tiers.codes, [RISK_TIERS.index(tier) for tier in EXPLAINED_TIERS])
-        reasons = top_reasons(self._probability, X, probability, explain, self.usual_values, n_jobs=self.n_jobs)
+        reasons = self.reasons(X, probability, explain)
         scored = pd.DataFrame(
             {
                 "loyalty_number": features["loyalty_number"].to_numpy(dtype=np.int64),
