@@ -11,6 +11,10 @@ time and talks to 127.0.0.1 only:
   open loop (each request has its scheduled send time), spread over ``RATE_CONNECTIONS``
   keep-alive connections in threads; any status but 200 or a transport error is an error, and a
   request more than ``RATE_GRACE_SECONDS`` behind its schedule is not sent but counted as missed.
+
+Wall-clock latency on a shared machine depends on what else runs, so the report also gives the
+server process's CPU time per request (from ``/proc``, what one request costs the service) and the
+load average during the run.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loyalty_assets_tests.api_process import running_api
+from loyalty_assets_tests.api_process import api_process
 
 AS_OF = date(2026, 11, 27)
 WEEK = "2026-11-23"
@@ -79,27 +83,37 @@ def _bodies(lake: Path) -> tuple[list[int], list[bytes]]:
     return members, bodies
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentiles(seconds: list[float]) -> str:
     values = np.array(seconds) * 1000.0
     return f"p50 {np.percentile(values, 50):.2f} ms, p99 {np.percentile(values, 99):.2f} ms"
 
 
-def _latency(port: int, members: list[int], bodies: list[bytes]) -> tuple[str, str]:
+def _latency(port: int, pid: int, members: list[int], bodies: list[bytes]) -> tuple[str, str]:
     client = _Connection(port)
     for index in range(200):
         assert client.send("POST", "/v1/score", bodies[index % len(bodies)]) == 200
-    post, get = [], []
-    for index in range(LATENCY_REQUESTS):
-        started = time.perf_counter()
-        status = client.send("POST", "/v1/score", bodies[index % len(bodies)])
-        post.append(time.perf_counter() - started)
-        assert status == 200, status
-    for index in range(LATENCY_REQUESTS):
-        started = time.perf_counter()
-        status = client.send("GET", f"/v1/members/{members[index % len(members)]}")
-        get.append(time.perf_counter() - started)
-        assert status == 200, status
-    return _percentiles(post), _percentiles(get)
+    requests = {
+        "POST": [("POST", "/v1/score", bodies[index % len(bodies)]) for index in range(LATENCY_REQUESTS)],
+        "GET": [("GET", f"/v1/members/{members[index % len(members)]}", None) for index in range(LATENCY_REQUESTS)],
+    }
+    figures = []
+    for kind in ("POST", "GET"):
+        seconds = []
+        cpu_before = _cpu_seconds(pid)
+        for method, path, body in requests[kind]:
+            started = time.perf_counter()
+            status = client.send(method, path, body)
+            seconds.append(time.perf_counter() - started)
+            assert status == 200, status
+        cpu_ms = (_cpu_seconds(pid) - cpu_before) * 1000.0 / LATENCY_REQUESTS
+        figures.append(f"{_percentiles(seconds)}, server CPU {cpu_ms:.2f} ms/request")
+    return figures[0], figures[1]
 
 
 def _sustained(port: int, bodies: list[bytes]) -> str:
@@ -155,16 +169,20 @@ def bench_online_api():
     demo(AS_OF, echo=lambda line: None)
     members, bodies = _bodies(home / "lake")
     environment = {**os.environ, "LOYALTY_API_KEYS": KEY, "PYTHONPATH": os.getcwd()}
-    with running_api(environment, home / "serve.log") as port:
+    with api_process(environment, home / "serve.log") as (port, process):
         started = time.perf_counter()
-        post, get = _latency(port, members, bodies)
+        post, get = _latency(port, process.pid, members, bodies)
         sustained = _sustained(port, bodies)
         seconds = time.perf_counter() - started
-        inference = json.loads(_model(port))["champions"]["churn"]["inference"]
+        churn = json.loads(_model(port))["champions"]["churn"]
+    inference = churn["inference"]
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return seconds, (
         f"one client, {LATENCY_REQUESTS} each: POST /v1/score {post} (target p50 <= 2, p99 <= 10); "
         f"GET /v1/members {get} (target p99 <= 3); sustained: {sustained}; "
-        f"engine {inference['engine']}, max |compiled - sklearn| {inference['compiled_max_abs_difference']:.2g}"
+        f"engine {inference['engine']}, max |compiled - sklearn| {inference['compiled_max_abs_difference']:.2g}, "
+        f"one-member path {'on' if churn['one_member_path']['enabled'] else 'off'}; "
+        f"load average {load} on {os.cpu_count()} CPUs"
     )
 
 

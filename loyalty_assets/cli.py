@@ -73,7 +73,7 @@ def _sample_data(args: argparse.Namespace) -> None:
         file_format=args.format,
     )
     landing = args.landing or settings.landing_uri
-    keys = write_drops(store_for_uri(landing), sorted(set(dates)), config)
+    keys = write_drops(store_for_uri(landing, settings), sorted(set(dates)), config)
     print(f"wrote {len(keys)} files for {len(set(dates))} drops to {landing}")
 
 
@@ -86,28 +86,31 @@ def _check_config(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    check_as_of(load_settings(), args.as_of)
+    settings = load_settings()
+    check_as_of(settings, args.as_of)
     from loyalty_assets.runner import run_as_of
 
-    run_as_of(args.as_of, echo=print, verbose=args.verbose)
+    run_as_of(settings, args.as_of, echo=print, verbose=args.verbose)
 
 
 def _demo(args: argparse.Namespace) -> None:
-    check_as_of(load_settings(), args.as_of)
+    settings = load_settings()
+    check_as_of(settings, args.as_of)
     from loyalty_assets.runner import demo
 
-    demo(args.as_of, echo=print, verbose=args.verbose, customers=args.customers)
+    demo(settings, args.as_of, echo=print, verbose=args.verbose, customers=args.customers)
 
 
 def _model_promote(args: argparse.Namespace) -> None:
     if args.force and not args.reason:
         raise UserError("--force needs --reason: say why a version that did not pass its gates is promoted")
-    load_settings()
+    settings = load_settings()
     from loyalty_assets.domain.registry import RegistryError
     from loyalty_assets.runner import promote_model_version
 
     try:
         promote_model_version(
+            settings,
             args.kind, args.version, reason=args.reason, force=args.force, echo=print, verbose=args.verbose
         )
     except RegistryError as error:
@@ -115,10 +118,10 @@ def _model_promote(args: argparse.Namespace) -> None:
 
 
 def _model_list(args: argparse.Namespace) -> None:
-    load_settings()
+    settings = load_settings()
     from loyalty_assets.runner import list_model_versions
 
-    list_model_versions(args.kind, echo=print)
+    list_model_versions(settings, args.kind, echo=print)
 
 
 def _parse_effects(text: str) -> dict[str, float]:
@@ -137,7 +140,7 @@ def _simulate_experiment(args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise UserError(str(error)) from error
-    result = simulate_experiment(plan, echo=print)
+    result = simulate_experiment(load_settings(), plan, echo=print)
     table = result.uplift
     columns = ["action", "risk_tier", "members_treated", "members_held_out", "churn_treated", "churn_held_out",
                "risk_reduction", "risk_reduction_low", "risk_reduction_high", "true_risk_reduction"]  # fmt: skip

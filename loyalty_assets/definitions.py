@@ -16,8 +16,9 @@ from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS
 from loyalty_assets.defs.monitoring.checks import MONITORING_CHECKS
 from loyalty_assets.defs.orchestration.jobs import JOBS
-from loyalty_assets.defs.orchestration.schedules import SCHEDULES
-from loyalty_assets.defs.orchestration.sensors import SENSORS
+from loyalty_assets.defs.orchestration.schedules import build_schedules
+from loyalty_assets.defs.orchestration.sensors import build_sensors
+from loyalty_assets.defs.partitions import check_partitions_match
 from loyalty_assets.defs.scoring.assets import churn_predictions
 from loyalty_assets.defs.segmentation.assets import (
     segmentation_model,
@@ -29,8 +30,11 @@ from loyalty_assets.settings import Settings, load_settings
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
-    """The code location with the resources of ``settings.env`` (partitions and schedules use the
-    start date and timezone read when the package was imported)."""
+    """The code location for ``settings``: its resources, schedules and sensors.
+
+    The partitions are built when the assets are imported; ``settings`` must agree with them.
+    """
+    check_partitions_match(settings)
     return dg.Definitions(
         assets=[
             raw_loyalty_tables,
@@ -48,8 +52,8 @@ def build_defs(settings: Settings) -> dg.Definitions:
         ],
         asset_checks=[*CHURN_CHECKS, *SEGMENTATION_CHECKS, *MONITORING_CHECKS],
         jobs=JOBS,
-        schedules=SCHEDULES,
-        sensors=SENSORS,
+        schedules=build_schedules(settings),
+        sensors=build_sensors(settings),
         resources=resources_for(settings),
     )
 

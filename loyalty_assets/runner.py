@@ -15,17 +15,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from loyalty_assets.errors import RunFailed, UserError
-from loyalty_assets.defs.orchestration.schedules import (
-    month_start,
-    previous_month,
-    previous_quarter,
-    quarter_start,
-)
 from loyalty_assets.defs.orchestration.sensors import root_error_message
+from loyalty_assets.domain import lake_keys
 from loyalty_assets.domain.drop_commits import accepted_drop_dates
+from loyalty_assets.domain.periods import month_start, previous_month, previous_quarter, quarter_start, week_start
 from loyalty_assets.domain.storage import ObjectStore
-from loyalty_assets.settings import Settings, load_settings
+from loyalty_assets.errors import RunFailed, UserError
+from loyalty_assets.settings import Settings
 
 # The code location as workspace.yaml and [tool.dagster] name it.
 CODE_LOCATION_MODULE = "loyalty_assets.definitions"
@@ -33,14 +29,13 @@ CODE_LOCATION_NAME = "loyalty_assets"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def store_for_uri(uri: str) -> ObjectStore:
-    """A folder, or an ``s3://`` prefix through dagster-aws ``S3Resource`` with the network bounds
-    (honours ``AWS_ENDPOINT_URL``)."""
+def store_for_uri(uri: str, settings: Settings) -> ObjectStore:
+    """A folder, or an ``s3://`` prefix through dagster-aws ``S3Resource`` with the network bounds of
+    ``settings`` (honours ``AWS_ENDPOINT_URL``)."""
     from loyalty_assets.defs.clients import bounded_s3
     from loyalty_assets.defs.storage import store_at
-    from loyalty_assets.settings import load_network_settings
 
-    return store_at(uri, bounded_s3(load_network_settings()))
+    return store_at(uri, bounded_s3(settings.network))
 
 
 def landing_drop_dates(landing, settings: Settings) -> list[date]:
@@ -202,9 +197,9 @@ def coarse_steps(as_of: date, accepted: set[date], lake: ObjectStore) -> tuple[l
         ("monthly_churn_training_job", "churn", previous_month(as_of), month_start(as_of)),
     )
     for job_name, kind, previous, current in windows:
-        has_champion = lake.exists(f"{kind}_model.pkl")
+        has_champion = lake.exists(lake_keys.asset_object_key(f"{kind}_model", None, lake_keys.MODEL_SUFFIX))
         if kind == "segmentation" and has_champion and lake.exists(
-            f"segmentation_model_candidate/{previous.isoformat()}.pkl"
+            lake_keys.asset_object_key("segmentation_model_candidate", previous.isoformat(), lake_keys.MODEL_SUFFIX)
         ):
             continue  # this quarter's segmentation is already fitted
         if _has_drop(accepted, previous, current):
@@ -225,11 +220,10 @@ def coarse_steps(as_of: date, accepted: set[date], lake: ObjectStore) -> tuple[l
     return steps, notes
 
 
-def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -> None:
+def run_as_of(settings: Settings, as_of: date, echo: Callable[[str], None], verbose: bool = False) -> None:
     """Ingest the drops up to ``as_of``, fit what is due, and score the week of ``as_of``."""
     from loyalty_assets.definitions import build_defs
 
-    settings = load_settings()
     defs = build_defs(settings)
     resources = defs.resources
     landing_dates = [day for day in landing_drop_dates(resources["landing"], settings) if day <= as_of]
@@ -266,7 +260,7 @@ def run_as_of(as_of: date, echo: Callable[[str], None], verbose: bool = False) -
             echo(step.note)
         echo(f"running {step.job_name} for {step.partition}")
         _report_warnings(execute_job(defs, instance, step.job_name, step.partition.isoformat(), verbose=verbose), echo)
-    week = (as_of - timedelta(days=as_of.weekday())).isoformat()
+    week = week_start(as_of).isoformat()
     echo(f"running weekly_scoring_job for {week}")
     _report_warnings(execute_job(defs, instance, "weekly_scoring_job", week, verbose=verbose), echo)
     echo(f"done: lake {settings.lake_uri}, Dagster instance {settings.dagster_home}")
@@ -286,64 +280,68 @@ def demo_drop_dates(as_of: date) -> list[date]:
 
 
 def write_missing_sample_drops(
-    as_of: date, landing_dates: list[date], customers: int, echo: Callable[[str], None]
+    settings: Settings, as_of: date, landing_dates: list[date], customers: int, echo: Callable[[str], None]
 ) -> None:
     """The demo's drops up to ``as_of`` that the landing zone does not hold yet (day two, day three...)."""
     from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 
-    settings = load_settings()
     missing = [day for day in demo_drop_dates(as_of) if day not in set(landing_dates)]
     if not missing:
         return
-    write_drops(store_for_uri(settings.landing_uri), missing, SampleConfig(customers=customers))
+    write_drops(store_for_uri(settings.landing_uri, settings), missing, SampleConfig(customers=customers))
     echo(f"wrote sample drops for {', '.join(str(day) for day in missing)} to {settings.landing_uri}")
 
 
-def print_summary(as_of: date, echo: Callable[[str], None]) -> None:
-    from loyalty_assets.defs.monitoring.assets import report_key
-    from loyalty_assets.defs.scoring.exports import predictions_export_key
+def print_summary(settings: Settings, as_of: date, echo: Callable[[str], None]) -> None:
     from loyalty_assets.domain.scoring import tier_segment_counts
     from loyalty_assets.domain.storage import parquet_bytes_to_dataframe
 
-    settings = load_settings()
-    lake = store_for_uri(settings.lake_uri)
-    week = (as_of - timedelta(days=as_of.weekday())).isoformat()
-    predictions = parquet_bytes_to_dataframe(lake.get_bytes(f"churn_predictions/{week}.parquet"))
+    lake = store_for_uri(settings.lake_uri, settings)
+    week = week_start(as_of).isoformat()
+    predictions = parquet_bytes_to_dataframe(lake.get_bytes(lake_keys.asset_object_key("churn_predictions", week, lake_keys.PARQUET_SUFFIX)))
     echo(f"\nweek {week}: {len(predictions)} members scored (rows: risk tier, columns: segment)")
     echo(tier_segment_counts(predictions).to_string())
     echo("\noutputs:")
-    echo(f"  predictions CSV   {lake.url(predictions_export_key(week, 'csv'))}")
+    echo(f"  predictions CSV   {lake.url(lake_keys.predictions_export_key(week, 'csv'))}")
     echo(f"  lake              {settings.lake_uri}")
     echo(f"  warehouse DuckDB  {settings.warehouse_path} (analytics.redshift_churn_predictions)")
     echo(f"  dashboard DuckDB  {settings.home / 'dashboard.duckdb'}")
     echo(f"  CRM export        {settings.home / 'appflow'}")
-    echo(f"  marketing e-mail  {settings.outbox_uri}/marketing_{week}.eml")
-    echo(f"  monitoring report {lake.url(report_key(week))}")
+    marketing_email = lake_keys.outbox_key(lake_keys.marketing_message_name(week))
+    echo(f"  marketing e-mail  {settings.outbox_uri}/{marketing_email}")
+    echo(f"  monitoring report {lake.url(lake_keys.monitoring_report_key(week))}")
     echo(f"  Dagster instance  {settings.dagster_home}  (make dev, then http://127.0.0.1:3000)")
 
 
-def demo(as_of: date, echo: Callable[[str], None], verbose: bool = False, customers: int = 15000) -> None:
+def demo(
+    settings: Settings, as_of: date, echo: Callable[[str], None], verbose: bool = False, customers: int = 15000
+) -> None:
     """The sample drops the landing zone misses up to ``as_of``, the whole graph as of ``as_of``, a summary."""
     from loyalty_assets.environment import resources_for
 
-    settings = load_settings()
     landing_dates = landing_drop_dates(resources_for(settings)["landing"], settings)
-    write_missing_sample_drops(as_of, landing_dates, customers, echo)
-    run_as_of(as_of, echo, verbose)
-    print_summary(as_of, echo)
+    write_missing_sample_drops(settings, as_of, landing_dates, customers, echo)
+    run_as_of(settings, as_of, echo, verbose)
+    print_summary(settings, as_of, echo)
 
 
 CHAMPION_ASSETS = {"churn": "churn_model", "segmentation": "segmentation_model"}
 
 
 def promote_model_version(
-    kind: str, version: str, *, reason: str | None, force: bool, echo: Callable[[str], None], verbose: bool = False
+    settings: Settings,
+    kind: str,
+    version: str,
+    *,
+    reason: str | None,
+    force: bool,
+    echo: Callable[[str], None],
+    verbose: bool = False,
 ) -> None:
     """Materialize the champion asset with a registered version, as a run of the code location."""
     from loyalty_assets.definitions import build_defs
     from loyalty_assets.domain import registry
 
-    settings = load_settings()
     defs = build_defs(settings)
     reason = reason or "manual promotion"
     store = defs.resources["lake"].store()
@@ -365,10 +363,10 @@ def promote_model_version(
     echo(f"{kind} champion is now {version} ({reason})")
 
 
-def list_model_versions(kind: str, echo: Callable[[str], None]) -> None:
+def list_model_versions(settings: Settings, kind: str, echo: Callable[[str], None]) -> None:
     from loyalty_assets.domain import registry
 
-    store = store_for_uri(load_settings().lake_uri)
+    store = store_for_uri(settings.lake_uri, settings)
     champion = (registry.history(store, kind) or [{"version": None}])[-1]["version"]
     for entry in registry.versions(store, kind):
         marker = "*" if entry["version"] == champion else " "

@@ -1,5 +1,6 @@
-"""Every environment variable the project reads, validated in this one place.
+"""Every environment variable the project reads, documented and validated in this one place.
 
+``VARIABLES`` documents each variable; the README's table is ``environment_table_markdown()``.
 ``load_settings()`` returns typed settings, nested per concern, or raises ``SettingsError`` naming
 every missing or invalid variable at once. Secrets (DSN, passwords, the alert topic and recipients)
 are only checked for presence here: the resources read them through ``dagster.EnvVar`` at run time.
@@ -9,6 +10,7 @@ This module imports no Dagster, so ``loyalty-assets check-config`` answers at on
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,6 +23,134 @@ SMTP_SECURITY = ("starttls", "ssl", "none")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 DEFAULT_METRICS_NAMESPACE = "LoyaltyAssets"
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    meaning: str
+    default: str
+
+
+VARIABLES = (
+    Variable(
+        "LOYALTY_ENV", "`local` (folders + DuckDB) or `aws` (S3, Redshift, RDS, SNS, AppFlow, SES/SMTP)", "`local`"
+    ),
+    Variable("LOYALTY_HOME", "base folder of the local environment", "`.loyalty` under the working directory"),
+    Variable(
+        "LOYALTY_LANDING_URI",
+        "landing root, a folder or `s3://bucket/prefix`",
+        "`$LOYALTY_HOME/landing`; required (`s3://`) in aws",
+    ),
+    Variable(
+        "LOYALTY_LAKE_URI",
+        "where assets are persisted, a folder or `s3://bucket/prefix`",
+        "`$LOYALTY_HOME/lake`; required (`s3://`) in aws",
+    ),
+    Variable("LOYALTY_START_DATE", "first partition date, `YYYY-MM-DD`", f"`{DEFAULT_START_DATE}`"),
+    Variable("LOYALTY_TIMEZONE", "timezone of partitions and schedules", "`UTC`"),
+    Variable("LOYALTY_SCHEDULES_RUNNING", "schedules and sensors on by default", "`true` in aws, `false` locally"),
+    Variable("DAGSTER_HOME", "Dagster instance folder", "`$LOYALTY_HOME/dagster_home` for the CLI and `make dev`"),
+    Variable("AWS_ENDPOINT_URL", "boto3's own: an S3-compatible endpoint", "unset (real AWS)"),
+    Variable("AWS_DEFAULT_REGION", "boto3's own: the region (or a region in the AWS config file)", "required in aws"),
+    Variable(
+        "LOYALTY_RDS_DSN", "aws: libpq connection string of the dashboard PostgreSQL, a secret", "required in aws"
+    ),
+    Variable("LOYALTY_RDS_SCHEMA", "aws: existing schema of the dashboard table", "`public`"),
+    Variable("LOYALTY_REDSHIFT_HOST", "aws: Redshift endpoint", "required in aws"),
+    Variable("LOYALTY_REDSHIFT_USER", "aws: Redshift login", "required in aws"),
+    Variable("LOYALTY_REDSHIFT_PASSWORD", "aws: Redshift password, a secret", "required in aws"),
+    Variable("LOYALTY_REDSHIFT_PORT", "aws: Redshift port", "`5439`"),
+    Variable("LOYALTY_REDSHIFT_DATABASE", "aws: Redshift database", "`dev`"),
+    Variable("LOYALTY_REDSHIFT_SCHEMA", "aws: Redshift schema", "`analytics`"),
+    Variable("LOYALTY_REDSHIFT_SSLMODE", f"aws: libpq sslmode of Redshift, one of {', '.join(SSL_MODES)}", "`require`"),
+    Variable(
+        "LOYALTY_REDSHIFT_S3_STAGING_URI",
+        "aws: `s3://` prefix of the staged Parquet Redshift's `COPY` reads (set with the IAM role, or neither)",
+        "unset: `COPY FROM STDIN`",
+    ),
+    Variable(
+        "LOYALTY_REDSHIFT_IAM_ROLE",
+        "aws: the IAM role ARN Redshift's `COPY` reads the staged Parquet with",
+        "unset: `COPY FROM STDIN`",
+    ),
+    Variable(
+        "LOYALTY_APPFLOW_SOURCE_URI",
+        "folder or `s3://` prefix the S3 → Salesforce AppFlow flow reads",
+        "`$LOYALTY_HOME/appflow` locally, required (`s3://`) in aws",
+    ),
+    Variable(
+        "LOYALTY_APPFLOW_FLOW_NAME",
+        "on-demand AppFlow flow started after each export",
+        "unset locally (file only), required in aws",
+    ),
+    Variable(
+        "LOYALTY_EMAIL_TRANSPORT",
+        "how the marketing and alert e-mails go out: `outbox` (`.eml` files), `smtp` or `ses`",
+        "`outbox` locally, `smtp` in aws",
+    ),
+    Variable(
+        "LOYALTY_EMAIL_SENDER", "From address of the e-mails", "`churn-reports@localhost` locally, required in aws"
+    ),
+    Variable(
+        "LOYALTY_MARKETING_RECIPIENTS",
+        "comma-separated marketing addresses",
+        "`marketing@localhost` locally, required in aws",
+    ),
+    Variable("LOYALTY_SMTP_HOST", "SMTP server", "required with transport `smtp`"),
+    Variable("LOYALTY_SMTP_PORT", "SMTP port", "`587`"),
+    Variable("LOYALTY_SMTP_SECURITY", f"SMTP security, one of {', '.join(SMTP_SECURITY)}", "`starttls`"),
+    Variable("LOYALTY_SMTP_USER", "SMTP login, only sent over TLS", "unset: no login"),
+    Variable("LOYALTY_SMTP_PASSWORD", "password of the SMTP login, a secret", "required with `LOYALTY_SMTP_USER`"),
+    Variable("LOYALTY_UI_URL", "base URL of the Dagster UI, for the links in alerts", f"`{DEFAULT_UI_URL}`"),
+    Variable("LOYALTY_ALERT_TOPIC_ARN", "aws: SNS topic for failure and gate alerts", "required in aws"),
+    Variable(
+        "LOYALTY_ALERT_RECIPIENTS",
+        "aws: comma-separated addresses for alert e-mails (same transport as the marketing e-mail)",
+        "required in aws",
+    ),
+    Variable(
+        "LOYALTY_METRICS_NAMESPACE", "aws: CloudWatch namespace of the run metrics", f"`{DEFAULT_METRICS_NAMESPACE}`"
+    ),
+    Variable(
+        "LOYALTY_CONNECT_TIMEOUT_SECONDS",
+        "seconds to wait for a connection to S3, SNS, AppFlow, CloudWatch, SES, PostgreSQL, Redshift or SMTP "
+        "(libpq rounds up to whole seconds, at least 2)",
+        "`10`",
+    ),
+    Variable(
+        "LOYALTY_READ_TIMEOUT_SECONDS", "seconds to wait for each answer of an AWS service or the SMTP server", "`60`"
+    ),
+    Variable(
+        "LOYALTY_MAX_ATTEMPTS",
+        "tries per AWS call, the first included (botocore `standard` retries, which retry timeouts)",
+        "`3`",
+    ),
+    Variable(
+        "LOYALTY_STATEMENT_TIMEOUT_SECONDS",
+        "PostgreSQL and Redshift cancel any statement that runs longer (`statement_timeout`)",
+        "`1800`",
+    ),
+    Variable("LOYALTY_API_KEYS", "online API: comma-separated API keys, a secret", "required by `serve`"),
+    Variable(
+        "LOYALTY_API_RELOAD_SECONDS", "online API: how often the registry and the latest scored week are read", "`30`"
+    ),
+    Variable("LOYALTY_API_MAX_BODY_BYTES", "online API: largest accepted request body (larger gets 413)", "`65536`"),
+)
+VARIABLE_NAMES = frozenset(variable.name for variable in VARIABLES)
+
+
+def environment_table_markdown() -> str:
+    """The README's table of environment variables."""
+    rows = [f"| `{v.name}` | {v.meaning} | {v.default} |" for v in VARIABLES]
+    return "\n".join(["| variable | meaning | default |", "|---|---|---|", *rows])
+
+
+def _environ_value(environ: Mapping[str, str], name: str) -> str:
+    """The stripped value of a documented variable ("" when unset)."""
+    if name not in VARIABLE_NAMES:
+        raise KeyError(f"{name} is read but not documented in settings.VARIABLES")
+    return environ.get(name, "").strip()
 
 
 class SettingsError(ValueError):
@@ -89,6 +219,48 @@ class AlertSettings:
     metrics_namespace: str
 
 
+# --- Network bounds: every call to S3, SNS, AppFlow, CloudWatch, SES, PostgreSQL, Redshift and SMTP ---
+NETWORK_DEFAULTS = {
+    "LOYALTY_CONNECT_TIMEOUT_SECONDS": 10.0,
+    "LOYALTY_READ_TIMEOUT_SECONDS": 60.0,
+    "LOYALTY_MAX_ATTEMPTS": 3,
+    "LOYALTY_STATEMENT_TIMEOUT_SECONDS": 1800.0,
+}
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """How long a network call may wait, and how often botocore tries it (the first try included)."""
+
+    connect_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_CONNECT_TIMEOUT_SECONDS"]
+    read_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_READ_TIMEOUT_SECONDS"]
+    max_attempts: int = NETWORK_DEFAULTS["LOYALTY_MAX_ATTEMPTS"]
+    statement_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_STATEMENT_TIMEOUT_SECONDS"]
+
+
+def _positive(name: str, default: float | int, kind: type) -> float | int:
+    """A positive finite number from ``name``, ``default`` when it is unset."""
+    value = _environ_value(os.environ, name)
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if not 0 < number < float("inf"):
+        raise SettingsError(f"{name}={value!r}: use a positive {'whole ' if kind is int else ''}number")
+    return number
+
+
+def load_network_settings() -> NetworkSettings:
+    return NetworkSettings(
+        connect_timeout_seconds=_positive("LOYALTY_CONNECT_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_CONNECT_TIMEOUT_SECONDS"], float),
+        read_timeout_seconds=_positive("LOYALTY_READ_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_READ_TIMEOUT_SECONDS"], float),
+        max_attempts=_positive("LOYALTY_MAX_ATTEMPTS", NETWORK_DEFAULTS["LOYALTY_MAX_ATTEMPTS"], int),
+        statement_timeout_seconds=_positive("LOYALTY_STATEMENT_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_STATEMENT_TIMEOUT_SECONDS"], float),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str
@@ -102,6 +274,7 @@ class Settings:
     crm: CrmSettings
     email: EmailSettings
     alerts: AlertSettings
+    network: NetworkSettings
 
     @property
     def landing_uri(self) -> str:
@@ -113,7 +286,7 @@ class Settings:
 
     @property
     def dagster_home(self) -> Path:
-        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster_home")
+        return Path(_environ_value(os.environ, "DAGSTER_HOME") or self.home / "dagster_home")
 
     @property
     def warehouse_path(self) -> Path:
@@ -132,7 +305,7 @@ class _Reader:
         self.problems: list[str] = []
 
     def text(self, name: str, default: str | None = None) -> str | None:
-        return self.environ.get(name, "").strip() or default
+        return _environ_value(self.environ, name) or default
 
     def required(self, name: str, what: str) -> str:
         value = self.text(name)
@@ -281,6 +454,14 @@ def _read_timezone(read: _Reader) -> str:
     return timezone
 
 
+def _read_network(read: _Reader) -> NetworkSettings:
+    try:
+        return load_network_settings()
+    except SettingsError as error:
+        read.problems.extend(error.problems)
+        return NetworkSettings()
+
+
 def _check_aws_region(read: _Reader) -> None:
     import botocore.session  # resolves the region as boto3 will: environment, then the config file
 
@@ -308,58 +489,13 @@ def load_settings() -> Settings:
         crm=_read_crm(read, home, aws),
         email=_read_email(read, aws),
         alerts=_read_alerts(read, aws),
+        network=_read_network(read),
     )
-    try:
-        load_network_settings()
-    except SettingsError as error:
-        read.problems.extend(error.problems)
     if aws:
         _check_aws_region(read)
     if read.problems:
         raise SettingsError(read.problems)
     return settings
-
-
-# --- Network bounds: every call to S3, SNS, AppFlow, CloudWatch, SES, PostgreSQL, Redshift and SMTP ---
-NETWORK_DEFAULTS = {
-    "LOYALTY_CONNECT_TIMEOUT_SECONDS": 10.0,
-    "LOYALTY_READ_TIMEOUT_SECONDS": 60.0,
-    "LOYALTY_MAX_ATTEMPTS": 3,
-    "LOYALTY_STATEMENT_TIMEOUT_SECONDS": 1800.0,
-}
-
-
-@dataclass(frozen=True)
-class NetworkSettings:
-    """How long a network call may wait, and how often botocore tries it (the first try included)."""
-
-    connect_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_CONNECT_TIMEOUT_SECONDS"]
-    read_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_READ_TIMEOUT_SECONDS"]
-    max_attempts: int = NETWORK_DEFAULTS["LOYALTY_MAX_ATTEMPTS"]
-    statement_timeout_seconds: float = NETWORK_DEFAULTS["LOYALTY_STATEMENT_TIMEOUT_SECONDS"]
-
-
-def _positive(name: str, default: float | int, kind: type) -> float | int:
-    """A positive finite number from ``name``, ``default`` when it is unset."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        number = 0
-    if not 0 < number < float("inf"):
-        raise SettingsError(f"{name}={value!r}: use a positive {'whole ' if kind is int else ''}number")
-    return number
-
-
-def load_network_settings() -> NetworkSettings:
-    return NetworkSettings(
-        connect_timeout_seconds=_positive("LOYALTY_CONNECT_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_CONNECT_TIMEOUT_SECONDS"], float),
-        read_timeout_seconds=_positive("LOYALTY_READ_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_READ_TIMEOUT_SECONDS"], float),
-        max_attempts=_positive("LOYALTY_MAX_ATTEMPTS", NETWORK_DEFAULTS["LOYALTY_MAX_ATTEMPTS"], int),
-        statement_timeout_seconds=_positive("LOYALTY_STATEMENT_TIMEOUT_SECONDS", NETWORK_DEFAULTS["LOYALTY_STATEMENT_TIMEOUT_SECONDS"], float),
-    )
 
 
 @dataclass(frozen=True)
@@ -374,7 +510,7 @@ class ApiSettings:
 def load_api_settings() -> ApiSettings:
     """``LOYALTY_API_KEYS`` (comma-separated secret, required), ``LOYALTY_API_RELOAD_SECONDS``,
     ``LOYALTY_API_MAX_BODY_BYTES``."""
-    keys = tuple(key.strip() for key in os.environ.get("LOYALTY_API_KEYS", "").split(",") if key.strip())
+    keys = tuple(key.strip() for key in _environ_value(os.environ, "LOYALTY_API_KEYS").split(",") if key.strip())
     if not keys:
         raise SettingsError("LOYALTY_API_KEYS is not set: give the API at least one key (comma-separated)")
     return ApiSettings(

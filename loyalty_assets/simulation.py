@@ -14,9 +14,9 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from loyalty_assets.defs.orchestration.schedules import previous_month, previous_quarter
 from loyalty_assets.domain.experiment_simulation import hazard_treatment, true_risk_reductions
 from loyalty_assets.domain.experiments import first_assignments
+from loyalty_assets.domain.periods import previous_month, previous_quarter, week_start
 from loyalty_assets.domain.sample_data import SampleConfig, simulate_population, write_drops
 from loyalty_assets.runner import (
     QUIET_CONSOLE,
@@ -26,7 +26,7 @@ from loyalty_assets.runner import (
     failure_summary,
     instance_for,
 )
-from loyalty_assets.settings import load_settings
+from loyalty_assets.settings import Settings
 
 RESULTS_ASSET = "retention_experiment_results"
 
@@ -55,7 +55,7 @@ def simulation_calendar(today: date, weeks: int, horizon_months: int) -> tuple[l
     outcome_drop = today.replace(day=1) - timedelta(days=1)
     month = pd.Timestamp(outcome_drop) - pd.DateOffset(months=horizon_months)
     month_end = (month + pd.offsets.MonthEnd(0)).date()
-    last_monday = month_end - timedelta(days=month_end.weekday())
+    last_monday = week_start(month_end)
     return [last_monday - timedelta(weeks=back) for back in range(weeks - 1, -1, -1)], outcome_drop
 
 
@@ -67,16 +67,15 @@ class SimulationResult:
 
 
 def simulate_experiment(
-    plan: SimulationPlan, echo: Callable[[str], None], today: date | None = None
+    settings: Settings, plan: SimulationPlan, echo: Callable[[str], None], today: date | None = None
 ) -> SimulationResult:
-    """Run the loop in the configured environment (the landing and lake of ``LOYALTY_HOME``)."""
+    """Run the loop in the environment of ``settings`` (e.g. the landing and lake of ``LOYALTY_HOME``)."""
     from loyalty_assets.definitions import build_defs
     from loyalty_assets.runner import store_for_uri
 
-    settings = load_settings()
     defs = build_defs(settings)
     instance = instance_for(settings)
-    landing = store_for_uri(settings.landing_uri)
+    landing = store_for_uri(settings.landing_uri, settings)
     weeks, outcome_drop = simulation_calendar(today or date.today(), plan.weeks, plan.horizon_months)
     # 24 months of history before the first drop, as a real extract would carry.
     first_drop = min(demo_drop_dates(weeks[0]))

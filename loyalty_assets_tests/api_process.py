@@ -24,8 +24,10 @@ def _ready(port: int) -> bool:
 
 
 @contextmanager
-def running_api(environment: Mapping[str, str], log_path: Path, timeout: float = 180) -> Iterator[int]:
-    """Start the API with ``environment``, wait for ``/readyz``, yield its port, then stop it."""
+def api_process(
+    environment: Mapping[str, str], log_path: Path, timeout: float = 180
+) -> Iterator[tuple[int, subprocess.Popen]]:
+    """Start the API with ``environment``, wait for ``/readyz``, yield its port and process, then stop it."""
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -40,7 +42,14 @@ def running_api(environment: Mapping[str, str], log_path: Path, timeout: float =
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not become ready:\n{log_path.read_text()[-4000:]}")
             time.sleep(0.3)
-        yield port
+        yield port, process
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def running_api(environment: Mapping[str, str], log_path: Path, timeout: float = 180) -> Iterator[int]:
+    """``api_process``, yielding the port only."""
+    with api_process(environment, log_path, timeout) as (port, _):
+        yield port

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from loyalty_assets.domain.drop_commits import commit_drop, table_version_key
+from loyalty_assets.domain.drop_commits import commit_drop
+from loyalty_assets.domain.lake_keys import table_version_key
 from loyalty_assets.domain.storage import ObjectStore, dataframe_to_parquet_bytes
 
 LOYALTY_HEADER = (

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 
-def member(loyalty_number, enrolled, card="Star", enrollment_type="Standard", cancelled=None) -> dict:
-    """A raw_loyalty_history row; ``enrolled`` and ``cancelled`` are (year, month)."""
+def member(loyalty_number, enrolled, card="Star", enrollment_type="Standard", cancelled=None, **attributes) -> dict:
+    """A raw_loyalty_history row; ``enrolled`` and ``cancelled`` are (year, month); ``attributes`` override columns."""
     return {
         "loyalty_number": loyalty_number,
         "country": "Canada",
@@ -27,7 +27,7 @@ def member(loyalty_number, enrolled, card="Star", enrollment_type="Standard", ca
         "cancellation_month": None if cancelled is None else cancelled[1],
         "flag_negative_salary": False,
         "flag_unknown_category": False,
-    }
+    } | attributes
 
 
 def loyalty_frame(members: list[dict]) -> pd.DataFrame:

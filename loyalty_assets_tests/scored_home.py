@@ -18,6 +18,7 @@ import pytest
 from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets.runner import demo_drop_dates, run_as_of
+from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.dagster_helpers import project_home
 
 AS_OF = date(2026, 11, 27)
@@ -31,7 +32,7 @@ CUSTOMERS = 15000  # on 3,000, 6,000 or 10,000 members the churn candidate fails
 def build(home: Path) -> None:
     with project_home(home):
         write_drops(LocalStore(home / "landing"), DROPS, SampleConfig(customers=CUSTOMERS))
-        run_as_of(AS_OF, echo=lambda line: None)
+        run_as_of(load_settings(), AS_OF, echo=lambda line: None)
 
 
 def session_build(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -28,13 +28,13 @@ from loyalty_assets.domain.churn import (
     gate_recall,
     gate_roc_auc_floor,
     leakage_violations,
-    png_markdown,
     run_churn_gates,
     score_champion_on,
     split_out_of_time,
     train_churn_candidate,
 )
 from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets_tests.training_sets import FEATURES, SMALL, make_training_set
 
 @pytest.fixture(scope="module")

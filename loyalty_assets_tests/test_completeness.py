@@ -23,9 +23,9 @@ from loyalty_assets.domain.drop_commits import (
     committed_drops,
     previous_accepted_commit,
     read_commit,
-    table_version_key,
 )
 from loyalty_assets.domain.ingest import SourceFile, ingest_drop
+from loyalty_assets.domain.lake_keys import table_version_key
 from loyalty_assets.domain.sample_data import SampleConfig, drop_keys, write_drops
 from loyalty_assets.domain.storage import LocalStore
 

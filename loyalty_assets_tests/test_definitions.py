@@ -3,16 +3,19 @@ carries (description, group, kinds, owners), plus metrics emitted as numbers the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import dagster as dg
 import pytest
 
 from loyalty_assets import defs
+from loyalty_assets.definitions import build_defs
 from loyalty_assets.defs.churn.assets import churn_model_candidate
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
+from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.dagster_helpers import local_test_resources
 from loyalty_assets_tests.drop_files import small_drop
 from loyalty_assets_tests.training_sets import synthetic_training_set
@@ -148,6 +151,16 @@ def graph_snapshot(asset_graph) -> dict:
 
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
+
+
+def test_schedules_and_sensors_follow_the_settings_build_defs_is_given():
+    settings = load_settings()
+    for running, status in ((True, "RUNNING"), (False, "STOPPED")):
+        built = build_defs(replace(settings, schedules_running=running))
+        assert {schedule.default_status.value for schedule in built.schedules} == {status}
+        assert {sensor.default_status.value for sensor in built.sensors} == {status}
+    with pytest.raises(ValueError, match="the partitions start on"):
+        build_defs(replace(settings, timezone="Europe/Paris" if settings.timezone != "Europe/Paris" else "UTC"))
 
 
 def test_graph_matches_the_snapshot(asset_graph):

@@ -32,7 +32,8 @@ from dagster_postgres import (
 )
 
 from loyalty_assets.defs.orchestration.resources import LocalAlertNotifier
-from loyalty_assets.defs.orchestration.sensors import SENSORS
+from loyalty_assets.defs.orchestration.sensors import build_sensors
+from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.postgres import temporary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +192,7 @@ def test_a_run_killed_by_the_os_ends_failed_and_is_alerted(production_instance: 
 
     (failure,) = production_instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     alerts_path = tmp_path / "alerts.jsonl"
-    sensor = next(sensor for sensor in SENSORS if sensor.name == "run_failure_alert_sensor")
+    sensor = next(sensor for sensor in build_sensors(load_settings()) if sensor.name == "run_failure_alert_sensor")
     with dg.build_run_status_sensor_context(
         sensor_name=sensor.name,
         dagster_event=failure.dagster_event,

@@ -19,19 +19,21 @@ import pandas as pd
 import psycopg2
 import pytest
 from botocore.stub import ANY, Stubber
-from dagster._core.storage.db_io_manager import TableSlice
 from dagster_aws.s3 import S3Resource
 
-from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS, appflow_source_key
+from loyalty_assets.defs.distribution.assets import DISTRIBUTION_ASSETS
 from loyalty_assets.defs.distribution.redshift import RedshiftPandasIOManager
 from loyalty_assets.defs.distribution.resources import (
     AppFlowResource,
     DuckDBDashboardDatabase,
     PostgresDashboardDatabase,
-    SmtpMailer,
 )
 from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
-from loyalty_assets.defs.scoring.exports import predictions_export_key
+from loyalty_assets.defs.resources.mailer import SmtpMailer
+from loyalty_assets.defs.storage import LakeParquetIOManager, LakeResource
+from loyalty_assets.domain import registry
+from loyalty_assets.domain.lake_keys import appflow_source_key, predictions_export_key
+from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets.domain.warehouse import CRM_COLUMNS
 from loyalty_assets.environment import local_resources
 from loyalty_assets.settings import load_settings
@@ -57,6 +59,21 @@ UPSTREAM = [
 rds_asset, redshift_asset, salesforce_asset, email_asset = DISTRIBUTION_ASSETS
 
 
+SEGMENTATION_VERSION = "2024-01.def"
+SEGMENT_PROFILE = [
+    {
+        "segment": name,
+        "members": 8,
+        "share": 1 / 3,
+        "median_flights_12m": flights,
+        "median_distance_per_flight_12m": 900.0,
+        "median_active_months_12m": 6.0,
+        "churn_rate": None,
+    }
+    for name, flights in zip(SEGMENTS, [120.0, 30.0, 2.0])
+]
+
+
 def predictions(week: str, members: int, first_member: int = 100001) -> pd.DataFrame:
     position = np.arange(members)
     risk = np.round(np.linspace(2.0, 98.0, members), 1)
@@ -66,13 +83,14 @@ def predictions(week: str, members: int, first_member: int = 100001) -> pd.DataF
             "week": week,
             "snapshot_month": pd.Timestamp(week).to_period("M").to_timestamp() - pd.DateOffset(months=1),
             "churn_risk_pct": risk,
+            "risk_vs_average": np.round(risk / risk.mean(), 2),
             "risk_tier": pd.cut(risk, [0, 25, 50, 75, 100], labels=TIERS).astype(str),
             "segment": np.array(SEGMENTS)[position % 3],
             "recommended_action": "call within a week",
             "experiment_arm": "treatment",
             "top_reasons": "fewer flights; points unredeemed",
             "churn_model_version": "churn-2024-02-01-abc",
-            "segmentation_model_version": "segmentation-2024-01-01-def",
+            "segmentation_model_version": SEGMENTATION_VERSION,
         }
     )
 
@@ -84,6 +102,8 @@ def loyalty_history(members: int, clv: float, first_member: int = 100001) -> pd.
 
 class Lake(LakeFolder):
     def put_week(self, week: str, frame: pd.DataFrame) -> None:
+        """The week's predictions, their export file and the segmentation version that scored them."""
+        registry.register(self.store, "segmentation", SEGMENTATION_VERSION, {}, {"segment_profile": SEGMENT_PROFILE})
         self.put_table("churn_predictions", week, frame)
         self.store.put_bytes(predictions_export_key(week, "csv"), frame.to_csv(index=False).encode())
 
@@ -194,9 +214,13 @@ def test_redshift_s3_staging_builds_copy_parquet_and_rolls_back_a_failed_copy(po
     staging_uri = f"s3://{s3_bucket}/redshift-staging"
     manager = warehouse_manager(postgres_dsn, s3_staging_uri=staging_uri, iam_role=IAM_ROLE)
     staging = manager.s3_staging()
-    object_uri = staging.object_uri(TableSlice(table="redshift_churn_predictions", schema="analytics"), "run-1")
+    with pytest.raises(ValueError, match="go together"):
+        warehouse_manager(postgres_dsn, s3_staging_uri=staging_uri).s3_staging()
+    object_uri = staging.object_uri("analytics", "redshift_churn_predictions", "run-1")
     assert object_uri == f"{staging_uri}/analytics/redshift_churn_predictions/run-1.parquet"
-    assert staging.copy_sql(object_uri) == (
+    with closing(psycopg2.connect(postgres_dsn.dsn)) as conn:
+        copy_sql = staging.copy_sql(object_uri).as_string(conn)
+    assert copy_sql == (
         f"COPY \"loyalty_partition_staging\" FROM '{object_uri}' IAM_ROLE '{IAM_ROLE}' FORMAT AS PARQUET"
     )
     frame = predictions(WEEK_1, 5).assign(week=pd.Timestamp(WEEK_1))
@@ -279,6 +303,13 @@ def test_marketing_email_goes_through_smtp_with_counts_change_and_file(lake, smt
     assert float(top_line[-1]) == pytest.approx(expected_loss, abs=0.01)
     full_file = lake.store.url(predictions_export_key(WEEK_2, "csv"))
     assert f"Full file: {full_file}" in body
+    # The segmentation version that scored the week describes its segments; its churn rate was not recorded.
+    profile = body.split("Segments:")[1].split("\n\n")[0]
+    assert [line.split()[1:] for line in profile.splitlines() if line.startswith("Dabblers ")] == [
+        ["8", "33.3%", "2.0", "900.0", "6.0"]
+    ]
+    assert "Churn rate: not available" in profile
+    assert "call within a week. Why: fewer flights; points unredeemed" in body
     metadata = metadata_of(result, "marketing_email")
     assert metadata["previous_week"] == WEEK_1
     assert metadata["member_value_drop"] == "2024-03-14"

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from loyalty_assets.domain.experiments import CONTROL, HOLD_OUT_ACTION, assignment_unit
+from loyalty_assets.settings import load_settings
 from loyalty_assets.simulation import SimulationPlan, simulate_experiment, simulation_calendar
 from loyalty_assets_tests.dagster_helpers import project_home
 
@@ -28,7 +29,7 @@ def test_calendar_puts_every_week_before_a_matured_outcome() -> None:
 def loop(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("experiment_loop")
     with project_home(home):
-        yield home, simulate_experiment(PLAN, echo=lambda line: None, today=TODAY)
+        yield home, simulate_experiment(load_settings(), PLAN, echo=lambda line: None, today=TODAY)
 
 
 def test_arms_are_the_documented_hash_and_hold_outs_get_no_action(loop) -> None:

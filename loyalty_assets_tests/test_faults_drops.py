@@ -19,7 +19,8 @@ from loyalty_assets.defs.features.assets import customer_features, scoring_featu
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.defs.storage import LakeParquetIOManager
 from loyalty_assets.domain.completeness import manifest_bytes
-from loyalty_assets.domain.drop_commits import accepted_drop_dates, read_commit, table_version_key
+from loyalty_assets.domain.drop_commits import accepted_drop_dates, read_commit
+from loyalty_assets.domain.lake_keys import table_version_key
 from loyalty_assets.domain.sample_data import SampleConfig, drop_keys, write_drops
 from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
 from loyalty_assets_tests.dagster_helpers import local_test_resources

@@ -16,14 +16,14 @@ import psycopg2
 import pytest
 
 from loyalty_assets.defs.distribution.resources import DuckDBDashboardDatabase, PostgresDashboardDatabase
-from loyalty_assets.domain.warehouse import connect_postgres, replace_partition_postgres, replace_partition_redshift
-from loyalty_assets_tests.test_warehouse import weekly_predictions
+from loyalty_assets.domain.warehouse import connect_postgres
+from loyalty_assets_tests.test_warehouse import replace_postgres_week, replace_redshift_week, weekly_predictions
 
 WEEK = "2026-11-30"
 TRIALS = 5
 # Enough rows that COPY takes a while, so the two loads overlap.
 MEMBERS = 20000
-DASHBOARD_OPTIONS = {"columns_sql": {"week": "date"}, "primary_key": ["loyalty_number", "week"]}
+DASHBOARD_OPTIONS = {"column_types": {"week": "date"}, "primary_key": ["loyalty_number", "week"]}
 
 
 def _week_frame(shift: float):
@@ -82,7 +82,7 @@ def test_two_warehouse_loads_without_a_key_are_serialized_by_the_lock(postgres_d
 
     def load(table, frame):
         with closing(connect_postgres(postgres_dsn.dsn)) as conn:
-            return replace_partition_redshift(conn, table, frame, "week", WEEK, schema=postgres_dsn.schema)
+            return replace_redshift_week(conn, table, frame, WEEK, schema=postgres_dsn.schema)
 
     first, second = _week_frame(0.0), _week_frame(3.0)
     for trial in range(TRIALS):
@@ -103,16 +103,14 @@ def test_a_dashboard_table_made_before_the_key_gets_it_or_names_its_duplicates(p
     frame = weekly_predictions(WEEK, [10.0, 20.0]).loc[:, ["loyalty_number", "week", "churn_risk_pct"]]
     with closing(connect_postgres(postgres_dsn.dsn)) as conn:
         with pytest.raises(ValueError, match=r"holds 1 duplicated \(\"loyalty_number\", \"week\"\) keys"):
-            replace_partition_postgres(
-                conn, "churn_predictions", frame, "week", WEEK, schema=postgres_dsn.schema, **DASHBOARD_OPTIONS
+            replace_postgres_week(
+                conn, "churn_predictions", frame, WEEK, schema=postgres_dsn.schema, **DASHBOARD_OPTIONS
             )
         assert _postgres_rows(postgres_dsn, "churn_predictions") == (3, 2)  # rolled back, nothing half-written
         with conn.cursor() as cursor:
             cursor.execute(f"DELETE FROM {target} WHERE week = '2026-11-23'")
         conn.commit()
-        replace_partition_postgres(
-            conn, "churn_predictions", frame, "week", WEEK, schema=postgres_dsn.schema, **DASHBOARD_OPTIONS
-        )
+        replace_postgres_week(conn, "churn_predictions", frame, WEEK, schema=postgres_dsn.schema, **DASHBOARD_OPTIONS)
     assert _postgres_primary_key(postgres_dsn, "churn_predictions") == ["loyalty_number", "week"]
     assert _postgres_rows(postgres_dsn, "churn_predictions") == (3, 3)
 

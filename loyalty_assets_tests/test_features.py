@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from loyalty_assets.domain.churn import OutOfTimeSplit, leakage_violations
 from loyalty_assets.domain.features import (
     ACTIVITY_COLUMNS_USED,
     CATEGORICAL_FEATURES,
+    EDUCATION_LEVELS,
     FEATURE_COLUMNS,
     FEATURES,
-    FEATURES_MARKDOWN,
+    GENDERS,
     ID_COLUMNS,
     LOYALTY_COLUMNS_USED,
+    MARITAL_STATUSES,
+    MODEL_FEATURE_SPECS,
+    MODEL_FEATURES,
+    PROVINCES,
     all_snapshots,
     build_features,
     feature_summary_markdown,
@@ -30,6 +37,7 @@ from loyalty_assets.domain.features import (
     member_features,
 )
 from loyalty_assets_tests.ingested_tables import activity_frame, activity_row, loyalty_frame, member
+from loyalty_assets.domain.ingest import CATEGORY_VALUES
 
 DROP_DATE = date(2018, 7, 10)
 HISTORY = pd.date_range("2017-07-01", "2018-06-01", freq="MS")
@@ -42,9 +50,18 @@ def sample_loyalty() -> pd.DataFrame:
     return loyalty_frame(
         [
             member(STEADY, (2015, 6), card="Nova"),
-            member(DECLINER, (2014, 3), card="Aurora"),
+            member(
+                DECLINER,
+                (2014, 3),
+                card="Aurora",
+                province="British Columbia",
+                gender="Male",
+                education="Doctor",
+                marital_status="Single",
+                salary=182144.0,
+            ),
             member(CHURNER, (2016, 1), cancelled=(2018, 3)),
-            member(NEWCOMER, (2018, 3), enrollment_type="2018 Promotion"),
+            member(NEWCOMER, (2018, 3), enrollment_type="2018 Promotion", education="College", salary=None),
             member(SILENT, (2016, 2), card="Nova"),
             member(CANCELLED_EARLY, (2013, 1), cancelled=(2016, 5)),
             member(ENROLLS_LATER, (2018, 7)),
@@ -105,17 +122,41 @@ def frame_digest(frame: pd.DataFrame) -> str:
 # Catalogue
 
 
-def test_catalogue_has_21_unique_documented_features_without_clv():
+def test_catalogue_keeps_the_21_documented_features_first_and_leaves_clv_out():
     assert len(FEATURES) == 21
     assert len(set(FEATURE_COLUMNS)) == 21
-    assert set(CATEGORICAL_FEATURES) == {"loyalty_card_tier", "promotion_enrollment"}
-    assert not any("clv" in name or "salary" in name for name in FEATURE_COLUMNS)
-    assert all(spec.formula and spec.window and spec.why for spec in FEATURES)
-    lines = FEATURES_MARKDOWN.splitlines()
-    assert lines[0].replace(" ", "") == "|name|formula|window|whyitmatters|"
-    assert len(lines) == 2 + 21
-    assert all(f"`{name}`" in FEATURES_MARKDOWN for name in FEATURE_COLUMNS)
-    assert features_markdown() == FEATURES_MARKDOWN
+    assert MODEL_FEATURES[:21] == FEATURE_COLUMNS
+    assert len(set(MODEL_FEATURES)) == len(MODEL_FEATURES) == 35
+    assert set(CATEGORICAL_FEATURES) == {
+        "loyalty_card_tier",
+        "promotion_enrollment",
+        "education_code",
+        "marital_status_code",
+        "gender_code",
+        "province_code",
+    }
+    assert set(CATEGORICAL_FEATURES) < set(MODEL_FEATURES)
+    assert not any("clv" in name for name in MODEL_FEATURES)
+    assert all(spec.formula and spec.point_in_time and spec.why for spec in MODEL_FEATURE_SPECS)
+    lines = features_markdown().splitlines()
+    assert lines[0].replace(" ", "") == "|name|formula|point-in-timerule|whyitmatters|"
+    assert len(lines) == 2 + 35
+    assert [line.split("`")[1] for line in lines[2:]] == MODEL_FEATURES
+
+
+def test_readme_feature_table_is_the_one_the_code_generates():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = features_markdown()
+    assert table in readme, (
+        "README.md's feature table differs from features_markdown(): paste its output under ## Features"
+    )
+
+
+def test_code_tables_cover_the_values_the_loader_knows():
+    assert GENDERS == CATEGORY_VALUES["Gender"]
+    assert EDUCATION_LEVELS == CATEGORY_VALUES["Education"]
+    assert MARITAL_STATUSES == CATEGORY_VALUES["Marital Status"]
+    assert len(PROVINCES) == 11 and "Ontario" in PROVINCES
 
 
 # Snapshots
@@ -149,11 +190,11 @@ def test_all_snapshots_rejects_activity_after_the_drop_month():
 
 
 def test_output_schema_order_and_dtypes(features):
-    assert list(features.columns) == ID_COLUMNS + FEATURE_COLUMNS
+    assert list(features.columns) == ID_COLUMNS + MODEL_FEATURES
     assert features["loyalty_number"].dtype == np.int64
     assert features["snapshot_month"].dtype == np.dtype("datetime64[ns]")
     assert features["history_months"].dtype == np.int64
-    assert (features[FEATURE_COLUMNS].dtypes == np.float64).all()
+    assert (features[MODEL_FEATURES].dtypes == np.float64).all()
     ordered = features.sort_values(["snapshot_month", "loyalty_number"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(features, ordered)
     assert not features.duplicated(["loyalty_number", "snapshot_month"]).any()
@@ -304,6 +345,139 @@ def test_eligibility_excludes_members_before_enrollment_and_after_cancellation(f
         NEWCOMER: 4,
         SILENT: 12,
     }
+
+
+def test_member_attributes_at_a_snapshot(features):
+    steady = row(features, STEADY, "2018-06-01")  # enrolled 2015-06; Ontario, Female, Bachelor, Married
+    assert steady["membership_month_of_year"] == 0  # tenure 36: the anniversary month
+    assert steady["enrollment_calendar_month"] == 6
+    assert (steady["salary_amount"], steady["salary_missing"]) == (83236.0, 0)
+    assert steady["education_code"] == EDUCATION_LEVELS.index("Bachelor") == 2
+    assert steady["marital_status_code"] == MARITAL_STATUSES.index("Married") == 1
+    assert steady["gender_code"] == GENDERS.index("Female") == 0
+    assert steady["province_code"] == PROVINCES.index("Ontario") == 6
+    decliner = row(features, DECLINER, "2018-06-01")  # enrolled 2014-03: tenure 51
+    assert (decliner["membership_month_of_year"], decliner["enrollment_calendar_month"]) == (3, 3)
+    assert decliner[["province_code", "gender_code", "education_code", "marital_status_code"]].tolist() == [1, 1, 4, 0]
+    newcomer = row(features, NEWCOMER, "2018-06-01")  # College: no salary
+    assert np.isnan(newcomer["salary_amount"]) and newcomer["salary_missing"] == 1
+    assert newcomer["education_code"] == 1
+    phases = features.loc[features["loyalty_number"] == NEWCOMER, "membership_month_of_year"]
+    assert list(phases) == [0, 1, 2, 3]
+
+
+def test_empty_salary_and_unknown_attribute_values():
+    loyalty = sample_loyalty()
+    steady = loyalty["loyalty_number"] == STEADY
+    loyalty.loc[steady, ["salary", "education", "gender", "marital_status", "province"]] = [
+        np.nan,
+        "Kindergarten",
+        None,
+        "Widowed",
+        "Nunavut",
+    ]
+    decliner = loyalty["loyalty_number"] == DECLINER
+    loyalty.loc[decliner, ["salary", "education", "province", "gender"]] = [-5000.0, " DOCTOR ", "yukon", "male"]
+    features = build_features(loyalty, sample_activity(), [pd.Timestamp("2018-06-01")])
+    unknown = row(features, STEADY, "2018-06-01")
+    assert np.isnan(unknown["salary_amount"]) and unknown["salary_missing"] == 1
+    codes = ["education_code", "gender_code", "marital_status_code", "province_code"]
+    assert unknown[codes].isna().all()
+    normalised = row(features, DECLINER, "2018-06-01")
+    assert (normalised["salary_amount"], normalised["salary_missing"]) == (-5000.0, 0)
+    assert (normalised["education_code"], normalised["province_code"], normalised["gender_code"]) == (4, 10, 1)
+
+
+def test_categorical_features_are_small_non_negative_integer_codes(features):
+    codes = features[list(CATEGORICAL_FEATURES)]
+    assert ((codes >= 0) & (codes == np.floor(codes)) & (codes <= 10)).all().all()
+
+
+def test_lifetime_and_redemption_features_of_the_decliner(features):
+    latest = row(features, DECLINER, "2018-06-01")
+    assert latest["window_coverage_24m"] == 12  # 2017-07 .. 2018-06 observed
+    assert latest["flights_24m"] == 80
+    assert latest["active_months_24m"] == 10
+    assert latest["redeemed_to_accumulated_24m"] == 600 / 4000
+    assert latest["redemptions_12m"] == 1
+    assert latest["months_since_last_redemption"] == 2  # redeemed in 2018-04
+    at_redemption = row(features, DECLINER, "2018-04-01")
+    assert (at_redemption["months_since_last_redemption"], at_redemption["redemptions_12m"]) == (0, 1)
+    before = row(features, DECLINER, "2018-03-01")  # nine months observed, no redemption yet
+    assert (before["months_since_last_redemption"], before["window_coverage_24m"]) == (9, 9)
+    assert (before["redemptions_12m"], before["redeemed_to_accumulated_24m"]) == (0, 0)
+
+
+def test_lifetime_features_of_a_member_without_activity(features):
+    silent = row(features, SILENT, "2018-06-01")
+    assert (silent["flights_24m"], silent["active_months_24m"], silent["redemptions_12m"]) == (0, 0, 0)
+    assert np.isnan(silent["redeemed_to_accumulated_24m"])
+    assert silent["months_since_last_redemption"] == silent["window_coverage_24m"] == 12
+
+
+def test_lifetime_window_is_24_months_when_the_history_is_longer():
+    history = pd.date_range("2016-01-01", "2018-06-01", freq="MS")  # 30 months
+    redeemed_early, redeemed_in_window = 1, 2
+    loyalty = loyalty_frame([member(redeemed_early, (2015, 1)), member(redeemed_in_window, (2015, 1))])
+    redemptions = {redeemed_early: pd.Timestamp("2016-02-01"), redeemed_in_window: pd.Timestamp("2016-08-01")}
+    activity = activity_frame(
+        [
+            activity_row(number, month, 1, distance=100, points=10, redeemed=500.0 * (month == redeemed))
+            for number, redeemed in redemptions.items()
+            for month in history
+        ]
+    )
+    features = build_features(loyalty, activity, [pd.Timestamp("2018-06-01")])
+    early, in_window = row(features, redeemed_early, "2018-06-01"), row(features, redeemed_in_window, "2018-06-01")
+    assert early["history_months"] == 30 and early["window_coverage_24m"] == 24
+    assert (early["flights_24m"], early["active_months_24m"]) == (24, 24)
+    assert early["months_since_last_redemption"] == 24  # 28 months ago: outside the window
+    assert early["redeemed_to_accumulated_24m"] == 0 and early["redemptions_12m"] == 0
+    assert in_window["months_since_last_redemption"] == 22
+    assert in_window["redeemed_to_accumulated_24m"] == 500 / 240
+
+
+def test_online_lifetime_features_need_only_the_24_months_up_to_the_snapshot():
+    history = pd.date_range("2016-01-01", "2018-06-01", freq="MS")
+    loyalty = loyalty_frame([member(STEADY, (2015, 1))])
+    activity = activity_frame(
+        [
+            activity_row(STEADY, month, month.month % 3, distance=90, points=9, redeemed=80.0 * (month.month == 2))
+            for month in history
+        ]
+    )
+    batch = row(build_features(loyalty, activity, [history[-1]]), STEADY, "2018-06-01")
+    attributes, months = _member_inputs(loyalty, activity, STEADY)
+    values = member_features(attributes, months, date(2018, 6, 1), history_start=date(2016, 7, 1))
+    online = pd.Series(values, index=MODEL_FEATURES)
+    lifetime = ["window_coverage_24m", "flights_24m", "active_months_24m", "redeemed_to_accumulated_24m"]
+    lifetime += ["redemptions_12m", "months_since_last_redemption"]
+    assert batch["history_months"] == 30
+    assert online[lifetime].to_dict() == batch[lifetime].to_dict()
+    assert online["months_since_last_redemption"] == 4 and online["redemptions_12m"] == 1
+
+
+def test_leakage_guard_recomputes_every_model_feature(features):
+    """Each model feature, changed in one stored row, is reported by the point-in-time recompute."""
+    loyalty, activity = sample_loyalty(), sample_activity()
+    training_set = features.assign(churned=0)
+    tampered = training_set.copy()
+    for position, name in enumerate(MODEL_FEATURES):
+        value = tampered.at[position, name]
+        tampered.at[position, name] = 1.0 if np.isnan(value) else value + 1.0
+    split = OutOfTimeSplit(
+        train=tampered[tampered["snapshot_month"] < "2018-01-01"],
+        validation=tampered[tampered["snapshot_month"].between("2018-01-01", "2018-03-01")],
+        test=tampered[tampered["snapshot_month"] > "2018-03-01"],
+    )
+
+    def recompute(snapshots):
+        return build_features(loyalty, activity, snapshots, history_start=HISTORY[0])
+
+    assert leakage_violations(training_set, split, recompute, sample_size=len(training_set)) == []
+    violations = leakage_violations(tampered, split, recompute, sample_size=len(tampered))
+    reported = [violation.split(": feature ")[1].split(" is ")[0] for violation in violations]
+    assert sorted(reported) == sorted(MODEL_FEATURES)
 
 
 # Variants and validation
@@ -465,7 +639,7 @@ def test_feature_summary_markdown(features):
     summary = feature_summary_markdown(features)
     lines = summary.splitlines()
     assert lines[0].replace(" ", "") == "|feature|min|median|max|nullshare|"
-    assert len(lines) == 2 + 21
+    assert len(lines) == 2 + len(MODEL_FEATURES)
     tenure = next(line for line in lines if line.startswith("| tenure_months"))
     cells = [cell.strip() for cell in tenure.strip("|").split("|")]
     tenure_values = features["tenure_months"]
@@ -498,7 +672,7 @@ def test_member_features_equal_build_features_for_every_member_and_snapshot(feat
     for expected in features.itertuples(index=False):
         attributes, months = _member_inputs(loyalty, activity, expected.loyalty_number)
         actual = member_features(attributes, months, expected.snapshot_month.date(), history_start=start.date())
-        np.testing.assert_array_equal(actual, np.array([getattr(expected, name) for name in FEATURE_COLUMNS]))
+        np.testing.assert_array_equal(actual, np.array([getattr(expected, name) for name in MODEL_FEATURES]))
         checked += 1
     assert checked == len(features) > 40
 

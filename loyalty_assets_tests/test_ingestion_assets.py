@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
-from loyalty_assets.domain.drop_commits import read_commit, table_version_key
+from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.ingest import SourceFile, ingest_drop
+from loyalty_assets.domain.lake_keys import table_version_key
 from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
 from loyalty_assets_tests.dagster_helpers import local_test_resources
 from loyalty_assets_tests.drop_files import (

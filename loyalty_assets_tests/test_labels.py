@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty_assets.domain.features import all_snapshots, build_features, last_complete_month
+from loyalty_assets.domain.features import MODEL_FEATURES, all_snapshots, build_features, last_complete_month
 from loyalty_assets.domain.labels import (
     add_churn_labels,
     build_training_set,
@@ -35,9 +35,24 @@ MEMBERS = {  # loyalty_number: (enrollment (year, month), cancellation (year, mo
 }
 
 
+QUEBEC_MALE_MASTER_SINGLE = {
+    "province": "Quebec",
+    "city": "Montreal",
+    "postal_code": "H2Y 2W2",
+    "gender": "Male",
+    "education": "Master",
+    "salary": 105487.0,
+    "marital_status": "Single",
+    "clv": 5780.0,
+}
+
+
 def sample_loyalty() -> pd.DataFrame:
     return loyalty_frame(
-        [member(number, enrolled, cancelled=cancelled) for number, (enrolled, cancelled) in MEMBERS.items()]
+        [
+            member(number, enrolled, cancelled=cancelled, **QUEBEC_MALE_MASTER_SINGLE)
+            for number, (enrolled, cancelled) in MEMBERS.items()
+        ]
     )
 
 
@@ -156,6 +171,17 @@ def test_training_set_counts_and_positive_rate(features):
         [c / m for c, m in zip(expected_churned, expected_members)]
     )
     assert positive_rate(training) == pytest.approx(4 / 31)
+
+
+def test_training_set_carries_every_model_feature_with_the_member_attributes(features):
+    training = build_training_set(
+        features, sample_loyalty(), horizon_months=3, last_complete=LAST_COMPLETE, lookback_months=12
+    )
+    assert list(training.columns) == ["loyalty_number", "snapshot_month", "history_months", *MODEL_FEATURES, "churned"]
+    loyal = training[training["loyalty_number"] == LOYAL]  # Quebec, Male, Master, Single, salary 105,487
+    codes = loyal[["province_code", "gender_code", "education_code", "marital_status_code"]]
+    assert (codes == [8, 1, 3, 0]).all().all()
+    assert (loyal["salary_amount"] == 105487.0).all() and (loyal["salary_missing"] == 0).all()
 
 
 def test_training_set_fails_without_a_qualifying_snapshot(features):

@@ -53,6 +53,9 @@ def predictions(
             "risk_tier": tiers,
             "segment": segments,
             "experiment_arm": "treatment",
+            "risk_vs_average": np.round(np.asarray(risks) / np.mean(risks), 2),
+            "recommended_action": "Call within a week",
+            "top_reasons": "flights in the last 3 months: 0, below the usual 4",
         }
     )
 
@@ -361,3 +364,44 @@ def test_marketing_email_carries_the_realised_uplift_lines(this_week, member_val
     assert "-1.3 pp [-2.2, -0.4]" in html_part(message)
     without = build_marketing_email(summarize_for_marketing(this_week, member_value, "x"), SENDER, RECIPIENTS)
     assert "retention programme" not in text_part(without)
+
+
+def test_marketing_email_explains_tiers_unit_actions_reasons_and_segments(this_week, member_value):
+    many = predictions("2024-01-08", [("Critical", "Frequent", 60.0)] * 55 + [("Low", "Frequent", 2.0)] * 45)
+    held_out = many.assign(experiment_arm=np.where(many.index == 0, "control", "treatment"))
+    values = pd.Series(1000.0 + np.arange(100.0), index=many["loyalty_number"])
+    profile = pd.DataFrame(
+        {
+            "members": [10, 60, 30],
+            "share": [0.1, 0.6, 0.3],
+            "median_flights_12m": [120.0, 30.0, 2.0],
+            "median_distance_per_flight_12m": [1500.0, 250.0, 400.0],
+            "median_active_months_12m": [11.0, 11.0, 2.0],
+            "churn_rate": [0.01, 0.02, np.nan],
+        },
+        index=pd.Index(["Road Warriors", "Loyal Regulars", "Dabblers"], name="segment"),
+    )
+    summary = summarize_for_marketing(
+        held_out, values, FILE_LOCATION, segment_profile=profile, churn_basis="realised over 3 months"
+    )
+    text = text_part(build_marketing_email(summary, SENDER, RECIPIENTS))
+    assert "Risk tiers are capacity-based: each is a share of the members, not a level of absolute risk" in text
+    assert "(this week Critical 55.0%, Low 45.0% of members)" in text
+    assert "expected_loss is in CAD" in text and "CLV" in text
+    heading = "Every Critical member to call, with the action and the reasons (50 of 54 by expected loss; 4 more in "
+    calls = section(text, heading)
+    assert len(calls) == 50
+    first = " ".join(calls[0])
+    # The highest value among the Critical members: the 55th member (the first is held out).
+    assert first.startswith("100055 (Frequent, risk 60.0% = 1.8x average, expected loss 632 CAD): ")
+    assert "Call within a week. Why: flights in the last 3 months: 0, below the usual 4" in first
+    assert "1 Critical members are held out for the retention experiment and get no call" in text
+    segments = section(text, "Segments:")
+    assert segments[0][:2] == ["members", "share"]
+    assert ["Dabblers", "30", "30.0%", "2.0", "400.0", "2.0", "n/a"] in segments
+    assert "Churn rate: realised over 3 months" in text
+    assert "Road Warriors: the top band by flights and distance" in text
+    unrecorded = summarize_for_marketing(this_week, member_value, FILE_LOCATION)
+    assert "Not recorded for this segmentation version" in text_part(
+        build_marketing_email(unrecorded, SENDER, RECIPIENTS)
+    )

@@ -2,8 +2,8 @@
 
 A small simulated population (``domain.sample_data``) is ingested, featurised and labelled with
 the real domain code; the champion is a real ``churn_model_candidate`` materialization. Each
-test writes the upstream tables into its own lake folder and runs only the monitoring checks or
-the report (the upstream assets are declared as specs).
+test writes the upstream tables into its own lake folder and runs only the report, which evaluates
+the week, and the checks that read its evaluation (the upstream assets are declared as specs).
 """
 
 import json
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from loyalty_assets.defs.churn.assets import ChurnCandidateConfig, churn_model_candidate
-from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS, monitoring_report, reference_key
+from loyalty_assets.defs.monitoring.assets import MONITORING_ASSETS, monitoring_report
 from loyalty_assets.defs.monitoring.checks import (
     MONITORING_CHECKS,
     concept_drift_check,
@@ -28,15 +28,15 @@ from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions,
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.drift import build_reference
 from loyalty_assets.domain.features import (
-    CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
-    ID_COLUMNS,
     all_snapshots,
     build_features,
+    categorical_among,
     last_complete_month,
 )
 from loyalty_assets.domain.ingest import SourceFile, ingest_drop
 from loyalty_assets.domain.labels import build_training_set, members_enrolled_on
+from loyalty_assets.domain.lake_keys import drift_reference_key
 from loyalty_assets.domain.sample_data import SampleConfig, encode_drop_file, extract_as_of, simulate_population
 from loyalty_assets.domain.scoring import assign_tiers, load_action_table, score_members
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
@@ -147,19 +147,33 @@ def world(tmp_path_factory) -> World:
 
 
 @pytest.fixture
-def lake(tmp_path: Path) -> Lake:
-    return Lake(tmp_path / "lake")
+def lake(world: World, tmp_path: Path) -> Lake:
+    """A lake holding the week's committed drop, which labels the matured weeks."""
+    lake = Lake(tmp_path / "lake")
+    put_committed_drop(lake.store, DROPS[WEEK].isoformat(), world.loyalty[WEEK])
+    return lake
 
 
 def run_checks(lake: Lake, week: str, checks) -> dict[str, dg.AssetCheckEvaluation]:
-    """Run only ``checks`` for one week (checks alone carry the partition as a run tag)."""
+    """Run the report, which evaluates the week, and ``checks`` for one week."""
     result = dg.materialize(
-        [*UPSTREAM, *checks],
-        selection=dg.AssetSelection.checks(*checks),
-        tags={"dagster/partition": week},
+        [*UPSTREAM, *MONITORING_ASSETS, *checks],
+        selection=dg.AssetSelection.assets(monitoring_report) | dg.AssetSelection.checks(*checks),
+        partition_key=week,
         resources=lake.resources(),
     )
     return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+def run_checks_alone(lake: Lake, week: str, checks, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """Run only ``checks`` for one week (checks alone carry the partition as a run tag)."""
+    return dg.materialize(
+        [*UPSTREAM, *MONITORING_ASSETS, *checks],
+        selection=dg.AssetSelection.checks(*checks),
+        tags={"dagster/partition": week},
+        resources=lake.resources(),
+        raise_on_error=raise_on_error,
+    )
 
 
 def values(evaluation: dg.AssetCheckEvaluation) -> dict:
@@ -172,7 +186,7 @@ def champion_with_reference_of(world: World, features: pd.DataFrame) -> dict:
     reference = build_reference(
         features,
         FEATURE_COLUMNS,
-        CATEGORICAL_FEATURES,
+        categorical_among(FEATURE_COLUMNS),
         scores,
         assign_tiers(scores, world.bundle["tier_cutoffs"]),
     )
@@ -257,7 +271,6 @@ def test_report_and_checks_on_a_realistic_week(world, lake):
     lake.put_champion(world.bundle)
     for week in DROPS:
         lake.put_week(week, world.features[week], world.predictions[week])
-    put_committed_drop(lake.store, DROPS[WEEK].isoformat(), world.loyalty[WEEK])
 
     result = dg.materialize(
         [*UPSTREAM, *MONITORING_ASSETS, *MONITORING_CHECKS],
@@ -295,7 +308,7 @@ def test_champion_without_reference_gets_one_computed_once_and_stored(world, lak
     old_champion = {key: value for key, value in world.bundle.items() if key != "drift_reference"}
     lake.put_champion(old_champion)
     lake.put_week(WEEK, world.features[WEEK], world.predictions[WEEK])
-    stored_key = reference_key(world.bundle["version"])
+    stored_key = drift_reference_key(world.bundle["version"])
 
     lake.put_table("churn_training_set", TRAINING_MONTH, world.training_set)
     first = values(run_checks(lake, WEEK, [feature_drift_check])["feature_drift"])
@@ -317,121 +330,31 @@ def test_champion_without_reference_gets_one_computed_once_and_stored(world, lak
 def feature_drift_failure(lake: Lake) -> str:
     """The error message of a feature drift check run that is expected to fail."""
     result = dg.materialize(
-        [*UPSTREAM, feature_drift_check],
-        selection=dg.AssetSelection.checks(feature_drift_check),
-        tags={"dagster/partition": WEEK},
+        [*UPSTREAM, *MONITORING_ASSETS, feature_drift_check],
+        selection=dg.AssetSelection.assets(monitoring_report) | dg.AssetSelection.checks(feature_drift_check),
+        partition_key=WEEK,
         resources=lake.resources(),
         raise_on_error=False,
     )
+    return failure_message(result)
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The error message of the one failed step of a run."""
     assert not result.success
     (failure,) = [event for event in result.all_events if event.is_step_failure]
     return failure.step_failure_data.error.message
 
 
-# --- concept drift on a hand-made week -----------------------------------------------------------
+def test_checks_read_the_weeks_evaluation_instead_of_recomputing_it(world, lake):
+    features = world.features[WEEK]
+    lake.put_champion(champion_with_reference_of(world, features))
+    lake.put_week(WEEK, features, world.predictions[WEEK])
+    before_report = run_checks_alone(lake, WEEK, [feature_drift_check], raise_on_error=False)
+    assert f"monitoring_report {WEEK} is not in the lake" in failure_message(before_report)
 
-LABELLED_WEEK, OLDER_WEEK, IMMATURE_WEEK, CURRENT_WEEK = "2024-01-08", "2024-01-01", "2024-03-04", "2024-04-01"
-CURRENT_DROP = "2024-04-02"  # last complete month 2024-03: snapshot 2023-12 + 3 months has matured
-# member: (churn_risk_pct, risk_tier, cancellation (year, month) or None)
-HAND_MADE = {
-    1: (90.0, "Critical", (2024, 2)),
-    2: (70.0, "High", (2024, 3)),
-    3: (60.0, "High", None),
-    4: (40.0, "Medium", (2024, 1)),
-    5: (35.0, "Medium", None),
-    6: (20.0, "Low", (2024, 4)),  # cancels after the 3-month horizon: not churned at 2023-12
-    7: (10.0, "Low", None),
-    8: (5.0, "Low", None),
-}
-
-
-def hand_made_predictions(week: str, snapshot: str, version: str) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "loyalty_number": np.array(list(HAND_MADE), dtype="int64"),
-            "week": week,
-            "snapshot_month": pd.Timestamp(snapshot),
-            "churn_risk_pct": [risk for risk, _, _ in HAND_MADE.values()],
-            "risk_tier": [tier for _, tier, _ in HAND_MADE.values()],
-            "churn_model_version": version,
-        }
-    )
-
-
-def hand_made_ids(snapshot: str) -> pd.DataFrame:
-    return pd.DataFrame(
-        {"loyalty_number": np.array(list(HAND_MADE), dtype="int64"), "snapshot_month": pd.Timestamp(snapshot)}
-    ).assign(history_months=12)[ID_COLUMNS]
-
-
-def hand_made_loyalty() -> pd.DataFrame:
-    cancellations = [cancelled for _, _, cancelled in HAND_MADE.values()]
-    return pd.DataFrame(
-        {
-            "loyalty_number": np.array(list(HAND_MADE), dtype="int64"),
-            "enrollment_year": 2020,
-            "enrollment_month": 5,
-            "cancellation_year": pd.array([c[0] if c else None for c in cancellations], dtype="Int64"),
-            "cancellation_month": pd.array([c[1] if c else None for c in cancellations], dtype="Int64"),
-        }
-    )
-
-
-def test_concept_drift_on_a_hand_made_week(lake):
-    champion = {
-        "kind": "churn",
-        "version": "2023-12.champion",
-        "record": {"metrics": {"roc_auc": 0.95, "recall": 0.85}, "threshold": 0.5, "horizon_months": 3},
-    }
-    lake.put_champion(champion)
-    older_record = {"metrics": {"roc_auc": 0.90, "recall": 0.60}, "threshold": 0.3, "horizon_months": 3}
-    registry.register(lake.store, "churn", "2023-11.older", {"kind": "churn"}, older_record)
-    lake.put_week(
-        OLDER_WEEK, hand_made_ids("2023-11-01"), hand_made_predictions(OLDER_WEEK, "2023-11-01", "2023-11.older")
-    )
-    lake.put_week(
-        LABELLED_WEEK,
-        hand_made_ids("2023-12-01"),
-        hand_made_predictions(LABELLED_WEEK, "2023-12-01", champion["version"]),
-    )
-    lake.put_table(
-        "churn_predictions", IMMATURE_WEEK, hand_made_predictions(IMMATURE_WEEK, "2024-02-01", champion["version"])
-    )
-    put_committed_drop(lake.store, CURRENT_DROP, hand_made_loyalty())
-
-    evaluation = run_checks(lake, CURRENT_WEEK, [concept_drift_check])["concept_drift"]
-
-    metadata = values(evaluation)
-    # Churned at 2023-12: members 1, 2, 4. Positive above negative in 14 of 15 pairs (40 < 60).
-    assert metadata["evaluated_week"] == LABELLED_WEEK
-    assert metadata["weeks_evaluated"] == 2  # the immature week is left out
-    assert metadata["roc_auc"] == pytest.approx(14 / 15)
-    assert metadata["recall_at_threshold"] == pytest.approx(2 / 3)  # 90 and 70 flagged at 0.5, 40 missed
-    assert metadata["recall_drop"] == pytest.approx(0.85 - 2 / 3)
-    assert metadata["realised_churn_rate"] == pytest.approx(3 / 8)
-    rates = {tier: metadata[f"churn_rate_{tier}"] for tier in ("Low", "Medium", "High", "Critical")}
-    assert rates == {"Low": 0.0, "Medium": 0.5, "High": 0.5, "Critical": 1.0}
-    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
-    assert "High (50.0%) <= Medium (50.0%)" in evaluation.description
-    assert "consider retraining" in evaluation.description
-    # The older week (snapshot 2023-11, labels in (2023-11, 2024-02]: members 1 and 4) is judged by its own
-    # version's record: at its threshold 0.3 both churners are flagged.
-    older = markdown_rows(metadata["realised_by_week"])[OLDER_WEEK]
-    assert older["model_version"] == "2023-11.older"
-    assert float(older["recall_at_threshold"]) == 1.0
-    assert float(older["roc_auc"]) == pytest.approx(10 / 12, abs=1e-4)
-    assert float(older["promotion_recall"]) == 0.6
-
-    put_committed_drop(lake.store, "2024-02-06", hand_made_loyalty())
-    nothing_matured = run_checks(lake, "2024-02-05", [concept_drift_check])["concept_drift"]
-    assert nothing_matured.passed
-    assert values(nothing_matured) == {"weeks_evaluated": 0, "labels_complete_to": "2024-01"}
-    assert nothing_matured.description.startswith("no scored week of the last 26 has labels matured by 2024-01")
-
-
-def markdown_rows(table: str) -> dict[str, dict[str, str]]:
-    """Rows of a Markdown table keyed by their first cell."""
-    header, _, *lines = table.splitlines()
-    names = [cell.strip() for cell in header.strip("|").split("|")]
-    rows = [dict(zip(names, [cell.strip() for cell in line.strip("|").split("|")], strict=True)) for line in lines]
-    return {row[names[0]]: row for row in rows}
+    assert run_checks(lake, WEEK, [feature_drift_check])["feature_drift"].passed
+    lake.put_week(WEEK, features.assign(flights_3m=features["flights_3m"] * 3), world.predictions[WEEK])
+    (stored,) = run_checks_alone(lake, WEEK, [feature_drift_check]).get_asset_check_evaluations()
+    assert stored.passed and values(stored)["drift_share"] == 0.0
+    assert values(run_checks(lake, WEEK, [feature_drift_check])["feature_drift"])["drifted_features"] == ["flights_3m"]

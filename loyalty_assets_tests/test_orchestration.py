@@ -15,8 +15,8 @@ import pytest
 from loyalty_assets import defs
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
 from loyalty_assets.defs.orchestration.jobs import daily_ingest_job
-from loyalty_assets.defs.orchestration.schedules import SCHEDULES, build_schedules
-from loyalty_assets.defs.orchestration.sensors import SENSORS, collect_run_metrics
+from loyalty_assets.defs.orchestration.schedules import build_schedules
+from loyalty_assets.defs.orchestration.sensors import build_sensors, collect_run_metrics
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import StorageSettings, load_settings
@@ -26,6 +26,8 @@ from loyalty_assets_tests.drop_files import activity_row, member_row, small_drop
 UTC = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")
 BAD_DAY, GOOD_DAY, WEEK = "2024-11-04", "2024-11-05", "2024-11-04"
+SCHEDULES = build_schedules(load_settings())
+SENSORS = build_sensors(load_settings())
 SENSOR = {sensor.name: sensor for sensor in SENSORS}
 
 

@@ -1,5 +1,5 @@
-"""The README's shell blocks work as written on a fresh home after a (small) demo, and `demo` on
-the day after a demo writes the missing day instead of failing."""
+"""The README's shell blocks work as written on a fresh home after a (small) demo, `demo` on the
+day after a demo writes the missing day instead of failing, and the environment table is the code's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+
+from loyalty_assets.settings import VARIABLE_NAMES, environment_table_markdown
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
@@ -52,6 +54,17 @@ def test_every_shell_block_is_run_or_left_out_with_a_reason() -> None:
     first_lines = [block.splitlines()[0].split("#")[0].strip() for block in shell_blocks()]
     assert set(LEFT_OUT) <= set(first_lines), "a left-out block is no longer in the README"
     assert len(first_lines) - len(LEFT_OUT) == 2, first_lines
+
+
+def test_the_environment_table_is_the_one_the_settings_render() -> None:
+    assert environment_table_markdown() in README.read_text()
+
+
+def test_every_variable_the_package_names_is_in_the_table() -> None:
+    source = "\n".join(path.read_text() for path in (REPO_ROOT / "loyalty_assets").rglob("*.py"))
+    named = set(re.findall(r"[\"'](LOYALTY_[A-Z_]+)[\"']", source))
+    assert {"LOYALTY_ENV", "LOYALTY_SMTP_PASSWORD", "LOYALTY_API_KEYS"} <= named
+    assert named <= VARIABLE_NAMES, sorted(named - VARIABLE_NAMES)
 
 
 def test_demo_the_day_after_writes_the_missing_day(env: dict[str, str]) -> None:

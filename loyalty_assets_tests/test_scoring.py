@@ -6,20 +6,26 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from loyalty_assets.domain.drift import build_reference
 from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS, HOLD_OUT_ACTION
 from loyalty_assets.domain.ingest import SourceFile, ingest_drop
+from loyalty_assets.domain.reasons import (
+    NO_SINGLE_REASON,
+    feature_wording,
+    reason_text,
+    usual_values,
+    usual_values_from_drift_reference,
+)
 from loyalty_assets.domain.scoring import (
     PREDICTION_COLUMNS,
     RISK_TIERS,
     add_relative_risk,
     assign_tiers,
-    feature_contributions,
     load_action_table,
     recommend_actions,
     score_members,
@@ -27,7 +33,6 @@ from loyalty_assets.domain.scoring import (
     tier_segment_counts,
     top_reasons,
     unscored_member_counts,
-    unwrap_forest_pipeline,
 )
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
 from loyalty_assets_tests.drop_files import ACTIVITY_HEADER, LOYALTY_HEADER, activity_row, csv_bytes, member_row
@@ -162,39 +167,104 @@ def test_recommend_actions_looks_up_the_rule_table():
         recommend_actions(["Casuals"], ["Low"], table)
 
 
-def test_unwrap_reaches_the_forest_pipeline(champion):
-    pipeline, model, _ = champion
-    assert unwrap_forest_pipeline(model) is pipeline
-    assert unwrap_forest_pipeline(FrozenEstimator(pipeline)) is pipeline
-    assert unwrap_forest_pipeline(pipeline) is pipeline
-    with pytest.raises(TypeError, match="RandomForestClassifier"):
-        unwrap_forest_pipeline(Pipeline([("logistic", LogisticRegression())]))
+def _high_tiers(model, X, cutoffs) -> tuple[np.ndarray, np.ndarray]:
+    risk = model.predict_proba(X)[:, 1]
+    return risk, np.asarray(assign_tiers(risk, cutoffs) >= "High")
 
 
-def test_contributions_add_up_to_the_forest_probability(champion, week_features):
-    pipeline, _, _ = champion
-    X = week_features[FEATURES].iloc[:500]
-    bias, contributions = feature_contributions(pipeline, X, FEATURES)
-    assert list(contributions.columns) == FEATURES
-    assert (contributions.index == X.index).all()
-    np.testing.assert_allclose(bias + contributions.sum(axis=1), pipeline.predict_proba(X)[:, 1], atol=1e-9)
-    # The driver explains most of the spread of the forest's probability.
-    assert contributions.abs().mean().idxmax() == DRIVER
-
-
-def test_top_reasons_name_the_planted_driver_for_high_risk_rows_only(champion, week_features):
-    pipeline, model, cutoffs = champion
+def test_top_reasons_name_the_planted_driver_with_direction_and_values(champion, week_features):
+    _, model, cutoffs = champion
     X = week_features[FEATURES]
-    tiers = assign_tiers(model.predict_proba(X)[:, 1], cutoffs)
-    high = np.asarray(tiers >= "High")
+    risk, high = _high_tiers(model, X, cutoffs)
     assert 0 < high.sum() < len(X)
-    reasons = top_reasons(pipeline, X, high, FEATURES, k=3)
+    usual = usual_values(week_features, FEATURES, ["loyalty_card_tier"])
+    reasons = top_reasons(lambda rows: model.predict_proba(rows)[:, 1], X, risk, high, usual, k=3)
+    assert list(reasons.columns) == ["top_reasons", "top_reason_features"]
     assert (reasons.index == X.index).all()
-    assert (reasons[~high] == "").all()
-    named = reasons[high].str.split(", ")
-    assert named.map(len).between(1, 3).all()
-    assert named.map(lambda names: names[0] == DRIVER).all()
-    assert named.map(lambda names: set(names) <= set(FEATURES)).all()
+    assert (reasons.loc[~high] == "").all().all()
+    # The driver raises risk by being high: a member above its usual range has it as first reason,
+    # with both values; a member inside the usual range is not unusual in it.
+    unusual = high & (X[DRIVER] > usual[DRIVER]["high"]).to_numpy()
+    assert unusual.sum() > 0.8 * high.sum()
+    named = reasons["top_reason_features"].str.split(",")
+    assert named[high].map(lambda names: set(names) <= {*FEATURES, ""}).all()
+    assert named[unusual].map(lambda names: 1 <= len(names) <= 3 and names[0] == DRIVER).all()
+    assert named[high & ~unusual].map(lambda names: DRIVER not in names).all()
+    first = reasons.loc[unusual, "top_reasons"].str.split("; ").str[0]
+    expected = [
+        f"months since the last flight: {value:,.0f} months, above the usual {usual[DRIVER]['usual']:,.0f} months"
+        for value in X.loc[unusual, DRIVER]
+    ]
+    assert first.tolist() == expected
+
+
+def test_top_reasons_explain_a_calibrated_gradient_boosting_model_where_fewer_flights_raise_risk():
+    rng = np.random.default_rng(5)
+    count = 6000
+    X = pd.DataFrame(
+        {
+            "flights_3m": rng.integers(0, 12, count).astype(float),
+            "tenure_months": rng.integers(1, 80, count).astype(float),
+            "loyalty_card_tier": rng.integers(0, 3, count).astype(float),
+        }
+    )
+    churned = (rng.random(count) < 1 / (1 + np.exp(-(-1.0 - 0.6 * X["flights_3m"])))).astype(int)
+    boosting = Pipeline([("boosting", HistGradientBoostingClassifier(max_iter=60, random_state=0))])
+    boosting.fit(X.iloc[:4000], churned.iloc[:4000])
+    model = CalibratedClassifierCV(FrozenEstimator(boosting), method="isotonic").fit(
+        X.iloc[4000:], churned.iloc[4000:]
+    )
+    risk = model.predict_proba(X)[:, 1]
+    explain = risk >= np.quantile(risk, 0.9)
+    usual = usual_values(X, list(X.columns), ["loyalty_card_tier"])
+    assert usual["flights_3m"] == {
+        "low": X["flights_3m"].quantile(0.25),
+        "usual": X["flights_3m"].median(),
+        "high": X["flights_3m"].quantile(0.75),
+    }
+    assert usual["loyalty_card_tier"] == dict.fromkeys(["low", "usual", "high"], X["loyalty_card_tier"].mode()[0])
+    reasons = top_reasons(lambda rows: model.predict_proba(rows)[:, 1], X, risk, explain, usual)
+    few_flights = explain & (X["flights_3m"] < usual["flights_3m"]["low"]).to_numpy()
+    assert few_flights.sum() > 0.5 * explain.sum()
+    explained = reasons[few_flights]
+    assert (explained["top_reason_features"].str.split(",").str[0] == "flights_3m").mean() > 0.95
+    assert explained["top_reasons"].str.startswith("flights in the last 3 months: ").mean() > 0.95
+    below = f"below the usual {usual['flights_3m']['usual']:.0f}"
+    assert explained["top_reasons"].str.contains(below).mean() > 0.95
+    # A member already at every usual value has no single reason.
+    at_usual = pd.DataFrame([{column: values["usual"] for column, values in usual.items()}])
+    alone = top_reasons(lambda rows: model.predict_proba(rows)[:, 1], at_usual, [0.5], [True], usual)
+    assert alone.iloc[0].tolist() == [NO_SINGLE_REASON, ""]
+
+
+def test_reason_wording_for_known_categorical_and_unknown_features():
+    assert reason_text("flights_3m", 0.0, 4.0) == "flights in the last 3 months: 0, below the usual 4"
+    assert reason_text("distance_12m", 12345.6, 8000.0) == (
+        "distance flown in the last 12 months: 12,346 km, above the usual 8,000 km"
+    )
+    assert reason_text("loyalty_card_tier", 0.0, 1.0, categorical=True) == "loyalty card: Star (usual: Nova)"
+    assert reason_text("promotion_enrollment", 1.0, 0.0) == "enrolled through the 2018 promotion: yes (usual: no)"
+    assert reason_text("companion_share_12m", np.nan, 0.2) == (
+        "share of flights with companions: none recorded (usual: 20%)"
+    )
+    assert reason_text("lounge_visits_24m", 1.0, 3.5) == "lounge visits in the last 24 months: 1.0, below the usual 3.5"
+    assert feature_wording("province_code").label == "province"
+
+
+def test_usual_values_from_an_older_models_drift_reference_approximate_the_quartiles(week_features):
+    reference = build_reference(
+        week_features, FEATURES, ["loyalty_card_tier"], np.full(len(week_features), 0.1), ["Low"] * len(week_features)
+    )
+    from_reference = usual_values_from_drift_reference(reference)
+    exact = usual_values(week_features, FEATURES, ["loyalty_card_tier"])
+    assert set(from_reference) == set(FEATURES)
+    assert from_reference[DRIVER]["usual"] == exact[DRIVER]["usual"]
+    assert from_reference["loyalty_card_tier"] == exact["loyalty_card_tier"]
+    # Quartiles come from decile edges: within a decile of the exact ones.
+    for column in (DRIVER, "tenure_months"):
+        for name, (lowest, highest) in {"low": (0.2, 0.3), "usual": (0.45, 0.55), "high": (0.7, 0.8)}.items():
+            spread = week_features[column].quantile([lowest, highest])
+            assert spread.iloc[0] <= from_reference[column][name] <= spread.iloc[1]
 
 
 def test_score_members_columns_dtypes_and_ranges(champion, week_features):

@@ -312,3 +312,48 @@ def test_invalid_snapshots_are_rejected(population):
         seg.fit_segmentation(population.drop(columns="tenure_months"))
     with pytest.raises(ValueError, match="log1p_columns"):
         seg.SegmentationConfig(log1p_columns=("points_redeemed_12m",))
+
+
+def test_a_majority_top_cluster_is_named_with_the_advisory_minority_rule_in_the_gate_message():
+    crowded = planted_population({ROAD_WARRIORS: 1500, LOYAL_REGULARS: 400, DABBLERS: 400}, seed=4)
+    model = seg.fit_segmentation(crowded)
+    checks = {check.rule: check for check in model.naming_checks}
+    assert model.profile.loc[ROAD_WARRIORS, "share"] == pytest.approx(1500 / 2300)
+    assert not checks["road_warriors_minority"].passed and not checks["road_warriors_minority"].blocking
+    assert "65% of the members (at most 50%" in checks["road_warriors_minority"].message
+    assert all(check.passed for rule, check in checks.items() if rule != "road_warriors_minority")
+    gate = seg.naming_gate(model.naming_checks)
+    assert gate.passed
+    assert gate.message.startswith("the 4 blocking naming rules hold; advisory: road_warriors_minority: ")
+    assert "bulk of the flyers rather than a top band" in gate.message
+    # Where the business accepts a larger top band, every rule holds.
+    accepted = seg.fit_segmentation(crowded, seg.SegmentationConfig(max_road_warriors_share=0.7))
+    assert seg.naming_gate(accepted.naming_checks).message == "all 5 naming rules hold"
+    assert seg.SegmentationConfig().max_road_warriors_share == 0.5
+
+
+def test_loyal_regulars_must_fly_steadily_at_moderate_volume(population, model):
+    swapped = {
+        index: {LOYAL_REGULARS: ROAD_WARRIORS, ROAD_WARRIORS: LOYAL_REGULARS}.get(name, name)
+        for index, name in model.names.items()
+    }
+    renamed = seg.build_model(model.pipeline, population, model.config, model.silhouette, names=swapped)
+    failed = {check.rule for check in renamed.naming_checks if not check.passed}
+    assert {"road_warriors_travel_most", "loyal_regulars_steady_moderate_volume"} <= failed
+
+
+def test_profile_table_shows_the_median_member_and_says_when_churn_is_unknown(population, model):
+    table = seg.segment_profile_table(model.profile)
+    segments = seg.assign_segments(model, population)
+    for name in seg.SEGMENT_NAMES:
+        members = population[segments == name]
+        assert table.loc[name, "members"] == len(members)
+        assert table.loc[name, "median_flights_12m"] == members["flights_12m"].median()
+        assert table.loc[name, "median_distance_per_flight_12m"] == members["distance_per_flight_12m"].median()
+        assert table.loc[name, "median_active_months_12m"] == members["active_months_12m"].median()
+    assert table["churn_rate"].isna().all()
+    assert seg.segment_profile_markdown(model.profile).endswith(seg.NO_CHURN_NOTE)
+    churned = (population["planted"] == DABBLERS).astype("int64")
+    markdown = seg.segment_profile_markdown(model.profile, segments, churned, "cancelled within 3 months of 2018-03")
+    assert "km per flight (median)" in markdown.splitlines()[0]
+    assert markdown.endswith("Churn rate: cancelled within 3 months of 2018-03")

@@ -9,10 +9,10 @@ tested here, the serving of whatever the registry holds is.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
-import sys
 import threading
 import time
 from datetime import date, timedelta
@@ -23,20 +23,28 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from loyalty_assets import cli
 from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.scoring import load_action_table
 from loyalty_assets.domain.sample_data import SampleConfig, write_drops
 from loyalty_assets.domain.drop_commits import read_commit
 from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_dataframe
-from loyalty_assets.runner import QUIET_CONSOLE, execute_job, instance_for, quarter_start
-from loyalty_assets.serving.champions import ServingState
+from loyalty_assets.domain.periods import quarter_start
+from loyalty_assets.runner import QUIET_CONSOLE, execute_job, instance_for
+from loyalty_assets.serving.champions import ServingState, _member_scorer
 from loyalty_assets.serving.compiled import compile_churn_model
+from loyalty_assets.serving.scoring import ScoreRequest, score_request
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.api_process import running_api
 from loyalty_assets_tests.ports import free_port
@@ -297,6 +305,7 @@ def test_model_endpoint_reports_the_compiled_model_check(home, server):
     assert inference["engine"] == "treelite", inference
     assert inference["rows_checked"] > 1000
     assert 0 <= inference["compiled_max_abs_difference"] <= inference["tolerance"] <= 1e-9
+    assert churn["one_member_path"]["enabled"], churn["one_member_path"]
     assert "roc_auc" in churn["metrics"] and set(churn["tier_cutoffs"]) == {"Medium", "High", "Critical"}
     assert answer["champions"]["loaded_at"] and answer["scored_week"]["week"] == WEEK
 
@@ -313,6 +322,73 @@ def test_compiled_model_falls_back_to_scikit_learn_and_says_why(home):
     unsupported = compile_churn_model(linear, ["a", "b", "c"], frame)
     assert unsupported.engine == "scikit-learn" and "LogisticRegression" in unsupported.note
     assert np.array_equal(unsupported.probability(frame), linear.predict_proba(frame)[:, 1])
+
+
+def _small_churn_frame(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Numeric columns with gaps and two categorical codes (card tier 0-2, promotion 0-1) with gaps."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "flights": rng.poisson(4.0, rows).astype(float),
+            "distance": rng.exponential(2000.0, rows),
+            "trend": rng.normal(size=rows),
+            "tier": rng.integers(0, 3, rows).astype(float),
+            "promotion": rng.integers(0, 2, rows).astype(float),
+        }
+    )
+    frame.loc[rng.random(rows) < 0.1, "distance"] = np.nan
+    frame.loc[rng.random(rows) < 0.05, "tier"] = np.nan
+    signal = -0.3 * frame["flights"] + (frame["tier"] == 2) + frame["promotion"] + rng.normal(size=rows)
+    return frame, (signal > 0).to_numpy(dtype=int)
+
+
+def _small_champions() -> dict[str, object]:
+    """Gradient boosting with native categorical splits (plain and calibrated) and a forest after a
+    ColumnTransformer (median imputer, one-hot encoder), fitted on 2,000 rows, calibrated on 500."""
+    frame, labels = _small_churn_frame(2500, seed=5)
+    fit, calibration = slice(0, 2000), slice(2000, 2500)
+    categories = ["tier", "promotion"]
+    boosting = Pipeline(
+        [("model", HistGradientBoostingClassifier(max_iter=60, categorical_features=categories, random_state=0))]
+    ).fit(frame[fit], labels[fit])
+    prepare = ColumnTransformer(
+        [
+            ("numeric", SimpleImputer(strategy="median"), ["flights", "distance", "trend"]),
+            ("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["tier", "promotion"]),
+        ]
+    )
+    forest = Pipeline(
+        [("prepare", prepare), ("model", RandomForestClassifier(n_estimators=40, min_samples_leaf=3, random_state=0))]
+    ).fit(frame[fit], labels[fit])
+
+    def calibrated(model):
+        return CalibratedClassifierCV(FrozenEstimator(model), method="sigmoid").fit(
+            frame[calibration], labels[calibration]
+        )
+
+    return {
+        "boosting": boosting,
+        "calibrated boosting": calibrated(boosting),
+        "calibrated one-hot forest": calibrated(forest),
+    }
+
+
+@pytest.mark.parametrize("name", ["boosting", "calibrated boosting", "calibrated one-hot forest"])
+def test_gradient_boosting_and_one_hot_forest_compile_and_match_scikit_learn(name):
+    model = _small_champions()[name]
+    columns = ["flights", "distance", "trend", "tier", "promotion"]
+    check_rows, _ = _small_churn_frame(400, seed=6)
+    compiled = compile_churn_model(model, columns, check_rows)
+    assert compiled.engine == "treelite", compiled.note
+    assert compiled.rows_checked == 400
+    assert 0 <= compiled.max_abs_difference <= compiled.tolerance
+    assert (compiled.leaves is not None) == name.endswith("forest")
+    unseen, _ = _small_churn_frame(300, seed=7)
+    unseen.loc[::7, "tier"] = 3.0  # a card tier no member had when the model was fitted
+    expected = model.predict_proba(unseen)[:, 1]
+    one_by_one = np.concatenate([compiled.matrix_probability(row[None, :]) for row in unseen.to_numpy()])
+    assert np.max(np.abs(one_by_one - expected)) <= compiled.tolerance
+    assert np.max(np.abs(compiled.probability(unseen) - expected)) <= compiled.tolerance
 
 
 def test_promotion_and_rollback_swap_the_served_model_without_a_failed_request(home, server):
@@ -371,6 +447,30 @@ def test_champions_and_week_load_from_an_s3_lake(home, s3_bucket, aws_env):
     assert state.champions.churn_version == champion
     assert state.champions.compiled.engine == "treelite"
     assert state.week.week == WEEK and state.week.row(int(_week(path)["loyalty_number"].iloc[0])) is not None
+
+
+def test_one_member_path_and_batch_code_give_the_same_rows(home):
+    path, champion, _ = home
+    state = ServingState(LocalStore(path / "lake"))
+    state.refresh()
+    champions = state.champions
+    assert champions.member_scorer is not None, champions.member_scorer_note
+    batch_code = dataclasses.replace(champions, member_scorer=None)
+    week = _week(path)
+    bodies = _score_bodies(path)
+    # Every tier, so rows with and without reasons are compared.
+    members = week.groupby("risk_tier", observed=True)["loyalty_number"].head(5).tolist()
+    for member in members:
+        request = ScoreRequest.model_validate(bodies[member])
+        fast, slow = score_request(champions, request), score_request(batch_code, request)
+        expected = {key: _plain(value) for key, value in slow.items() if key != "snapshot_month"}
+        assert {key: fast[key] for key in expected} == expected
+        assert fast["snapshot_month"] == pd.Timestamp(slow["snapshot_month"]).date()
+    assert any(score_request(champions, ScoreRequest.model_validate(bodies[m]))["top_reasons"] for m in members)
+    scorer, note = _member_scorer(
+        champions.scorer, {"model": champions.segmentation}, "v", champions.compiled, load_action_table(), None
+    )
+    assert scorer is None and "no validation rows" in note
 
 
 def test_serve_refuses_to_start_without_api_keys(monkeypatch, capsys):

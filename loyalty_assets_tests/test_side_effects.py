@@ -9,8 +9,9 @@ from email.message import EmailMessage
 import dagster as dg
 import pytest
 
-from loyalty_assets.defs.distribution.resources import SmtpMailer
-from loyalty_assets.domain.messaging import deliver_once, send_smtp, sent_marker_key
+from loyalty_assets.defs.resources.mailer import SmtpMailer
+from loyalty_assets.domain.lake_keys import sent_marker_key
+from loyalty_assets.domain.messaging import deliver_once, send_smtp
 from loyalty_assets.domain.storage import LocalStore
 from loyalty_assets_tests.drop_files import put_committed_drop
 from loyalty_assets_tests.test_distribution_assets import (

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from contextlib import closing
+from datetime import date
 
 import boto3
+import duckdb
 import pandas as pd
 import psycopg2
 import pytest
 from botocore.stub import Stubber
 
 from loyalty_assets.domain.warehouse import (
+    DuckDBQuoting,
+    PartitionSlice,
+    PostgresTableSink,
+    PsycopgQuoting,
+    RedshiftS3Staging,
+    RedshiftTableSink,
+    checked_identifier,
     connect_postgres,
     crm_export,
-    quote_identifier,
+    open_duckdb_sink,
     redshift_copy_parquet_sql,
-    replace_partition_postgres,
-    replace_partition_redshift,
     start_appflow,
 )
 
@@ -38,6 +45,15 @@ def weekly_predictions(week: str, risks: list[float], first_member: int = 100001
     )
 
 
+def replace_postgres_week(conn, table: str, frame: pd.DataFrame, week: str, **options) -> int:
+    return PostgresTableSink(conn).replace_partition(table, frame, [PartitionSlice("week", (week,))], **options)
+
+
+def replace_redshift_week(conn, table: str, frame: pd.DataFrame, week: str, staging=None, **options) -> int:
+    sink = RedshiftTableSink(conn, staging)
+    return sink.replace_partition(table, frame, [PartitionSlice("week", (week,))], **options)
+
+
 def read_table(target, table: str) -> pd.DataFrame:
     """The table as another session sees it (committed rows only)."""
     with closing(psycopg2.connect(target.dsn)) as reader, reader.cursor() as cursor:
@@ -57,25 +73,30 @@ def conn(postgres_dsn):
     "name",
     ['churn"; DROP TABLE users; --', "1week", "", "a" * 64, "café", "schema.table", "x y", None],
 )
-def test_quote_identifier_rejects_unsafe_names(name):
+def test_unsafe_identifiers_are_refused(name):
     with pytest.raises(ValueError, match="unsafe SQL identifier"):
-        quote_identifier(name)
+        checked_identifier(name)
 
 
-def test_quote_identifier_quotes_plain_names():
-    assert quote_identifier("churn_predictions") == '"churn_predictions"'
-    assert quote_identifier("_" + "a" * 62) == '"_' + "a" * 62 + '"'
+def test_identifiers_and_literals_are_quoted_by_the_engine_libraries(conn):
+    for quoting in (PsycopgQuoting(conn), DuckDBQuoting()):
+        assert quoting.identifier("churn_predictions") == '"churn_predictions"'
+        assert quoting.identifier("_" + "a" * 62) == '"_' + "a" * 62 + '"'
+        assert quoting.identifier("mart", "crm") == quoting.identifier(None, "mart", "crm") == '"mart"."crm"'
+        assert quoting.literal("it's") == "'it''s'"
+        with pytest.raises(ValueError, match="unsafe SQL identifier"):
+            quoting.identifier("mart", 'crm" --')
 
 
 def test_replace_partition_postgres_twice_keeps_one_copy_and_other_weeks(conn, postgres_dsn):
     schema = postgres_dsn.schema
     previous_week = weekly_predictions("2024-01-01", [10.0, 80.0])
-    replace_partition_postgres(conn, "crm", previous_week, "week", "2024-01-01", schema=schema)
+    replace_postgres_week(conn, "crm", previous_week, "2024-01-01", schema=schema)
 
     week = weekly_predictions("2024-01-08", [5.0, 60.0, 95.5])
-    assert replace_partition_postgres(conn, "crm", week, "week", "2024-01-08", schema=schema) == 3
+    assert replace_postgres_week(conn, "crm", week, "2024-01-08", schema=schema) == 3
     rerun = week.assign(churn_risk_pct=[6.0, 61.0, 96.5])
-    assert replace_partition_postgres(conn, "crm", rerun, "week", "2024-01-08", schema=schema) == 3
+    assert replace_postgres_week(conn, "crm", rerun, "2024-01-08", schema=schema) == 3
 
     stored = read_table(postgres_dsn, "crm")
     assert stored.groupby("week").size().to_dict() == {"2024-01-01": 2, "2024-01-08": 3}
@@ -95,8 +116,8 @@ def test_replace_partition_postgres_derives_column_types(conn, postgres_dsn):
             "amount": [1.5, 2.25],
         }
     )
-    replace_partition_postgres(
-        conn, "typed", frame, "week", "2024-01-08", schema=postgres_dsn.schema, columns_sql={"amount": "numeric(10, 2)"}
+    replace_postgres_week(
+        conn, "typed", frame, "2024-01-08", schema=postgres_dsn.schema, column_types={"amount": "numeric(10, 2)"}
     )
     with conn.cursor() as cursor:
         cursor.execute(
@@ -130,56 +151,52 @@ def test_failed_insert_leaves_previous_rows_of_the_week(conn, postgres_dsn):
         )
     conn.commit()
     good = weekly_predictions("2024-01-08", [5.0, 60.0, 95.5])
-    replace_partition_postgres(conn, "crm", good, "week", "2024-01-08", schema=schema)
+    replace_postgres_week(conn, "crm", good, "2024-01-08", schema=schema)
 
     with_bad_row = weekly_predictions("2024-01-08", [7.0, 130.0, 20.0, 40.0])
     with pytest.raises(psycopg2.errors.CheckViolation):
-        replace_partition_postgres(conn, "crm", with_bad_row, "week", "2024-01-08", schema=schema)
+        replace_postgres_week(conn, "crm", with_bad_row, "2024-01-08", schema=schema)
 
     stored = read_table(postgres_dsn, "crm")
     assert stored["churn_risk_pct"].tolist() == [5.0, 60.0, 95.5]
     assert stored["loyalty_number"].tolist() == [100001, 100002, 100003]
     # The connection is usable again and the temporary staging table is gone.
-    assert replace_partition_postgres(conn, "crm", good, "week", "2024-01-08", schema=schema) == 3
+    assert replace_postgres_week(conn, "crm", good, "2024-01-08", schema=schema) == 3
 
 
 def test_frame_with_rows_of_another_week_is_refused(conn, postgres_dsn):
     schema = postgres_dsn.schema
-    replace_partition_postgres(
-        conn, "crm", weekly_predictions("2024-01-01", [1.0]), "week", "2024-01-01", schema=schema
-    )
+    replace_postgres_week(conn, "crm", weekly_predictions("2024-01-01", [1.0]), "2024-01-01", schema=schema)
     mixed = pd.concat([weekly_predictions("2024-01-08", [2.0]), weekly_predictions("2024-01-01", [3.0], 200001)])
     with pytest.raises(ValueError, match="1 rows have week other than '2024-01-08'"):
-        replace_partition_postgres(conn, "crm", mixed, "week", "2024-01-08", schema=schema)
+        replace_postgres_week(conn, "crm", mixed, "2024-01-08", schema=schema)
     assert read_table(postgres_dsn, "crm")["churn_risk_pct"].tolist() == [1.0]
 
 
 def test_replace_partition_refuses_injection_in_table_and_columns(conn):
     frame = weekly_predictions("2024-01-08", [1.0])
     with pytest.raises(ValueError, match="unsafe SQL identifier"):
-        replace_partition_postgres(conn, 'crm"; DROP SCHEMA public; --', frame, "week", "2024-01-08")
+        replace_postgres_week(conn, 'crm"; DROP SCHEMA public; --', frame, "2024-01-08")
     with pytest.raises(ValueError, match="unsafe SQL identifier"):
-        replace_partition_postgres(conn, "crm", frame.rename(columns={"city": "city) ; --"}), "week", "2024-01-08")
+        replace_postgres_week(conn, "crm", frame.rename(columns={"city": "city) ; --"}), "2024-01-08")
     with pytest.raises(ValueError, match="unsafe SQL type"):
-        replace_partition_postgres(conn, "crm", frame, "week", "2024-01-08", columns_sql={"city": "text); DROP"})
+        replace_postgres_week(conn, "crm", frame, "2024-01-08", column_types={"city": "text); DROP"})
 
 
 def test_replace_partition_refuses_a_connection_inside_a_transaction(conn):
     with conn.cursor() as cursor:
         cursor.execute("SELECT 1")
     with pytest.raises(RuntimeError, match="open transaction"):
-        replace_partition_postgres(conn, "crm", weekly_predictions("2024-01-08", [1.0]), "week", "2024-01-08")
+        replace_postgres_week(conn, "crm", weekly_predictions("2024-01-08", [1.0]), "2024-01-08")
 
 
 def test_partition_swap_is_one_transaction_on_an_autocommit_connection(conn, postgres_dsn):
     conn.autocommit = True
     schema = postgres_dsn.schema
-    replace_partition_postgres(
-        conn, "crm", weekly_predictions("2024-01-08", [1.0, 2.0]), "week", "2024-01-08", schema=schema
-    )
+    replace_postgres_week(conn, "crm", weekly_predictions("2024-01-08", [1.0, 2.0]), "2024-01-08", schema=schema)
     mixed = pd.concat([weekly_predictions("2024-01-08", [3.0]), weekly_predictions("2024-01-15", [4.0])])
     with pytest.raises(ValueError, match="other than"):
-        replace_partition_postgres(conn, "crm", mixed, "week", "2024-01-08", schema=schema)
+        replace_postgres_week(conn, "crm", mixed, "2024-01-08", schema=schema)
     assert conn.autocommit is True
     assert read_table(postgres_dsn, "crm")["churn_risk_pct"].tolist() == [1.0, 2.0]
 
@@ -190,15 +207,16 @@ def test_connect_postgres_names_the_server_but_not_the_password():
     assert "hunter2" not in str(raised.value)
 
 
-def test_redshift_copy_sql_quotes_literals_and_identifiers():
+def test_redshift_copy_sql_quotes_literals_and_identifiers(conn):
     sql = redshift_copy_parquet_sql(
         "crm", "s3://lake/exports/crm/week=2024-01-08/it's.parquet", "arn:aws:iam::123456789012:role/Load", "mart"
-    )
+    ).as_string(conn)
     assert sql == (
         """COPY "mart"."crm" FROM 's3://lake/exports/crm/week=2024-01-08/it''s.parquet' """
         """IAM_ROLE 'arn:aws:iam::123456789012:role/Load' FORMAT AS PARQUET"""
     )
-    assert redshift_copy_parquet_sql("crm", "s3://b/k", "arn:aws:iam::1:role/r").startswith('COPY "crm" FROM')
+    copy_into_crm = redshift_copy_parquet_sql("crm", "s3://b/k", "arn:aws:iam::1:role/r").as_string(conn)
+    assert copy_into_crm.startswith('COPY "crm" FROM')
 
 
 @pytest.mark.parametrize(
@@ -218,12 +236,10 @@ def test_redshift_copy_sql_rejects_unsafe_input(table, s3_uri, iam_role, message
 
 def test_redshift_stdin_fallback_replaces_the_partition_on_postgres(conn, postgres_dsn):
     schema = postgres_dsn.schema
-    replace_partition_redshift(
-        conn, "crm", weekly_predictions("2024-01-01", [9.0]), "week", "2024-01-01", schema=schema
-    )
+    replace_redshift_week(conn, "crm", weekly_predictions("2024-01-01", [9.0]), "2024-01-01", schema=schema)
     week = weekly_predictions("2024-01-08", [5.0, 60.0])
-    assert replace_partition_redshift(conn, "crm", week, "week", "2024-01-08", schema=schema) == 2
-    assert replace_partition_redshift(conn, "crm", week, "week", "2024-01-08", schema=schema) == 2
+    assert replace_redshift_week(conn, "crm", week, "2024-01-08", schema=schema) == 2
+    assert replace_redshift_week(conn, "crm", week, "2024-01-08", schema=schema) == 2
 
     stored = read_table(postgres_dsn, "crm")
     assert stored.groupby("week").size().to_dict() == {"2024-01-01": 1, "2024-01-08": 2}
@@ -237,28 +253,18 @@ def test_redshift_stdin_fallback_replaces_the_partition_on_postgres(conn, postgr
     conn.rollback()
 
 
-def test_redshift_s3_copy_runs_in_the_swap_transaction(conn, postgres_dsn):
+def test_redshift_s3_copy_runs_in_the_swap_transaction(conn, postgres_dsn, s3_bucket):
     # PostgreSQL does not know IAM_ROLE: the statement reaches the server, fails, and nothing changes.
     schema = postgres_dsn.schema
-    replace_partition_redshift(
-        conn, "crm", weekly_predictions("2024-01-08", [5.0]), "week", "2024-01-08", schema=schema
-    )
+    replace_redshift_week(conn, "crm", weekly_predictions("2024-01-08", [5.0]), "2024-01-08", schema=schema)
+    s3 = boto3.client("s3")
+    staging = RedshiftS3Staging(s3, f"s3://{s3_bucket}/redshift-staging", "arn:aws:iam::1:role/r")
     with pytest.raises(psycopg2.errors.SyntaxError, match="IAM_ROLE"):
-        replace_partition_redshift(
-            conn,
-            "crm",
-            weekly_predictions("2024-01-08", [7.0]),
-            "week",
-            "2024-01-08",
-            s3_uri="s3://lake/crm.parquet",
-            iam_role="arn:aws:iam::1:role/r",
-            schema=schema,
+        replace_redshift_week(
+            conn, "crm", weekly_predictions("2024-01-08", [7.0]), "2024-01-08", staging, schema=schema
         )
     assert read_table(postgres_dsn, "crm")["churn_risk_pct"].tolist() == [5.0]
-    with pytest.raises(ValueError, match="go together"):
-        replace_partition_redshift(
-            conn, "crm", weekly_predictions("2024-01-08", [7.0]), "week", "2024-01-08", s3_uri="s3://lake/crm.parquet"
-        )
+    assert s3.list_objects_v2(Bucket=s3_bucket, Prefix="redshift-staging/").get("KeyCount") == 0
 
 
 def test_crm_export_keeps_only_the_crm_columns_and_gives_hold_outs_no_action():
@@ -314,9 +320,30 @@ def test_a_table_of_an_earlier_release_gains_the_new_columns(conn, postgres_dsn)
         cursor.execute(f"INSERT INTO \"{schema}\".crm VALUES (1, '2024-01-01', 3.5)")
     conn.commit()
     new_week = weekly_predictions("2024-01-08", [5.0, 60.0])
-    replace_partition_postgres(conn, "crm", new_week, "week", "2024-01-08", schema=schema)
+    replace_postgres_week(conn, "crm", new_week, "2024-01-08", schema=schema)
 
     stored = read_table(postgres_dsn, "crm").sort_values("loyalty_number")
     assert {"experiment_arm", "recommended_action", "salary"} <= set(stored.columns)
     assert stored["week"].tolist() == ["2024-01-01", "2024-01-08", "2024-01-08"]
     assert stored["experiment_arm"].isna().tolist() == [True, False, False]
+
+
+def test_a_duckdb_table_of_an_earlier_release_gains_the_new_columns_and_the_key(tmp_path):
+    path = str(tmp_path / "dashboard.duckdb")
+    with duckdb.connect(path) as conn:
+        conn.execute("CREATE TABLE crm (loyalty_number bigint, week date, churn_risk_pct double)")
+        conn.execute("INSERT INTO crm VALUES (1, '2024-01-01', 3.5)")
+    week = [PartitionSlice("week", (date(2024, 1, 8),))]
+    options = {"column_types": {"week": "date"}, "primary_key": ["loyalty_number", "week"]}
+    with open_duckdb_sink(path) as sink:
+        assert sink.replace_partition("crm", weekly_predictions("2024-01-08", [5.0, 60.0]), week, **options) == 2
+        with pytest.raises(ValueError, match="1 rows have week other than"):
+            sink.replace_partition("crm", weekly_predictions("2024-01-15", [7.0]), week, **options)
+    with duckdb.connect(path, read_only=True) as conn:
+        stored = conn.execute("SELECT week, experiment_arm FROM crm ORDER BY loyalty_number, week").fetchall()
+        (key,) = conn.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() "
+            "WHERE table_name = 'crm' AND constraint_type = 'PRIMARY KEY'"
+        ).fetchone()
+    assert stored == [(date(2024, 1, 1), None), (date(2024, 1, 8), "treatment"), (date(2024, 1, 8), "treatment")]
+    assert key == ["loyalty_number", "week"]

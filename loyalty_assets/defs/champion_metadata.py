@@ -9,8 +9,9 @@ import pandas as pd
 
 from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, markdown_table, significant
 from loyalty_assets.domain import registry
-from loyalty_assets.domain.churn import evaluation_plot_png, png_markdown
-from loyalty_assets.domain.segmentation import segment_profile_markdown
+from loyalty_assets.domain.churn import evaluation_plot_png
+from loyalty_assets.domain.figures import png_markdown
+from loyalty_assets.domain.segmentation import profile_table_markdown, segment_profile_table
 from loyalty_assets.domain.storage import ObjectStore
 
 SEGMENTATION_METRICS = ["silhouette", "adjusted_rand_vs_champion", "jaccard_vs_champion"]
@@ -41,5 +42,10 @@ def champion_metadata(store: ObjectStore, kind: str, bundle: dict) -> dict[str, 
         )
     else:
         metadata.update({key: significant(metrics[key]) for key in SEGMENTATION_METRICS if metrics[key] is not None})
-        metadata["segment_profile"] = dg.MetadataValue.md(segment_profile_markdown(bundle["model"].profile))
+        recorded = record.get("segment_profile")
+        # The record holds the profile with the realised churn rate; older ones only the model's profile.
+        table = (
+            pd.DataFrame(recorded).set_index("segment") if recorded else segment_profile_table(bundle["model"].profile)
+        )
+        metadata["segment_profile"] = dg.MetadataValue.md(profile_table_markdown(table, record.get("churn_basis", "")))
     return metadata

@@ -1,10 +1,14 @@
-"""The four cadences. Every definition uses LOYALTY_START_DATE and LOYALTY_TIMEZONE."""
+"""The four cadences. Every definition uses LOYALTY_START_DATE and LOYALTY_TIMEZONE.
+
+The asset decorators need them when their modules are imported, so this module reads the settings
+then; ``build_defs(settings)`` checks that the settings it is given agree (``check_partitions_match``).
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from loyalty_assets.settings import load_settings
+from loyalty_assets.settings import Settings, load_settings
 
 _settings = load_settings()
 
@@ -32,3 +36,12 @@ quarterly_partitions = dg.TimeWindowPartitionsDefinition(
     end_offset=1,
 )
 """Quarters start on the 1st of January, April, July and October; the current one exists too."""
+
+
+def check_partitions_match(settings: Settings) -> None:
+    """ValueError when ``settings`` ask for another start date or timezone than the partitions have."""
+    if (settings.start_date, settings.timezone) != (_settings.start_date, _settings.timezone):
+        raise ValueError(
+            f"the partitions start on {_settings.start_date} in {_settings.timezone} (LOYALTY_START_DATE and "
+            f"LOYALTY_TIMEZONE when the assets were imported), not on {settings.start_date} in {settings.timezone}"
+        )

@@ -16,9 +16,18 @@ import dagster as dg
 import pandas as pd
 from dagster_aws.s3 import S3Resource
 
-from loyalty_assets.domain.completeness import MANIFEST_NAME
-from loyalty_assets.domain.drop_commits import DROP_TABLES, committed_drops, read_commit, table_version_key
+from loyalty_assets.domain.drop_commits import DROP_TABLES, committed_drops, read_commit
 from loyalty_assets.domain.ingest import SourceFile
+from loyalty_assets.domain.lake_keys import (
+    MODEL_SUFFIX,
+    PARQUET_SUFFIX,
+    asset_folder,
+    asset_object_key,
+    drop_date_of,
+    drop_folder,
+    manifest_key,
+    table_version_key,
+)
 from loyalty_assets.domain.storage import (
     ObjectStore,
     dataframe_to_parquet_bytes,
@@ -31,7 +40,7 @@ from loyalty_assets.domain.storage import (
 LAZY_PARTITIONS = {"lake/partitions": "lazy"}
 """Input metadata: hand the asset a dict of partition key -> loader for the partitions that exist."""
 
-LANDING_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+LANDING_SUFFIXES = (".csv", ".csv.gz", PARQUET_SUFFIX)
 
 
 def store_at(uri: str, s3: S3Resource) -> ObjectStore:
@@ -56,30 +65,23 @@ class LakeResource(StoreResource):
 class LandingResource(StoreResource):
     """The landing zone of the daily drops (``LOYALTY_LANDING_URI``)."""
 
-    def drop_folder(self, table: str, drop_date: str) -> str:
-        return f"{table}/dt={drop_date}"
-
     def drop_files(self, table: str, drop_date: str) -> tuple[str, list[SourceFile]]:
         """The folder and every data file of one table's drop, in name order."""
         store = self.store()
-        folder = self.drop_folder(table, drop_date)
+        folder = drop_folder(table, drop_date)
         keys = [key for key in store.list_keys(folder) if key.endswith(LANDING_SUFFIXES)]
         return store.url(folder), [SourceFile(name=store.url(key), data=store.get_bytes(key)) for key in keys]
 
     def drop_manifest(self, table: str, drop_date: str) -> tuple[str, bytes | None]:
         """The path of the table's ``_manifest.json`` for the drop, and its bytes (None when absent)."""
         store = self.store()
-        key = f"{self.drop_folder(table, drop_date)}/{MANIFEST_NAME}"
+        key = manifest_key(drop_folder(table, drop_date))
         return store.url(key), store.get_bytes(key) if store.exists(key) else None
 
     def drop_dates(self, table: str) -> list[date]:
         """Every ``dt=`` date that holds files for ``table``."""
-        dates = {
-            date.fromisoformat(key.split("/")[1].removeprefix("dt="))
-            for key in self.store().list_keys(table)
-            if key.count("/") >= 2 and key.split("/")[1].startswith("dt=")
-        }
-        return sorted(dates)
+        dates = {drop_date_of(key) for key in self.store().list_keys(table)}
+        return sorted(date.fromisoformat(drop_date) for drop_date in dates if drop_date is not None)
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,7 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
         raise NotImplementedError
 
     def object_key(self, asset_key: dg.AssetKey, partition_key: str | None) -> str:
-        base = "/".join(asset_key.path)
-        return f"{base}/{partition_key}{self.suffix}" if partition_key else f"{base}{self.suffix}"
+        return asset_object_key("/".join(asset_key.path), partition_key, self.suffix)
 
     def _output_key(self, context: dg.OutputContext, partition_key: str | None) -> str:
         table = "/".join(context.asset_key.path)
@@ -139,7 +140,7 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
                 key: PartitionLoader(self._read(store), commit.tables[asset], commit.version)
                 for key, commit in committed_drops(store, partition_keys).items()
             }
-        existing = set(store.list_keys(asset))
+        existing = set(store.list_keys(asset_folder(asset)))
         object_keys = {key: self.object_key(asset_key, key) for key in sorted(partition_keys)}
         return {
             key: PartitionLoader(self._read(store), object_key)
@@ -203,7 +204,7 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
 class LakeParquetIOManager(LakeIOManagerBase):
     """Tables (pandas DataFrames) as Parquet."""
 
-    suffix: str = ".parquet"
+    suffix: str = PARQUET_SUFFIX
 
     def _serialize(self, value: Any) -> bytes:
         if not isinstance(value, pd.DataFrame):
@@ -217,7 +218,7 @@ class LakeParquetIOManager(LakeIOManagerBase):
 class LakeModelIOManager(LakeIOManagerBase):
     """Models and their records as joblib ``.pkl``."""
 
-    suffix: str = ".pkl"
+    suffix: str = MODEL_SUFFIX
 
     def _serialize(self, value: Any) -> bytes:
         return object_to_joblib_bytes(value)

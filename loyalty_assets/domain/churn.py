@@ -20,16 +20,12 @@ The gates are small pure functions over the metrics, with defaults in :class:`Ch
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
@@ -48,10 +44,11 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from loyalty_assets.domain.figures import figure_png, new_figure
+from loyalty_assets.domain.labels import LABEL_COLUMN
+
 KEY_COLUMNS = ["loyalty_number", "snapshot_month"]
-LABEL_COLUMN = "churned"
 BASELINE_FEATURES = ["tenure_months", "promotion_enrollment"]
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -497,8 +494,7 @@ def run_churn_gates(
 
 def evaluation_plot_png(test_scores: pd.DataFrame) -> bytes:
     """ROC and precision-recall curves of the test scores (and the baseline's, when present) as PNG bytes."""
-    figure = Figure(figsize=(6, 3), dpi=80)
-    FigureCanvasAgg(figure)
+    figure = new_figure(6, 3)
     roc_axes, pr_axes = figure.subplots(1, 2)
     curves = [("model", "score")] + ([("baseline", "baseline_score")] if "baseline_score" in test_scores else [])
     for name, column in curves:
@@ -513,17 +509,7 @@ def evaluation_plot_png(test_scores: pd.DataFrame) -> bytes:
         axes.tick_params(labelsize=7)
         axes.xaxis.label.set_fontsize(7)
         axes.yaxis.label.set_fontsize(7)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
-
-
-def png_markdown(png: bytes, alt: str) -> str:
-    """Inline Markdown image ``![alt](data:image/png;base64,...)``."""
-    if not png.startswith(PNG_SIGNATURE):
-        raise ValueError("png_markdown expects PNG bytes")
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+    return figure_png(figure)
 
 
 def data_fingerprint(training_set: pd.DataFrame) -> str:

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = "loyalty-drop-manifest/1"
 
 

@@ -378,11 +378,16 @@ def concept_drift(
     }
 
 
-def drift_table_markdown(drift_frame: pd.DataFrame) -> str:
-    """The :func:`feature_drift` table as Markdown, values to 4 decimals, worst status first."""
+def worst_first(drift_frame: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`feature_drift` table, worst status first and the largest value first within a status."""
     missing = [column for column in DRIFT_COLUMNS if column not in drift_frame.columns]
     if missing:
         raise ValueError(f"drift_frame lacks columns {missing}")
     rank = drift_frame["status"].map({status: -position for position, status in enumerate(STATUSES)})
     ordered = drift_frame.assign(_rank=rank).sort_values(["_rank", "value"], ascending=[True, False], kind="stable")
-    return ordered[DRIFT_COLUMNS].to_markdown(index=False, floatfmt=".4f")
+    return ordered[DRIFT_COLUMNS]
+
+
+def drift_table_markdown(drift_frame: pd.DataFrame) -> str:
+    """The :func:`feature_drift` table as Markdown, values to 4 decimals, worst status first."""
+    return worst_first(drift_frame).to_markdown(index=False, floatfmt=".4f")

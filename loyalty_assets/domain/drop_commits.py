@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from loyalty_assets.domain.lake_keys import DROP_COMMITS_PREFIX, commit_drop_date, commit_key, table_version_key
 from loyalty_assets.domain.storage import ObjectStore
 
 DROP_TABLES = ("raw_loyalty_history", "raw_flight_activity", "raw_quarantine")
-COMMITS_PREFIX = "drop_commits"
 
 
 class CommitError(Exception):
@@ -35,14 +35,6 @@ class DropCommit:
     version: str
     tables: dict[str, str]  # table -> object key of the committed version
     profile: dict[str, Any]  # the completeness profile (see domain.completeness.DropProfile)
-
-
-def table_version_key(table: str, drop_date: str, version: str) -> str:
-    return f"{table}/{drop_date}/{version}.parquet"
-
-
-def commit_key(drop_date: str) -> str:
-    return f"{COMMITS_PREFIX}/{drop_date}.json"
 
 
 def commit_drop(store: ObjectStore, drop_date: str, version: str, profile: dict[str, Any]) -> DropCommit:
@@ -73,8 +65,8 @@ def read_commit(store: ObjectStore, drop_date: str) -> DropCommit | None:
 
 def accepted_drop_dates(store: ObjectStore) -> list[date]:
     """Every committed (accepted) drop date, oldest first."""
-    names = (key.removeprefix(f"{COMMITS_PREFIX}/") for key in store.list_keys(COMMITS_PREFIX))
-    return sorted(date.fromisoformat(name.removesuffix(".json")) for name in names if name.endswith(".json"))
+    drop_dates = (commit_drop_date(key) for key in store.list_keys(DROP_COMMITS_PREFIX))
+    return sorted(date.fromisoformat(drop_date) for drop_date in drop_dates if drop_date is not None)
 
 
 def previous_accepted_commit(store: ObjectStore, drop_date: str) -> DropCommit | None:

@@ -18,16 +18,23 @@ Conventions worth knowing downstream:
   ``history_months >= LONGEST_WINDOW_MONTHS`` (see ``labels.training_snapshots``).
 - A member with no activity rows gets 0 for every sum, count and difference.
 - NaN appears only where a value is undefined: ``flights_cv_12m`` (no flights in 12 months),
-  ``redeemed_to_accumulated_12m`` (no points accumulated), ``dollar_cost_per_redeemed_point_12m``
-  (nothing redeemed), ``distance_per_flight_12m`` (no flights), ``companion_share_12m`` (no
-  flights with a known companion count, which includes every row of the 8-column variant),
-  ``loyalty_card_tier`` and ``promotion_enrollment`` (category value not known to this module;
-  the loader keeps and flags such values).
+  ``redeemed_to_accumulated_12m`` and ``redeemed_to_accumulated_24m`` (no points accumulated),
+  ``dollar_cost_per_redeemed_point_12m`` (nothing redeemed), ``distance_per_flight_12m`` (no
+  flights), ``companion_share_12m`` (no flights with a known companion count, which includes
+  every row of the 8-column variant), ``salary_amount`` (empty salary), and every categorical code
+  (category value not known to this module; the loader keeps and flags such values).
 - ``months_since_last_flight`` is ``history_months`` when no flight is seen in the history: one
   more than the largest value a member who flew could have.
-- Loyalty card tier and enrollment type are the values in the drop; the data holds no
-  history of tier changes.
+- Loyalty card tier, enrollment type, salary, education, marital status, gender and province are
+  the values in the drop; the data holds no history of their changes.
 - CLV is deliberately absent: it is an as-of-extraction total that includes future flights.
+
+``FEATURE_COLUMNS`` are the 21 documented features; ``MODEL_FEATURES`` adds the member attributes
+and the lifetime and redemption features. "Lifetime" means the ``LIFETIME_WINDOW_MONTHS`` (24)
+months up to ``s``: the data contract's span and the online API's history, so the values agree
+between batch and online and do not grow as drops accumulate history. ``window_coverage_24m``
+says how much of that window was observed. ``CATEGORICAL_FEATURES`` hold small non-negative
+integer codes from fixed tables (unknown or missing value: NaN).
 """
 
 from __future__ import annotations
@@ -42,8 +49,27 @@ import numpy as np
 import pandas as pd
 
 LONGEST_WINDOW_MONTHS = 12
+LIFETIME_WINDOW_MONTHS = 24
 LOYALTY_CARD_TIERS = {"star": 0, "nova": 1, "aurora": 2}
 ENROLLMENT_TYPE_PROMOTION = {"standard": 0, "2018 promotion": 1}
+# Code tables of the member attributes: a value's code is its position. Append only, never reorder:
+# a trained model reads the codes.
+GENDERS = ("Female", "Male")
+EDUCATION_LEVELS = ("High School or Below", "College", "Bachelor", "Master", "Doctor")
+MARITAL_STATUSES = ("Single", "Married", "Divorced")
+PROVINCES = (
+    "Alberta",
+    "British Columbia",
+    "Manitoba",
+    "New Brunswick",
+    "Newfoundland",
+    "Nova Scotia",
+    "Ontario",
+    "Prince Edward Island",
+    "Quebec",
+    "Saskatchewan",
+    "Yukon",
+)
 
 LOYALTY_COLUMNS_USED = (
     "loyalty_number",
@@ -53,6 +79,11 @@ LOYALTY_COLUMNS_USED = (
     "cancellation_month",
     "loyalty_card",
     "enrollment_type",
+    "salary",
+    "education",
+    "marital_status",
+    "gender",
+    "province",
 )
 ACTIVITY_COLUMNS_USED = (
     "loyalty_number",
@@ -70,10 +101,22 @@ ID_COLUMNS = ["loyalty_number", "snapshot_month", "history_months"]
 
 @dataclass(frozen=True)
 class FeatureSpec:
+    """One documented feature; ``point_in_time`` says which data at snapshot ``s`` it reads."""
+
     name: str
     formula: str
-    window: str
+    point_in_time: str
     why: str
+    categorical: bool = False
+
+
+def _code_table(values: Sequence[str]) -> str:
+    return ", ".join(f"{value} {code}" for code, value in enumerate(values))
+
+
+def _codes(values: Sequence[str]) -> dict[str, int]:
+    """Code table keyed by the casefolded value (see ``_category_codes``)."""
+    return {value.casefold(): code for code, value in enumerate(values)}
 
 
 FEATURES: tuple[FeatureSpec, ...] = (
@@ -182,33 +225,150 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "Star 0, Nova 1, Aurora 2 (categorical code)",
         "value in the drop",
         "Higher tiers have more to lose by leaving.",
+        categorical=True,
     ),
     FeatureSpec(
         "promotion_enrollment",
         "1 if enrollment type is 2018 Promotion, else 0 (categorical code)",
         "value in the drop",
         "Promotion enrollees cancel far more often (11.8% vs 2.2% in year one).",
+        categorical=True,
     ),
 )
+"""The 21 documented features."""
+
+_IN_THE_DROP = "value in the drop (no history of changes is kept)"
+ATTRIBUTE_FEATURES: tuple[FeatureSpec, ...] = (
+    FeatureSpec(
+        "membership_month_of_year",
+        "tenure_months modulo 12 (0 = the enrollment anniversary month)",
+        "enrollment..s",
+        "Calendar phase of the membership year: cancellations gather around the renewal window.",
+    ),
+    FeatureSpec(
+        "enrollment_calendar_month",
+        "enrollment month, 1-12",
+        "value in the drop",
+        "Season of enrollment; the 2018 promotion enrolled in February-April.",
+    ),
+    FeatureSpec(
+        "salary_amount",
+        "salary as in the drop (negative values kept, the loader flags them); NaN if empty",
+        _IN_THE_DROP,
+        "Spending power; missing for every College member.",
+    ),
+    FeatureSpec(
+        "salary_missing",
+        "1 if salary is empty, else 0",
+        _IN_THE_DROP,
+        "Tells the model the salary was imputed rather than known.",
+    ),
+    FeatureSpec(
+        "education_code",
+        f"{_code_table(EDUCATION_LEVELS)} (categorical code); NaN if unknown",
+        _IN_THE_DROP,
+        "Education goes with salary and travel purpose.",
+        categorical=True,
+    ),
+    FeatureSpec(
+        "marital_status_code",
+        f"{_code_table(MARITAL_STATUSES)} (categorical code); NaN if unknown",
+        _IN_THE_DROP,
+        "Household situation shapes leisure travel.",
+        categorical=True,
+    ),
+    FeatureSpec(
+        "gender_code",
+        f"{_code_table(GENDERS)} (categorical code); NaN if unknown",
+        _IN_THE_DROP,
+        "Member attribute of the customer master; expected to carry little signal.",
+        categorical=True,
+    ),
+    FeatureSpec(
+        "province_code",
+        f"{_code_table(PROVINCES)} (categorical code); NaN if unknown",
+        _IN_THE_DROP,
+        "Home market: competition and routes differ by province.",
+        categorical=True,
+    ),
+)
+"""Static member attributes known at the snapshot."""
+
+LIFETIME_FEATURES: tuple[FeatureSpec, ...] = (
+    FeatureSpec(
+        "window_coverage_24m",
+        "months of s-23..s inside the observed history: min(history_months, 24)",
+        "24 months, s-23..s",
+        "How much of the lifetime window is observed, so short histories are not read as inactivity.",
+    ),
+    FeatureSpec(
+        "flights_24m",
+        "sum of total flights",
+        "24 months, s-23..s",
+        "Lifetime volume: long-standing heavy flyers rarely leave.",
+    ),
+    FeatureSpec(
+        "active_months_24m",
+        "count of months with flights > 0",
+        "24 months, s-23..s",
+        "Lifetime regularity of use.",
+    ),
+    FeatureSpec(
+        "redeemed_to_accumulated_24m",
+        "points redeemed / points accumulated; NaN if none accumulated",
+        "24 months, s-23..s",
+        "Lifetime use of rewards: members who never redeem get little from the programme.",
+    ),
+    FeatureSpec(
+        "redemptions_12m",
+        "count of months with points redeemed > 0",
+        "12 months, s-11..s",
+        "How often the member cashes in points, independent of amounts.",
+    ),
+    FeatureSpec(
+        "months_since_last_redemption",
+        "s minus the last month with points redeemed > 0; window_coverage_24m if none in s-23..s",
+        "24 months, s-23..s",
+        "Recency of reward use: a fresh redemption can be a member emptying the account.",
+    ),
+)
+"""Lifetime and redemption activity over the ``LIFETIME_WINDOW_MONTHS`` up to the snapshot."""
+
 FEATURE_COLUMNS: list[str] = [feature.name for feature in FEATURES]
-CATEGORICAL_FEATURES: list[str] = ["loyalty_card_tier", "promotion_enrollment"]
+MODEL_FEATURE_SPECS: tuple[FeatureSpec, ...] = FEATURES + ATTRIBUTE_FEATURES + LIFETIME_FEATURES
+MODEL_FEATURES: list[str] = [feature.name for feature in MODEL_FEATURE_SPECS]
+"""Every model input column, in the order of the feature tables: ``FEATURE_COLUMNS`` first."""
+CATEGORICAL_FEATURES: tuple[str, ...] = tuple(feature.name for feature in MODEL_FEATURE_SPECS if feature.categorical)
+
+
+def categorical_among(columns: Sequence[str]) -> list[str]:
+    """The ``CATEGORICAL_FEATURES`` among ``columns`` (e.g. a model's feature list), in their order."""
+    return [column for column in columns if column in CATEGORICAL_FEATURES]
 
 
 def features_markdown() -> str:
-    """The feature catalogue as a Markdown table (name | formula | window | why it matters)."""
+    """The feature catalogue as a Markdown table (name | formula | point-in-time rule | why it matters)."""
     table = pd.DataFrame(
-        [(f"`{f.name}`", f.formula, f.window, f.why) for f in FEATURES],
-        columns=["name", "formula", "window", "why it matters"],
+        [(f"`{f.name}`", f.formula, f.point_in_time, f.why) for f in MODEL_FEATURE_SPECS],
+        columns=["name", "formula", "point-in-time rule", "why it matters"],
     )
     return table.to_markdown(index=False)
-
-
-FEATURES_MARKDOWN = features_markdown()
 
 
 def month_number(year, month):
     """Months since year 0, so consecutive months differ by one (works on scalars and arrays)."""
     return year * 12 + month - 1
+
+
+def cancellation_month_numbers(loyalty: pd.DataFrame) -> np.ndarray:
+    """``month_number`` of each loyalty row's cancellation; int64 max when not cancelled."""
+    cancel_year = loyalty["cancellation_year"].astype("Int64")
+    cancel_month = loyalty["cancellation_month"].astype("Int64")
+    cancellation = month_number(
+        cancel_year.to_numpy(dtype="int64", na_value=0), cancel_month.to_numpy(dtype="int64", na_value=0)
+    )
+    cancellation[(cancel_year.isna() | cancel_month.isna()).to_numpy()] = np.iinfo(np.int64).max
+    return cancellation
 
 
 def timestamp_month_number(timestamp: pd.Timestamp) -> int:
@@ -266,13 +426,34 @@ def _category_codes(values: pd.Series, codes: dict[str, int]) -> np.ndarray:
     return normalised.map(codes).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
 
 
+_GENDER_CODES = _codes(GENDERS)
+_EDUCATION_CODES = _codes(EDUCATION_LEVELS)
+_MARITAL_STATUS_CODES = _codes(MARITAL_STATUSES)
+_PROVINCE_CODES = _codes(PROVINCES)
+
+
 @dataclass(frozen=True)
 class _Members:
     loyalty_number: np.ndarray  # sorted, unique
     enrollment_month_number: np.ndarray
     cancellation_month_number: np.ndarray  # int64 max when not cancelled
-    loyalty_card_tier: np.ndarray
-    promotion_enrollment: np.ndarray
+    attributes: dict[str, np.ndarray]  # float64 values of the features that do not depend on the snapshot
+
+
+def _attributes(loyalty: Mapping[str, Any], code) -> dict[str, np.ndarray]:
+    """Static feature values from loyalty columns; ``code(column, table)`` maps text to float codes."""
+    salary = np.asarray(loyalty["salary"], dtype=np.float64)
+    return {
+        "loyalty_card_tier": code("loyalty_card", LOYALTY_CARD_TIERS),
+        "promotion_enrollment": code("enrollment_type", ENROLLMENT_TYPE_PROMOTION),
+        "enrollment_calendar_month": np.asarray(loyalty["enrollment_month"], dtype=np.float64),
+        "salary_amount": salary,
+        "salary_missing": np.isnan(salary).astype(np.float64),
+        "education_code": code("education", _EDUCATION_CODES),
+        "marital_status_code": code("marital_status", _MARITAL_STATUS_CODES),
+        "gender_code": code("gender", _GENDER_CODES),
+        "province_code": code("province", _PROVINCE_CODES),
+    }
 
 
 def _members(loyalty: pd.DataFrame) -> _Members:
@@ -292,19 +473,13 @@ def _members(loyalty: pd.DataFrame) -> _Members:
             f"{int(half_set.sum())} members have only one of cancellation_year / cancellation_month, "
             f"e.g. loyalty_number {loyalty_number[half_set][0]}"
         )
-    not_cancelled = cancel_year.isna().to_numpy()
-    cancellation = month_number(
-        cancel_year.to_numpy(dtype="int64", na_value=0), cancel_month.to_numpy(dtype="int64", na_value=0)
-    )
-    cancellation[not_cancelled] = np.iinfo(np.int64).max
     return _Members(
         loyalty_number=loyalty_number,
         enrollment_month_number=month_number(
             ordered["enrollment_year"].to_numpy(dtype="int64"), ordered["enrollment_month"].to_numpy(dtype="int64")
         ),
-        cancellation_month_number=cancellation,
-        loyalty_card_tier=_category_codes(ordered["loyalty_card"], LOYALTY_CARD_TIERS),
-        promotion_enrollment=_category_codes(ordered["enrollment_type"], ENROLLMENT_TYPE_PROMOTION),
+        cancellation_month_number=cancellation_month_numbers(ordered),
+        attributes=_attributes(ordered, lambda column, codes: _category_codes(ordered[column], codes)),
     )
 
 
@@ -331,6 +506,8 @@ class _ActivityCumulative:
     points_accumulated: np.ndarray
     points_redeemed: np.ndarray
     dollar_cost: np.ndarray
+    active_months: np.ndarray  # int32 count of months with flights > 0
+    redemption_months: np.ndarray  # int32 count of months with points redeemed > 0
     companion_flights: np.ndarray | None  # None when no row has a companion count
     flights_with_known_companions: np.ndarray | None
 
@@ -424,6 +601,8 @@ def _cumulative_measures(
         points_accumulated=cumulative(points_accumulated, np.float64),
         points_redeemed=cumulative(points_redeemed, np.float64),
         dollar_cost=cumulative(dollar_cost, np.float64),
+        active_months=cumulative(flights_values > 0, np.int32),
+        redemption_months=cumulative(points_redeemed > 0, np.int32),
         companion_flights=companion_flights,
         flights_with_known_companions=flights_with_known_companions,
     )
@@ -452,14 +631,23 @@ _SLOPE_6M_WEIGHTS = (2.0 * np.arange(6) - 5.0)[:, None]
 _SLOPE_6M_DENOMINATOR = 35.0
 
 
+def _last_month_with(cumulative: np.ndarray, month: int, last: np.ndarray) -> None:
+    """Set ``last`` to ``month`` where the count in ``cumulative`` rose in that month."""
+    last[cumulative[month + 1] > cumulative[month]] = month
+
+
 def _snapshot_features(
     activity: _ActivityCumulative,
     members: _Members,
     month: int,
     snapshot_month_number: int,
     last_flight_month: np.ndarray,
+    last_redemption_month: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Every feature at one snapshot for all members (eligibility is applied by the caller)."""
+    """Every feature at one snapshot for all members (eligibility is applied by the caller).
+
+    ``month`` counts from the history start; ``last_*_month`` likewise, -1 when none yet.
+    """
     flights_12m = _window_sum(activity.flights, month, 12)
     points_accumulated_12m = _window_sum(activity.points_accumulated, month, 12)
     points_redeemed_12m = _window_sum(activity.points_redeemed, month, 12)
@@ -477,6 +665,9 @@ def _snapshot_features(
             _window_sum(activity.flights_with_known_companions, month, 12),
         )
     flights_3m = monthly_flights[9:].sum(axis=0)
+    tenure_months = (snapshot_month_number - members.enrollment_month_number).astype(np.float64)
+    lifetime = LIFETIME_WINDOW_MONTHS
+    window_coverage = min(month + 1, lifetime)
     return {
         "flights_3m": flights_3m,
         "flights_6m": monthly_flights[6:].sum(axis=0),
@@ -496,9 +687,19 @@ def _snapshot_features(
         "dollar_cost_per_redeemed_point_12m": _ratio(_window_sum(activity.dollar_cost, month, 12), points_redeemed_12m),
         "distance_per_flight_12m": _ratio(distance_12m, flights_12m),
         "companion_share_12m": companion_share,
-        "tenure_months": (snapshot_month_number - members.enrollment_month_number).astype(np.float64),
-        "loyalty_card_tier": members.loyalty_card_tier,
-        "promotion_enrollment": members.promotion_enrollment,
+        "tenure_months": tenure_months,
+        **members.attributes,
+        "membership_month_of_year": np.mod(tenure_months, 12.0),
+        "window_coverage_24m": np.full(tenure_months.shape, float(window_coverage)),
+        "flights_24m": _window_sum(activity.flights, month, lifetime),
+        "active_months_24m": _window_sum(activity.active_months, month, lifetime),
+        "redeemed_to_accumulated_24m": _ratio(
+            _window_sum(activity.points_redeemed, month, lifetime),
+            _window_sum(activity.points_accumulated, month, lifetime),
+        ),
+        "redemptions_12m": _window_sum(activity.redemption_months, month, 12),
+        # A redemption before the window, or none in the history, gives the window's coverage.
+        "months_since_last_redemption": np.minimum(month - last_redemption_month, window_coverage).astype(np.float64),
     }
 
 
@@ -523,7 +724,7 @@ def build_features(
     of one drop; (member, month) keys must be unique. ``history_start`` is the first month of
     observed activity (default: the earliest month in ``activity``); activity before it and
     after the last snapshot (e.g. the month-to-date month) is ignored. Rows are ordered by
-    snapshot_month, then loyalty_number. Columns: ``ID_COLUMNS + FEATURE_COLUMNS``.
+    snapshot_month, then loyalty_number. Columns: ``ID_COLUMNS + MODEL_FEATURES``.
     """
     if len(snapshots) == 0:
         raise ValueError("no snapshots requested")
@@ -543,26 +744,36 @@ def build_features(
     eligible_by_snapshot = [_eligible(members, start_number + position) for position in snapshot_positions]
     row_counts = np.array([positions.size for positions in eligible_by_snapshot], dtype=np.int64)
     row_offsets = np.concatenate([[0], np.cumsum(row_counts)])
-    # One float64 block, feature-major, filled in place; wrapped below without a copy.
-    feature_values = np.empty((len(FEATURE_COLUMNS), int(row_offsets[-1])), dtype=np.float64)
+    # One float64 block of the features that change with the snapshot, feature-major, filled in place
+    # and wrapped below without a copy. Member attributes are gathered after the cumulative matrices
+    # are freed, so the two never share the peak.
+    by_snapshot = [name for name in MODEL_FEATURES if name not in members.attributes]
+    feature_values = np.empty((len(by_snapshot), int(row_offsets[-1])), dtype=np.float64)
 
     last_flight_month = np.full(members.loyalty_number.size, -1, dtype=np.int64)
+    last_redemption_month = last_flight_month.copy()
     snapshot_index = 0
     for month in range(months):
-        flew = cumulative.flights[month + 1] > cumulative.flights[month]
-        last_flight_month[flew] = month
+        _last_month_with(cumulative.flights, month, last_flight_month)
+        _last_month_with(cumulative.redemption_months, month, last_redemption_month)
         if month != snapshot_positions[snapshot_index]:
             continue
-        values = _snapshot_features(cumulative, members, month, start_number + month, last_flight_month)
+        values = _snapshot_features(
+            cumulative, members, month, start_number + month, last_flight_month, last_redemption_month
+        )
         eligible = eligible_by_snapshot[snapshot_index]
         rows = slice(row_offsets[snapshot_index], row_offsets[snapshot_index + 1])
-        for feature_index, name in enumerate(FEATURE_COLUMNS):
+        for feature_index, name in enumerate(by_snapshot):
             feature_values[feature_index, rows] = values[name][eligible]
         snapshot_index += 1
     del cumulative, values
 
-    features = pd.DataFrame(feature_values.T, columns=FEATURE_COLUMNS, copy=False)
-    features.insert(0, "loyalty_number", members.loyalty_number[np.concatenate(eligible_by_snapshot)])
+    member_rows = np.concatenate(eligible_by_snapshot)
+    features = pd.DataFrame(feature_values.T, columns=by_snapshot, copy=False)
+    for position, name in enumerate(MODEL_FEATURES):
+        if name in members.attributes:
+            features.insert(position, name, members.attributes[name][member_rows])
+    features.insert(0, "loyalty_number", members.loyalty_number[member_rows])
     features.insert(1, "snapshot_month", np.repeat(np.array(ordered_snapshots, dtype="datetime64[ns]"), row_counts))
     features.insert(2, "history_months", np.repeat(np.array(snapshot_positions, dtype=np.int64) + 1, row_counts))
     return features
@@ -580,7 +791,7 @@ def member_features(
     *,
     history_start: date,
 ) -> np.ndarray:
-    """The ``FEATURE_COLUMNS`` of one member at one snapshot, from plain values: the online path.
+    """The ``MODEL_FEATURES`` of one member at one snapshot, from plain values: the online path.
 
     ``loyalty`` maps ``LOYALTY_COLUMNS_USED`` to scalars (cancellation year and month both None when
     not cancelled); ``activity`` maps ``ACTIVITY_COLUMNS_USED`` (without ``loyalty_number``) to
@@ -595,6 +806,7 @@ def member_features(
     if snapshot_number < start:
         raise ValueError(f"snapshot {snapshot:%Y-%m} precedes history_start {history_start:%Y-%m}")
     cancelled = loyalty["cancellation_year"] is not None
+    one_member = {name: [loyalty[name]] for name in LOYALTY_COLUMNS_USED}
     members = _Members(
         loyalty_number=np.array([loyalty["loyalty_number"]], dtype=np.int64),
         enrollment_month_number=np.array([month_number(loyalty["enrollment_year"], loyalty["enrollment_month"])]),
@@ -606,8 +818,7 @@ def member_features(
             ],
             dtype=np.int64,
         ),
-        loyalty_card_tier=np.array([_category_code(loyalty["loyalty_card"], LOYALTY_CARD_TIERS)]),
-        promotion_enrollment=np.array([_category_code(loyalty["enrollment_type"], ENROLLMENT_TYPE_PROMOTION)]),
+        attributes=_attributes(one_member, lambda column, codes: np.array([_category_code(loyalty[column], codes)])),
     )
     if _eligible(members, snapshot_number).size == 0:
         raise ValueError(f"member {loyalty['loyalty_number']} is not enrolled and active in {snapshot:%Y-%m}")
@@ -636,19 +847,27 @@ def member_features(
         points_redeemed=column("points_redeemed", np.float64),
         dollar_cost=column("dollar_cost_points_redeemed", np.float64),
     )
-    flown = np.flatnonzero(np.diff(cumulative.flights[:, 0]) > 0)
-    last_flight_month = np.array([flown[-1] if flown.size else -1], dtype=np.int64)
-    values = _snapshot_features(cumulative, members, months - 1, snapshot_number, last_flight_month)
-    return np.array([values[name][0] for name in FEATURE_COLUMNS], dtype=np.float64)
+    last_flight_month = np.array([_last_rise(cumulative.flights[:, 0])])
+    last_redemption_month = np.array([_last_rise(cumulative.redemption_months[:, 0])])
+    values = _snapshot_features(
+        cumulative, members, months - 1, snapshot_number, last_flight_month, last_redemption_month
+    )
+    return np.array([values[name][0] for name in MODEL_FEATURES], dtype=np.float64)
+
+
+def _last_rise(cumulative: np.ndarray) -> int:
+    """Last month (from 0) in which a one-member cumulative count rose; -1 if it never did."""
+    risen = np.flatnonzero(np.diff(cumulative) > 0)
+    return int(risen[-1]) if risen.size else -1
 
 
 def feature_summary_markdown(features: pd.DataFrame) -> str:
     """Markdown table of each feature's min, median, max and share of nulls."""
-    require_columns(features, FEATURE_COLUMNS, "features")
-    values = features[FEATURE_COLUMNS]
+    require_columns(features, MODEL_FEATURES, "features")
+    values = features[MODEL_FEATURES]
     summary = pd.DataFrame(
         {
-            "feature": FEATURE_COLUMNS,
+            "feature": MODEL_FEATURES,
             "min": values.min().to_numpy(),
             "median": values.median().to_numpy(),
             "max": values.max().to_numpy(),

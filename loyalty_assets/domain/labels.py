@@ -13,6 +13,7 @@ import pandas as pd
 from loyalty_assets.domain.features import (
     ID_COLUMNS,
     LONGEST_WINDOW_MONTHS,
+    cancellation_month_numbers,
     month_number,
     require_columns,
     require_month_start,
@@ -43,13 +44,7 @@ def _cancellation_month_numbers(loyalty: pd.DataFrame, loyalty_numbers: np.ndarr
             f"{int((position < 0).sum())} feature rows belong to members absent from loyalty, "
             f"e.g. loyalty_number {loyalty_numbers[position < 0][0]}"
         )
-    cancel_year = loyalty["cancellation_year"].astype("Int64")
-    cancel_month = loyalty["cancellation_month"].astype("Int64")
-    cancellation = month_number(
-        cancel_year.to_numpy(dtype="int64", na_value=0), cancel_month.to_numpy(dtype="int64", na_value=0)
-    )
-    cancellation[(cancel_year.isna() | cancel_month.isna()).to_numpy()] = np.iinfo(np.int64).max
-    return cancellation[position]
+    return cancellation_month_numbers(loyalty)[position]
 
 
 def add_churn_labels(

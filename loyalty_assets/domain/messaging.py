@@ -21,22 +21,38 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from loyalty_assets.domain.lake_keys import sent_marker_key
 from loyalty_assets.domain.redaction import one_line, redact
+from loyalty_assets.domain.scoring import tier_segment_counts
+from loyalty_assets.domain.segmentation import SEGMENT_MEANINGS, formatted_profile, profile_notes
 from loyalty_assets.domain.storage import ObjectStore
 
 CRITICAL_TIER = "Critical"
-COUNT_KEYS = ["risk_tier", "segment"]
 TOP_MEMBER_COLUMNS = ["loyalty_number", "churn_risk_pct", "segment", "expected_loss"]
+CALL_LIST_COLUMNS = [*TOP_MEMBER_COLUMNS, "risk_vs_average", "recommended_action", "top_reasons"]
+# Critical members whose action and reasons the e-mail lists; the full list is in the week's file.
+CALL_LIST_LIMIT = 50
+TIER_ORDER = ("Critical", "High", "Medium", "Low")
+EXPECTED_LOSS_UNIT = (
+    "expected_loss is in CAD: the member's churn risk (the chance of cancelling within the churn model's "
+    "horizon, 3 months by default) x CLV (the member's total invoice value of all flights booked so far, "
+    "from the loyalty drop). It ranks what is at stake; it is not a forecast of lost revenue."
+)
 
 
 @dataclass(frozen=True)
 class MarketingSummary:
     """What the weekly marketing e-mail reports.
 
-    counts / previous_counts: columns ``risk_tier, segment, members`` (previous is None in the first week).
+    counts / previous_counts: members per risk tier (rows) and segment (columns) that the week holds
+    (previous is None in the first week).
     top_members: columns ``loyalty_number, churn_risk_pct, segment, expected_loss``, best first.
     file_location: URL or path of the full prediction file.
     experiment_lines: the latest retention experiment results, one line per action and tier.
+    call_list: the first ``CALL_LIST_LIMIT`` Critical members to call (``CALL_LIST_COLUMNS``), best first;
+    critical_to_call: how many there are in all; critical_held_out: Critical experiment hold-outs.
+    segment_profile: per segment (index) ``segmentation.segment_profile_table``, None when the segmentation
+    version did not record one; churn_basis: how its churn rate was measured.
     """
 
     week: str
@@ -44,28 +60,33 @@ class MarketingSummary:
     previous_counts: pd.DataFrame | None
     top_members: pd.DataFrame
     file_location: str
+    call_list: pd.DataFrame
+    critical_to_call: int
+    critical_held_out: int
+    segment_profile: pd.DataFrame | None
+    churn_basis: str
     experiment_lines: tuple[str, ...] = ()  # realised uplift per action, one line each
 
 
-def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Members per risk tier and segment: ``risk_tier, segment, members``."""
-    return predictions.groupby(COUNT_KEYS, observed=True).size().rename("members").reset_index()
+def critical_call_list(predictions: pd.DataFrame, member_value: pd.Series) -> pd.DataFrame:
+    """Every Critical member to call (experiment hold-outs left out), ranked by expected loss = churn
+    risk (fraction) x member value, with the columns of ``predictions`` and ``expected_loss``.
 
-
-def top_critical_members(predictions: pd.DataFrame, member_value: pd.Series, top_n: int = 10) -> pd.DataFrame:
-    """The ``top_n`` members of the Critical tier to call (experiment hold-outs left out) by expected
-    loss = churn risk (fraction) x member value.
-
-    ``member_value`` is indexed by loyalty_number (e.g. a yearly revenue estimate chosen by the caller).
+    ``member_value`` is indexed by loyalty_number (the marketing e-mail uses CLV, see EXPECTED_LOSS_UNIT).
     """
     to_call = (predictions["risk_tier"] == CRITICAL_TIER) & (predictions["experiment_arm"] != "control")
-    critical = predictions.loc[to_call, ["loyalty_number", "churn_risk_pct", "segment"]]
+    critical = predictions.loc[to_call]
     value = critical["loyalty_number"].map(member_value)
     if value.isna().any():
         missing = critical.loc[value.isna(), "loyalty_number"]
         raise ValueError(f"no member value for {len(missing)} {CRITICAL_TIER} members, e.g. {missing.head(5).tolist()}")
     ranked = critical.assign(expected_loss=critical["churn_risk_pct"] / 100.0 * value)
-    return ranked.nlargest(top_n, "expected_loss").reset_index(drop=True)[TOP_MEMBER_COLUMNS]
+    return ranked.sort_values("expected_loss", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def top_critical_members(predictions: pd.DataFrame, member_value: pd.Series, top_n: int = 10) -> pd.DataFrame:
+    """The ``top_n`` first members of :func:`critical_call_list`, columns ``TOP_MEMBER_COLUMNS``."""
+    return critical_call_list(predictions, member_value).head(top_n)[TOP_MEMBER_COLUMNS]
 
 
 def summarize_for_marketing(
@@ -75,38 +96,97 @@ def summarize_for_marketing(
     previous_predictions: pd.DataFrame | None = None,
     top_n: int = 10,
     experiment_lines: Sequence[str] = (),
+    segment_profile: pd.DataFrame | None = None,
+    churn_basis: str = "",
 ) -> MarketingSummary:
-    """A MarketingSummary from one week of churn_predictions (and the previous week's, if any)."""
+    """A MarketingSummary from one week of churn_predictions (and the previous week's, if any).
+
+    ``segment_profile``: the segmentation's ``segment_profile_table``.
+    """
     weeks = predictions["week"].astype(str).unique()
     if len(weeks) != 1:
         raise ValueError(f"predictions must hold exactly one week, found {sorted(weeks)}")
+    calls = critical_call_list(predictions, member_value)
+    critical = predictions["risk_tier"] == CRITICAL_TIER
     return MarketingSummary(
         week=weeks[0],
-        counts=tier_segment_counts(predictions),
-        previous_counts=None if previous_predictions is None else tier_segment_counts(previous_predictions),
-        top_members=top_critical_members(predictions, member_value, top_n),
+        counts=tier_segment_counts(predictions, observed_only=True),
+        previous_counts=(
+            None if previous_predictions is None else tier_segment_counts(previous_predictions, observed_only=True)
+        ),
+        top_members=calls.head(top_n)[TOP_MEMBER_COLUMNS],
         file_location=file_location,
         experiment_lines=tuple(experiment_lines),
+        call_list=calls.head(CALL_LIST_LIMIT)[CALL_LIST_COLUMNS],
+        critical_to_call=len(calls),
+        critical_held_out=int((critical & (predictions["experiment_arm"] == "control")).sum()),
+        segment_profile=segment_profile,
+        churn_basis=churn_basis,
     )
 
 
-def _count_matrix(counts: pd.DataFrame, values: str) -> pd.DataFrame:
-    return counts.pivot_table(
-        index="risk_tier",
-        columns="segment",
-        values=values,
-        aggfunc="sum",
-        fill_value=0,
-        margins=True,
-        margins_name="Total",
-        observed=True,
-    )
+def critical_members(counts: pd.DataFrame) -> int:
+    """Members of the Critical tier in a ``tier_segment_counts`` matrix."""
+    return int(counts.loc[CRITICAL_TIER].sum()) if CRITICAL_TIER in counts.index else 0
+
+
+def _with_totals(matrix: pd.DataFrame) -> pd.DataFrame:
+    """``matrix`` with a Total column and a Total row."""
+    table = matrix.assign(Total=matrix.sum(axis=1))
+    table.loc["Total"] = table.sum()
+    return table
 
 
 def _change_matrix(counts: pd.DataFrame, previous_counts: pd.DataFrame) -> pd.DataFrame:
-    merged = counts.merge(previous_counts, on=COUNT_KEYS, how="outer", suffixes=("", "_previous"))
-    merged[["members", "members_previous"]] = merged[["members", "members_previous"]].fillna(0).astype("int64")
-    return _count_matrix(merged.assign(change=merged["members"] - merged["members_previous"]), "change")
+    rows = counts.index.union(previous_counts.index, sort=False)
+    columns = counts.columns.union(previous_counts.columns, sort=False)
+    change = counts.reindex(index=rows, columns=columns, fill_value=0) - previous_counts.reindex(
+        index=rows, columns=columns, fill_value=0
+    )
+    return _with_totals(change)
+
+
+def _tier_line(counts: pd.DataFrame) -> str:
+    shares = counts.sum(axis=1) / counts.to_numpy().sum()
+    listed = ", ".join(f"{tier} {shares[tier]:.1%}" for tier in TIER_ORDER if tier in shares.index)
+    return (
+        f"Risk tiers are capacity-based: each is a share of the members, not a level of absolute risk "
+        f"(this week {listed} of members); risk_vs_average in the file says how many times the average "
+        "member's risk a member has."
+    )
+
+
+def _call_lines(summary: MarketingSummary) -> list[str]:
+    lines = []
+    for row in summary.call_list.itertuples(index=False):
+        risk = f"risk {row.churn_risk_pct:.1f}% = {row.risk_vs_average:.1f}x average"
+        lines.append(
+            f"{row.loyalty_number} ({row.segment}, {risk}, expected loss {row.expected_loss:,.0f} CAD): "
+            f"{row.recommended_action}. Why: {row.top_reasons}"
+        )
+    return lines
+
+
+def _call_heading(summary: MarketingSummary) -> str:
+    listed = len(summary.call_list)
+    rest = summary.critical_to_call - listed
+    more = f"; {rest} more in the full file" if rest else ""
+    return (
+        f"Every {CRITICAL_TIER} member to call, with the action and the reasons ({listed} of "
+        f"{summary.critical_to_call} by expected loss{more}; {summary.critical_held_out} {CRITICAL_TIER} members are "
+        "held out for the retention experiment and get no call)"
+    )
+
+
+def _profile_table(summary: MarketingSummary) -> pd.DataFrame | None:
+    return None if summary.segment_profile is None else formatted_profile(summary.segment_profile)
+
+
+def _profile_notes(summary: MarketingSummary) -> list[str]:
+    if summary.segment_profile is None:
+        return ["Not recorded for this segmentation version (fitted before profiles were recorded)."]
+    meanings = [f"{name}: {meaning}." for name, meaning in SEGMENT_MEANINGS.items()]
+    return meanings + profile_notes(summary.segment_profile, summary.churn_basis)
 
 
 def _experiment_block(lines: Sequence[str]) -> list[str]:
@@ -116,22 +196,30 @@ def _experiment_block(lines: Sequence[str]) -> list[str]:
 
 
 def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Sequence[str]) -> EmailMessage:
-    """Plain-text e-mail with an HTML alternative: tier x segment counts, change, top Critical members."""
+    """Plain-text e-mail with an HTML alternative: what the tiers and expected_loss mean, tier x segment
+    counts, change, top Critical members, each Critical member's action and reasons, the segment profile."""
     if isinstance(recipients, str) or not recipients:
         raise ValueError("recipients must be a non-empty list of addresses")
-    counts = _count_matrix(summary.counts, "members")
+    counts = _with_totals(summary.counts)
     change = None if summary.previous_counts is None else _change_matrix(summary.counts, summary.previous_counts)
     top = summary.top_members.round({"churn_risk_pct": 1, "expected_loss": 2})
-    critical = int(summary.counts.loc[summary.counts["risk_tier"] == CRITICAL_TIER, "members"].sum())
-    total = int(summary.counts["members"].sum())
+    critical = critical_members(summary.counts)
+    total = int(summary.counts.to_numpy().sum())
     change_text = change.to_string() if change is not None else "first week"
 
+    how_to_read = [_tier_line(summary.counts), EXPECTED_LOSS_UNIT]
+    calls = _call_lines(summary)
+    profile = _profile_table(summary)
+    profile_text = "\n".join([*([profile.to_string()] if profile is not None else []), *_profile_notes(summary)])
     text = "\n\n".join(
         [
             f"Loyalty churn report, week {summary.week}: {critical} {CRITICAL_TIER} members of {total} scored.",
+            "How to read this report:\n" + "\n".join(how_to_read),
             "Members per risk tier and segment:\n" + counts.to_string(),
             "Change from last week:\n" + change_text,
             f"Top {CRITICAL_TIER} members by expected loss (risk x member value):\n" + top.to_string(index=False),
+            _call_heading(summary) + ":\n" + ("\n".join(calls) or "none this week"),
+            "Segments:\n" + profile_text,
             *_experiment_block(summary.experiment_lines),
             f"Full file: {summary.file_location}",
         ]
@@ -146,9 +234,15 @@ def build_marketing_email(summary: MarketingSummary, sender: str, recipients: Se
     body_html = (
         f"<html><body><h2>Loyalty churn report, week {html.escape(summary.week)}</h2>"
         f"<p>{critical} {CRITICAL_TIER} members of {total} scored.</p>"
-        f"<h3>Members per risk tier and segment</h3>{counts.to_html()}"
+        + "".join(f"<p>{html.escape(line)}</p>" for line in how_to_read)
+        + f"<h3>Members per risk tier and segment</h3>{counts.to_html()}"
         f"<h3>Change from last week</h3>{change_html}"
         f"<h3>Top {CRITICAL_TIER} members by expected loss</h3>{top.to_html(index=False)}"
+        + f"<h3>{html.escape(_call_heading(summary))}</h3>"
+        + ("<ol>" + "".join(f"<li>{html.escape(line)}</li>" for line in calls) + "</ol>" if calls else "<p>none</p>")
+        + "<h3>Segments</h3>"
+        + (profile.to_html() if profile is not None else "")
+        + "".join(f"<p>{html.escape(note)}</p>" for note in _profile_notes(summary))
         + "".join(f"<p>{html.escape(block)}</p>" for block in _experiment_block(summary.experiment_lines))
         + f"<p>Full file: {link}</p></body></html>"
     )
@@ -229,11 +323,6 @@ def write_eml(store: ObjectStore, key: str, message: EmailMessage) -> str:
     """Archive the message as an RFC 5322 ``.eml`` object; returns its URL or path."""
     store.put_bytes(key, message.as_bytes(policy=policy.SMTP))
     return store.url(key)
-
-
-def sent_marker_key(name: str) -> str:
-    """``sent_messages/<name>.json``: the record that message ``name`` (e.g. ``marketing_2024-01-08``) went out."""
-    return f"sent_messages/{name}.json"
 
 
 @dataclass(frozen=True)

@@ -1,39 +1,25 @@
 """The weekly monitoring report: one self-contained HTML page (inline CSS, plots as base64 PNG).
 
-:func:`render_monitoring_report` takes the results of ``domain.drift`` for one week (feature
-drift table, prediction drift dict, realised performance of matured weeks) and returns the page;
-it needs no network and no other file to display. The plot helpers return PNG bytes.
+:func:`render_monitoring_report` takes the week's ``domain.monitoring.WeekDriftEvaluation`` (feature
+drift table, prediction drift, realised performance of matured weeks, the three verdicts) and the
+latest retention experiment results, and returns the page; it needs no network and no other file
+to display. The plot helpers return PNG bytes.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from loyalty_assets.domain.drift import DRIFT_COLUMNS, STATUSES, DriftThresholds
+from loyalty_assets.domain.drift import STATUSES, worst_first
+from loyalty_assets.domain.figures import figure_png, new_figure, png_html
+from loyalty_assets.domain.monitoring import REALISED_COLUMNS, WeekDriftEvaluation
 from loyalty_assets.domain.scoring import RISK_TIERS
 
 TIER_COLORS = {"Low": "#4c9f70", "Medium": "#e0b040", "High": "#e07b39", "Critical": "#c0392b"}
-REALISED_COLUMNS = [
-    "week",
-    "snapshot_month",
-    "model_version",
-    "n_members",
-    "n_churned",
-    "realised_churn_rate",
-    "roc_auc",
-    "promotion_roc_auc",
-    "recall_at_threshold",
-    "promotion_recall",
-    "status",
-]
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 980px;
        color: #222; line-height: 1.4; }
@@ -54,50 +40,6 @@ img { max-width: 100%; }
 """
 
 
-@dataclass(frozen=True)
-class MonitoringReport:
-    """Everything one weekly page shows.
-
-    ``feature_drift``: the ``drift.feature_drift`` table, ``feature_status`` / ``feature_message`` its
-    verdict, ``thresholds`` the limits used. ``prediction``: the ``drift.prediction_drift`` dict.
-    ``reference``: the scoring model's ``drift.build_reference`` dict. ``tier_history``: tier shares
-    per week (index week, columns ``RISK_TIERS``), oldest first, this week last. ``realised``: one
-    row per matured week with ``REALISED_COLUMNS`` (empty while no label has matured).
-    ``concept_status`` / ``concept_message``: the verdict on the latest matured week, or None / why
-    there is none.
-    """
-
-    week: str
-    model_version: str
-    reference_source: str
-    n_members: int
-    snapshot_month: str
-    feature_drift: pd.DataFrame
-    feature_status: str
-    feature_message: str
-    thresholds: DriftThresholds
-    prediction: dict
-    reference: dict
-    tier_history: pd.DataFrame
-    realised: pd.DataFrame
-    concept_status: str | None
-    concept_message: str
-    experiments: pd.DataFrame | None = None  # the latest retention_experiment_results, if any
-
-
-def _png(figure: Figure) -> bytes:
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
-
-
-def _figure(width: float = 7.0, height: float = 3.0) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=80)
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def score_histogram_figure(edges, reference_shares, current_shares) -> Figure:
     """Share of members per score bin, this week against the reference, on a quantile axis.
 
@@ -113,7 +55,7 @@ def score_histogram_figure(edges, reference_shares, current_shares) -> Figure:
             f"{edges.size} edges need {edges.size - 1} shares, got {reference_shares.size} and {current_shares.size}"
         )
     positions = np.arange(edges.size)
-    figure = _figure()
+    figure = new_figure(7, 3)
     axes = figure.add_subplot()
     axes.bar(
         positions[:-1], reference_shares, width=1.0, align="edge", color="#bbbbbb", edgecolor="white", label="reference"
@@ -133,7 +75,7 @@ def score_histogram_figure(edges, reference_shares, current_shares) -> Figure:
 
 def score_histogram_png(edges, reference_shares, current_shares) -> bytes:
     """:func:`score_histogram_figure` as PNG bytes."""
-    return _png(score_histogram_figure(edges, reference_shares, current_shares))
+    return figure_png(score_histogram_figure(edges, reference_shares, current_shares))
 
 
 def tier_history_png(tier_history: pd.DataFrame) -> bytes:
@@ -143,7 +85,7 @@ def tier_history_png(tier_history: pd.DataFrame) -> bytes:
         raise ValueError(f"tier_history lacks tiers {missing}")
     if tier_history.empty:
         raise ValueError("tier_history has no weeks")
-    figure = _figure()
+    figure = new_figure(7, 3)
     axes = figure.add_subplot()
     positions = np.arange(len(tier_history))
     bottom = np.zeros(len(tier_history))
@@ -155,7 +97,7 @@ def tier_history_png(tier_history: pd.DataFrame) -> bytes:
     axes.set(ylabel="share of members", ylim=(0, 1))
     axes.set_title("Risk tier shares per week", fontsize=10)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(figure)
+    return figure_png(figure)
 
 
 def realised_performance_png(realised: pd.DataFrame) -> bytes:
@@ -166,7 +108,7 @@ def realised_performance_png(realised: pd.DataFrame) -> bytes:
     evaluated = realised.dropna(subset=["roc_auc"])
     if evaluated.empty:
         raise ValueError("realised holds no evaluated week")
-    figure = _figure()
+    figure = new_figure(7, 3)
     axes = figure.add_subplot()
     weeks = evaluated["week"].astype(str).to_numpy()
     for column, promised, color, name in (
@@ -188,7 +130,7 @@ def realised_performance_png(realised: pd.DataFrame) -> bytes:
     axes.tick_params(axis="x", labelrotation=45, labelsize=7)
     axes.set_title("Realised performance of matured weeks", fontsize=10)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(figure)
+    return figure_png(figure)
 
 
 def uplift_png(results: pd.DataFrame) -> bytes:
@@ -196,7 +138,7 @@ def uplift_png(results: pd.DataFrame) -> bytes:
     95 % intervals, as PNG bytes."""
     if results.empty:
         raise ValueError("results hold no action to plot")
-    figure = _figure(height=0.5 + 0.35 * len(results))
+    figure = new_figure(7, 0.5 + 0.35 * len(results))
     axes = figure.add_subplot()
     labels = [f"{action[:40]} ({tier})" for action, tier in zip(results["action"], results["risk_tier"])]
     change = -100 * results["risk_reduction"].to_numpy(dtype=float)
@@ -208,19 +150,15 @@ def uplift_png(results: pd.DataFrame) -> bytes:
     axes.set_yticks(positions, labels, fontsize=7)
     axes.set(xlabel="churn treated minus held out (pp), 95% interval")
     axes.set_title("Realised effect of each retention action", fontsize=10)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _experiments_section(results: pd.DataFrame | None) -> str:
     if results is None or results.empty:
         return '<p class="note">No retention experiment has matured outcomes yet.</p>'
     measured = results.dropna(subset=["risk_reduction"])
-    plot = _image(uplift_png(measured), "uplift per action") if not measured.empty else ""
+    plot = png_html(uplift_png(measured), "uplift per action") if not measured.empty else ""
     return plot + _table(results, {"experiment_id", "action", "risk_tier"}, status_column=None)
-
-
-def _image(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
 def _status(status: str | None) -> str:
@@ -254,15 +192,6 @@ def _table(frame: pd.DataFrame, text_columns: set[str], status_column: str | Non
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _ordered_drift(feature_drift: pd.DataFrame) -> pd.DataFrame:
-    missing = [column for column in DRIFT_COLUMNS if column not in feature_drift.columns]
-    if missing:
-        raise ValueError(f"feature_drift lacks columns {missing}")
-    rank = feature_drift["status"].map({status: -position for position, status in enumerate(STATUSES)})
-    ordered = feature_drift.assign(_rank=rank).sort_values(["_rank", "value"], ascending=[True, False], kind="stable")
-    return ordered[DRIFT_COLUMNS]
-
-
 def _tier_table(prediction: dict, reference: dict) -> pd.DataFrame:
     current = prediction["current"]["tier_shares"]
     return pd.DataFrame(
@@ -275,25 +204,27 @@ def _tier_table(prediction: dict, reference: dict) -> pd.DataFrame:
     )
 
 
-def render_monitoring_report(report: MonitoringReport) -> str:
-    """The report as one HTML document (UTF-8 text)."""
-    drift = _ordered_drift(report.feature_drift)
-    prediction = report.prediction
+def render_monitoring_report(evaluation: WeekDriftEvaluation, experiments: pd.DataFrame | None = None) -> str:
+    """The report as one HTML document (UTF-8 text); ``experiments``: the latest
+    ``retention_experiment_results``, if any."""
+    drift = worst_first(evaluation.feature_drift)
+    prediction = evaluation.prediction
+    feature, concept = evaluation.verdicts["feature_drift"], evaluation.verdicts["concept_drift"]
     current = prediction["current"]
     previous = pd.DataFrame(prediction["score_psi_vs_previous_weeks"], columns=["week", "score_psi"])
     summary = pd.DataFrame(
         [
-            ("feature drift", report.feature_status, report.feature_message),
+            ("feature drift", feature.status, feature.message),
             ("prediction drift", prediction["status"], prediction["message"]),
-            ("realised performance", report.concept_status, report.concept_message),
+            ("realised performance", concept.status, concept.message),
         ],
         columns=["check", "status", "detail"],
     )
     realised_section = (
-        _image(realised_performance_png(report.realised), "realised performance")
-        + _table(report.realised[REALISED_COLUMNS], {"week", "snapshot_month", "model_version"})
-        if report.realised["roc_auc"].notna().any()
-        else f'<p class="note">{html.escape(report.concept_message)}</p>'
+        png_html(realised_performance_png(evaluation.realised), "realised performance")
+        + _table(evaluation.realised[REALISED_COLUMNS], {"week", "snapshot_month", "model_version"})
+        if evaluation.realised["roc_auc"].notna().any()
+        else f'<p class="note">{html.escape(concept.message)}</p>'
     )
     previous_section = (
         _table(previous, {"week"}, status_column=None)
@@ -301,10 +232,10 @@ def render_monitoring_report(report: MonitoringReport) -> str:
         else '<p class="note">No previous week in the lake to compare with.</p>'
     )
     histogram = score_histogram_png(
-        current["score_edges"], report.reference["score_histogram"]["shares"], current["score_shares"]
+        current["score_edges"], evaluation.scoring_reference["score_histogram"]["shares"], current["score_shares"]
     )
-    limits = report.thresholds
-    title = f"Churn model monitoring, week {report.week}"
+    limits = evaluation.thresholds
+    title = f"Churn model monitoring, week {evaluation.week}"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -314,27 +245,27 @@ def render_monitoring_report(report: MonitoringReport) -> str:
 </head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="note">Champion {html.escape(report.model_version)}; {report.n_members:,} members scored on the
-snapshot {html.escape(report.snapshot_month)}; drift reference: {html.escape(report.reference_source)}.</p>
+<p class="note">Champion {html.escape(evaluation.model_version)}; {evaluation.n_members:,} members scored on the
+snapshot {html.escape(evaluation.snapshot_month)}; drift reference: {html.escape(evaluation.reference_source)}.</p>
 <div class="summary">{_table(summary, {"check", "detail"})}</div>
 
 <h2>Feature drift</h2>
 <p class="note">Numeric features: population stability index over the reference deciles (warn above
 {limits.psi_warn:g}, fail above {limits.psi_fail:g}). Categorical features: Jensen-Shannon distance of the
 category shares (warn above {limits.js_warn:g}, fail above {limits.js_fail:g}). The dataset fails when more than
-{limits.dataset_fail_share:.0%} of the features fail. Verdict: {_status(report.feature_status)}</p>
+{limits.dataset_fail_share:.0%} of the features fail. Verdict: {_status(feature.status)}</p>
 {_table(drift, {"feature", "kind", "statistic"})}
 
 <h2>Score distribution</h2>
-{_image(histogram, "score histogram")}
+{png_html(histogram, "score histogram")}
 <p class="note">PSI of the score histogram against the reference: {prediction["score_psi_vs_reference"]:.4f}.</p>
 <h3>Against previous weeks</h3>
 {previous_section}
 
 <h2>Risk tiers</h2>
-{_table(_tier_table(prediction, report.reference), {"tier"}, status_column=None)}
+{_table(_tier_table(prediction, evaluation.scoring_reference), {"tier"}, status_column=None)}
 <p class="note">PSI of the tier shares against the reference: {prediction["tier_psi_vs_reference"]:.4f}.</p>
-{_image(tier_history_png(report.tier_history), "tier shares per week")}
+{png_html(tier_history_png(evaluation.tier_history), "tier shares per week")}
 
 <h2>Realised performance</h2>
 {realised_section}
@@ -342,7 +273,7 @@ category shares (warn above {limits.js_warn:g}, fail above {limits.js_fail:g}). 
 <h2>Retention experiments</h2>
 <p class="note">Each weekly list holds out a hashed share of every (tier, segment, action) cell. Risk
 reduction is realised churn held out minus treated over the label horizon, with Newcombe's 95% interval.</p>
-{_experiments_section(report.experiments)}
+{_experiments_section(experiments)}
 </body>
 </html>
 """

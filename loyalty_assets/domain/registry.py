@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+from loyalty_assets.domain import lake_keys
 from loyalty_assets.domain.storage import (
     ObjectStore,
     joblib_bytes_to_object,
@@ -52,7 +53,7 @@ def _check_version(version: str) -> None:
 def _version_key(kind: str, version: str, suffix: str) -> str:
     _check_kind(kind)
     _check_version(version)
-    return f"registry/{kind}/{version}{suffix}"
+    return lake_keys.registry_key(kind, version, suffix)
 
 
 def library_versions() -> dict[str, str]:
@@ -76,15 +77,20 @@ def _now() -> str:
 def register(store: ObjectStore, kind: str, version: str, bundle: Any, record: dict[str, Any]) -> dict[str, Any]:
     """Store a candidate version and its record (gates not yet passed)."""
     full_record = {**record, "kind": kind, "version": version, "registered_at": _now(), "gates_passed": False}
-    for stale in store.list_keys(_version_key(kind, version, ".gates")):
+    for stale in store.list_keys(_version_key(kind, version, lake_keys.GATES_SUFFIX)):
         store.delete(stale)
-    store.put_bytes(_version_key(kind, version, ".pkl"), object_to_joblib_bytes(bundle))
-    store.put_bytes(_version_key(kind, version, ".json"), json.dumps(full_record, indent=2, default=str).encode())
+    store.put_bytes(_version_key(kind, version, lake_keys.MODEL_SUFFIX), object_to_joblib_bytes(bundle))
+    _put_record(store, kind, version, full_record)
     return full_record
 
 
+def _put_record(store: ObjectStore, kind: str, version: str, full_record: dict[str, Any]) -> None:
+    key = _version_key(kind, version, lake_keys.RECORD_SUFFIX)
+    store.put_bytes(key, json.dumps(full_record, indent=2, default=str).encode())
+
+
 def record(store: ObjectStore, kind: str, version: str) -> dict[str, Any]:
-    key = _version_key(kind, version, ".json")
+    key = _version_key(kind, version, lake_keys.RECORD_SUFFIX)
     try:
         return json.loads(store.get_bytes(key))
     except FileNotFoundError as error:
@@ -93,22 +99,22 @@ def record(store: ObjectStore, kind: str, version: str) -> dict[str, Any]:
 
 def load_bundle(store: ObjectStore, kind: str, version: str) -> Any:
     record(store, kind, version)
-    return joblib_bytes_to_object(store.get_bytes(_version_key(kind, version, ".pkl")))
+    return joblib_bytes_to_object(store.get_bytes(_version_key(kind, version, lake_keys.MODEL_SUFFIX)))
 
 
 def versions(store: ObjectStore, kind: str) -> list[dict[str, Any]]:
     _check_kind(kind)
     keys = [
         key
-        for key in store.list_keys(f"registry/{kind}")
-        if key.count("/") == 2 and key.endswith(".json") and not key.endswith("/history.json")
+        for key in store.list_keys(lake_keys.registry_folder(kind))
+        if lake_keys.is_registry_record(key)
     ]
     return sorted((json.loads(store.get_bytes(key)) for key in keys), key=lambda item: item["registered_at"])
 
 
 def history(store: ObjectStore, kind: str) -> list[dict[str, Any]]:
     _check_kind(kind)
-    key = f"registry/{kind}/history.json"
+    key = lake_keys.promotion_history_key(kind)
     return json.loads(store.get_bytes(key)) if store.exists(key) else []
 
 
@@ -116,12 +122,13 @@ def record_gate(store: ObjectStore, kind: str, version: str, gate: str, passed: 
     """One object per gate, so gates evaluated in parallel steps never overwrite each other."""
     record(store, kind, version)
     verdict = {"gate": gate, "passed": bool(passed), "message": message, "at": _now()}
-    store.put_bytes(f"{_version_key(kind, version, '.gates')}/{gate}.json", json.dumps(verdict).encode())
+    gate_key = lake_keys.gate_verdict_key(_version_key(kind, version, lake_keys.GATES_SUFFIX), gate)
+    store.put_bytes(gate_key, json.dumps(verdict).encode())
 
 
 def gate_verdicts(store: ObjectStore, kind: str, version: str) -> dict[str, dict[str, Any]]:
-    keys = store.list_keys(_version_key(kind, version, ".gates"))
-    return {key.rsplit("/", 1)[1].removesuffix(".json"): json.loads(store.get_bytes(key)) for key in keys}
+    keys = store.list_keys(_version_key(kind, version, lake_keys.GATES_SUFFIX))
+    return {lake_keys.gate_of_verdict(key): json.loads(store.get_bytes(key)) for key in keys}
 
 
 def mark_gates_passed(store: ObjectStore, kind: str, version: str, required_gates: list[str]) -> dict[str, Any]:
@@ -135,7 +142,7 @@ def mark_gates_passed(store: ObjectStore, kind: str, version: str, required_gate
             f"not evaluated {missing or 'none'}"
         )
     updated = {**record(store, kind, version), "gates_passed": True, "gates": verdicts}
-    store.put_bytes(_version_key(kind, version, ".json"), json.dumps(updated, indent=2, default=str).encode())
+    _put_record(store, kind, version, updated)
     return updated
 
 
@@ -206,5 +213,5 @@ def log_promotion(
     entries.append(
         {"version": version, "previous": previous, "reason": reason, "forced": forced, "run_id": run_id, "at": _now()}
     )
-    store.put_bytes(f"registry/{kind}/history.json", json.dumps(entries, indent=2).encode())
+    store.put_bytes(lake_keys.promotion_history_key(kind), json.dumps(entries, indent=2).encode())
     return entries

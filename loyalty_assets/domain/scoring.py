@@ -15,12 +15,13 @@ score quantiles at the cumulative tier shares (default 60 / 25 / 10 / 5 %), so t
 gets a stable, known workload; if the population drifts the shares move, which drift monitoring
 reports.
 
-Top reasons are Saabas path attributions of the forest: along each tree path, the change in the
-node's churn share at a split is credited to the split feature; the contributions plus the mean
-root share add up to the forest's (uncalibrated) probability. The calibration is monotone, so the
-features that push the forest score up push the calibrated risk up. scikit-learn has no
-per-sample contribution API and shap / treeinterpreter are not dependencies, so the attribution
-is computed here from ``tree_.value`` and the tree structure.
+Top reasons work for any fitted classifier (RandomForest or HistGradientBoosting, calibrated or
+not). For a High or Critical member, each feature outside its usual range (the reference
+population's interquartile range, or any other than the most common category) is set in turn to
+its usual value (the median, or the most common category) and the member scored again; the
+features whose usual value would lower the risk most are the reasons, written in plain language
+with the member's value and the usual one (``reasons``). scikit-learn has per-feature importances
+for a whole population only and shap is not a dependency, so the per-member comparison is done here.
 """
 
 from __future__ import annotations
@@ -34,10 +35,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-from sklearn.frozen import FrozenEstimator
-from sklearn.pipeline import Pipeline
 
 from loyalty_assets.domain.experiments import (
     DEFAULT_CONTROL_SHARES,
@@ -45,9 +42,21 @@ from loyalty_assets.domain.experiments import (
     cell_control_shares,
     experiment_id,
 )
-from loyalty_assets.domain.features import last_complete_month, month_number, timestamp_month_number
+from loyalty_assets.domain.features import (
+    CATEGORICAL_FEATURES,
+    last_complete_month,
+    month_number,
+    timestamp_month_number,
+)
 from loyalty_assets.domain.ingest import LOYALTY_TABLE
 from loyalty_assets.domain.labels import members_enrolled_on
+from loyalty_assets.domain.reasons import (
+    NO_SINGLE_REASON,
+    UsualValues,
+    reason_text,
+    usual_values,
+    usual_values_from_drift_reference,
+)
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
 
 RISK_TIERS = ("Low", "Medium", "High", "Critical")
@@ -65,11 +74,15 @@ PREDICTION_COLUMNS = [
     "segment",
     "recommended_action",
     "top_reasons",
+    "top_reason_features",
     "churn_model_version",
     "segmentation_model_version",
 ]
 # Rows per thread chunk: tree traversal releases the GIL, so row chunks score in parallel threads.
 SCORING_CHUNK_ROWS = 50_000
+# Rows scored again per block of reasons (members x features changed to their usual value).
+REASON_BLOCK_ROWS = 200_000
+REASON_DECIMALS = 6
 
 
 def tier_cutoffs(reference_scores, shares: Sequence[float] = DEFAULT_TIER_SHARES) -> dict[str, float]:
@@ -186,67 +199,6 @@ def action_matrix(table: pd.DataFrame) -> np.ndarray:
     )
 
 
-def unwrap_forest_pipeline(model) -> Pipeline:
-    """The fitted ``Pipeline(..., RandomForestClassifier)`` inside the calibrated champion.
-
-    Accepts ``CalibratedClassifierCV(FrozenEstimator(pipeline))`` (one calibrated classifier),
-    ``FrozenEstimator(pipeline)`` or the pipeline itself.
-    """
-    candidate = model
-    if isinstance(candidate, CalibratedClassifierCV):
-        if not hasattr(candidate, "calibrated_classifiers_"):
-            raise ValueError("the CalibratedClassifierCV is not fitted")
-        if len(candidate.calibrated_classifiers_) != 1:
-            raise ValueError(
-                f"the CalibratedClassifierCV holds {len(candidate.calibrated_classifiers_)} cross-validated "
-                "forests; expected one frozen forest (CalibratedClassifierCV(FrozenEstimator(pipeline)))"
-            )
-        candidate = candidate.calibrated_classifiers_[0].estimator
-    if isinstance(candidate, FrozenEstimator):
-        candidate = candidate.estimator
-    if not (
-        isinstance(candidate, Pipeline) and isinstance(candidate[-1], (RandomForestClassifier, ExtraTreesClassifier))
-    ):
-        raise TypeError(f"expected a Pipeline ending in a RandomForestClassifier, found {type(candidate).__name__}")
-    if not hasattr(candidate[-1], "estimators_"):
-        raise ValueError("the forest inside the pipeline is not fitted")
-    return candidate
-
-
-def _positive_share(tree) -> np.ndarray:
-    """Share of the positive (last) class in every node of a fitted sklearn tree."""
-    values = tree.value[:, 0, :]
-    return values[:, -1] / values.sum(axis=1)
-
-
-def _tree_offsets(forest) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum([estimator.tree_.node_count for estimator in forest.estimators_])])
-
-
-def _node_contributions(forest, n_features: int) -> np.ndarray:
-    """Saabas contribution vector of the path from the root to every node, all trees stacked.
-
-    Row ``offsets[t] + node`` holds, per feature, the sum of the share changes at the splits on that
-    feature between the root of tree ``t`` and ``node``. Filled level by level for all trees at once
-    (nodes of one level depend only on their parents), so the loop runs over tree depth only.
-    """
-    offsets = _tree_offsets(forest)
-    trees = [estimator.tree_ for estimator in forest.estimators_]
-    left = np.concatenate([np.where(t.children_left >= 0, t.children_left + o, -1) for t, o in zip(trees, offsets)])
-    right = np.concatenate([np.where(t.children_right >= 0, t.children_right + o, -1) for t, o in zip(trees, offsets)])
-    feature = np.concatenate([t.feature for t in trees])
-    share = np.concatenate([_positive_share(t) for t in trees])
-    table = np.zeros((offsets[-1], n_features))
-    level = offsets[:-1]
-    while level.size:
-        parents = level[left[level] >= 0]
-        for children in (left[parents], right[parents]):
-            table[children] = table[parents]
-            table[children, feature[parents]] += share[children] - share[parents]
-        level = np.concatenate([left[parents], right[parents]])
-    return table
-
-
 def _chunked_rows(function, values, n_jobs: int) -> np.ndarray:
     """``function`` over row chunks in threads, results stacked in row order."""
     chunks = max(1, int(np.ceil(len(values) / SCORING_CHUNK_ROWS)), n_jobs if len(values) >= 2 * n_jobs else 1)
@@ -260,86 +212,100 @@ def _chunked_rows(function, values, n_jobs: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-class ForestAttribution:
-    """The Saabas path-contribution table of a fitted forest pipeline, built once, reused for every row.
+def _risk_drops(
+    probability: Callable[[pd.DataFrame], np.ndarray],
+    X: pd.DataFrame,
+    risk: np.ndarray,
+    usual: UsualValues,
+    n_jobs: int,
+) -> np.ndarray:
+    """Rows x features: ``risk`` minus the risk with that one feature set to its usual value.
 
-    ``contributions(X)`` returns ``(bias, contributions)``: ``bias`` is the mean root churn share over
-    the trees and ``contributions`` a DataFrame (rows of ``X`` x features after preprocessing) such
-    that ``bias + contributions.sum(axis=1)`` equals ``forest_pipeline.predict_proba(X)[:, 1]``.
-    Contributions are computed on the preprocessed ``X``, i.e. what the trees actually split on.
+    Only rows whose value is outside the usual range (or missing) are scored again; the others drop
+    by 0, as does every row of a feature without a usual value. The
+    changed rows of every feature go through ``probability`` together, in blocks of about
+    ``REASON_BLOCK_ROWS`` rows, so one member costs one call and a million members a few dozen.
     """
-
-    def __init__(self, forest_pipeline: Pipeline):
-        self.pipeline = forest_pipeline
-        self.forest = forest_pipeline[-1]
-        self.trees = [estimator.tree_ for estimator in self.forest.estimators_]
-        self.offsets = _tree_offsets(self.forest)
-        self.table = _node_contributions(self.forest, self.forest.n_features_in_)
-        self.bias = float(np.mean([_positive_share(tree)[0] for tree in self.trees]))
-
-    def contributions(self, X, feature_names: Sequence[str], n_jobs: int = 2) -> tuple[float, pd.DataFrame]:
-        preprocessing = self.pipeline[:-1]
-        names = list(feature_names)
-        if len(preprocessing.steps):
-            transformed = preprocessing.transform(X)
-            names = list(preprocessing.get_feature_names_out(names))
-        else:
-            transformed = X
-        matrix = np.ascontiguousarray(np.asarray(transformed), dtype=np.float32)
-        if matrix.shape[1] != self.forest.n_features_in_:
-            raise ValueError(
-                f"X has {matrix.shape[1]} columns after preprocessing, the forest expects {self.forest.n_features_in_}"
-            )
-
-        def contributions_of(rows: np.ndarray) -> np.ndarray:
-            total = np.zeros((len(rows), matrix.shape[1]))
-            for tree, offset in zip(self.trees, self.offsets[:-1]):
-                total += self.table[tree.apply(rows) + offset]
-            return total / len(self.trees)
-
-        values = _chunked_rows(contributions_of, matrix, n_jobs) if len(matrix) else np.zeros((0, matrix.shape[1]))
-        index = X.index if isinstance(X, pd.DataFrame) else None
-        return self.bias, pd.DataFrame(values, index=index, columns=names)
-
-
-def feature_contributions(forest_pipeline: Pipeline, X, feature_names: Sequence[str], n_jobs: int = 2):
-    """Per-member Saabas contributions of each feature to the forest's churn probability
-    (``ForestAttribution.contributions`` of a table built for this call)."""
-    return ForestAttribution(forest_pipeline).contributions(X, feature_names, n_jobs=n_jobs)
+    columns = list(X.columns)
+    drops = np.zeros((len(X), len(columns)))
+    block = max(1, REASON_BLOCK_ROWS // len(columns))
+    for start in range(0, len(X), block):
+        rows = X.iloc[start : start + block]
+        changed, places = [], []
+        for position, column in enumerate(columns):
+            low, value, high = (usual[column][name] for name in ("low", "usual", "high"))
+            member = rows[column].to_numpy(dtype=float)
+            differs = ~np.isnan(value) & ((member < low) | (member > high) | np.isnan(member))
+            if differs.any():
+                piece = rows[differs].copy()
+                piece[column] = value
+                changed.append(piece)
+                places.append((position, start + np.flatnonzero(differs)))
+        if changed:
+            changed_risk = _chunked_rows(probability, pd.concat(changed), n_jobs)
+            bounds = np.cumsum([0, *(len(members) for _, members in places)])
+            for (position, members), first, last in zip(places, bounds[:-1], bounds[1:]):
+                drops[members, position] = risk[members] - changed_risk[first:last]
+    # Rounded to a millionth of a probability, so that scikit-learn and an equivalent compiled model
+    # (equal within 1e-9) rank the features alike.
+    return np.round(drops, REASON_DECIMALS)
 
 
 def top_reasons(
-    forest: Pipeline | ForestAttribution, X, mask, feature_names: Sequence[str], k: int = 3, n_jobs: int = 2
-) -> pd.Series:
-    """Up to ``k`` features that push each masked member's risk up, largest first, comma-separated.
+    probability: Callable[[pd.DataFrame], np.ndarray],
+    X: pd.DataFrame,
+    risk,
+    mask,
+    usual: UsualValues,
+    categorical_columns: Sequence[str] = CATEGORICAL_FEATURES,
+    k: int = 3,
+    n_jobs: int = 2,
+) -> pd.DataFrame:
+    """Up to ``k`` features whose usual value would lower each masked member's risk most, largest first.
 
-    Only rows where ``mask`` is true are explained (exact attributions are the expensive part, so
-    the caller passes the High and Critical members); other rows get ``""``. A feature is listed
-    only when its contribution is positive, so a row can name fewer than ``k`` features. The index
-    is that of ``X`` when it is a DataFrame. ``forest`` is the forest pipeline or its prepared
-    ``ForestAttribution``.
+    ``risk`` is ``probability(X)``. For every masked row of ``X`` and every feature where the member is
+    outside the ``usual`` range (``reasons.usual_values``), the feature is set to its usual value and
+    the row scored again with ``probability`` (any fitted classifier's
+    ``predict_proba(rows)[:, 1]``, calibrated or not); the drop in risk is how much that feature
+    raises the member's risk. Features with a positive drop are kept.
+    Returns ``top_reasons`` (plain language, ``"; "``-separated, e.g. "flights in the last 3 months: 0,
+    below the usual 4") and ``top_reason_features`` (the feature names, comma-separated), indexed
+    like ``X``. Rows outside ``mask`` get ``""``; a masked row where no single feature raises the risk
+    reads ``NO_SINGLE_REASON``.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     mask = np.asarray(mask, dtype=bool)
-    if mask.shape != (len(X),):
-        raise ValueError(f"mask must have one entry per row of X ({len(X)}), got shape {mask.shape}")
-    reasons = np.full(len(X), "", dtype=object)
+    risk = np.asarray(risk, dtype=float)
+    if mask.shape != (len(X),) or risk.shape != (len(X),):
+        raise ValueError(f"risk and mask must have one entry per row of X ({len(X)}): {risk.shape}, {mask.shape}")
+    missing = [column for column in X.columns if column not in usual]
+    if missing:
+        raise ValueError(f"no usual value for features {missing}")
+    texts = np.full(len(X), "", dtype=object)
+    names = np.full(len(X), "", dtype=object)
     if mask.any():
-        explained = X[mask] if isinstance(X, pd.DataFrame) else np.asarray(X)[mask]
-        attribution = forest if isinstance(forest, ForestAttribution) else ForestAttribution(forest)
-        _, contributions = attribution.contributions(explained, feature_names, n_jobs=n_jobs)
-        values = contributions.to_numpy()
-        order = np.argsort(-values, axis=1, kind="stable")[:, :k]
-        names = np.asarray(contributions.columns, dtype=object)[order]
-        names[np.take_along_axis(values, order, axis=1) <= 0] = ""
-        joined = names[:, 0]
-        for position in range(1, names.shape[1]):
-            following = names[:, position]
-            joined = np.where(following != "", joined + ", " + following, joined)
-        reasons[mask] = joined
-    index = X.index if isinstance(X, pd.DataFrame) else None
-    return pd.Series(reasons, index=index, name="top_reasons", dtype=object)
+        explained = X[mask]
+        drops = _risk_drops(probability, explained, risk[mask], usual, n_jobs)
+        order = np.argsort(-drops, axis=1, kind="stable")[:, :k]
+        kept = np.take_along_axis(drops, order, axis=1) > 0
+        columns = np.asarray(X.columns, dtype=object)
+        values = explained.to_numpy(dtype=float)
+        row_texts = [[] for _ in range(len(explained))]
+        row_names = [[] for _ in range(len(explained))]
+        for place in range(order.shape[1]):
+            for row in np.flatnonzero(kept[:, place]):
+                position = order[row, place]
+                column = columns[position]
+                row_names[row].append(column)
+                row_texts[row].append(
+                    reason_text(
+                        column, values[row, position], usual[column]["usual"], column in categorical_columns
+                    )
+                )
+        texts[mask] = ["; ".join(reasons) or NO_SINGLE_REASON for reasons in row_texts]
+        names[mask] = [",".join(features) for features in row_names]
+    return pd.DataFrame({"top_reasons": texts, "top_reason_features": names}, index=X.index)
 
 
 def _week_string(week) -> str:
@@ -365,10 +331,12 @@ def _aligned_segments(segments, features: pd.DataFrame) -> np.ndarray:
 class ChurnScorer:
     """A churn champion prepared to score: the one scoring path of the weekly batch and the online API.
 
-    The action rule matrix is prepared once and the tree attribution table on first use, so an
-    online request pays for neither. ``probability`` replaces ``model.predict_proba(X)[:, 1]`` with
-    an equivalent function of the feature frame (the online API passes a compiled model that was
-    checked against scikit-learn). ``n_jobs`` threads score row chunks in parallel.
+    The action rule matrix is prepared once, so an online request does not pay for it.
+    ``probability`` replaces ``model.predict_proba(X)[:, 1]`` with an equivalent function of the
+    feature frame (the online API passes a compiled model that was checked against scikit-learn).
+    ``usual_values`` (feature -> the reference population's usual range, see ``reasons.usual_values``)
+    are what the reasons compare a member with; they are stored with the model, so the weekly batch
+    and the online API give the same reasons. ``n_jobs`` threads score row chunks in parallel.
     """
 
     def __init__(
@@ -379,6 +347,7 @@ class ChurnScorer:
         action_table: pd.DataFrame,
         churn_model_version: str,
         *,
+        usual_values: UsualValues,
         probability: Callable[[pd.DataFrame], np.ndarray] | None = None,
         control_shares: Mapping[str, float] = DEFAULT_CONTROL_SHARES,
         n_jobs: int = 2,
@@ -388,22 +357,22 @@ class ChurnScorer:
         self.cutoffs = dict(cutoffs)
         self.churn_model_version = str(churn_model_version)
         self.n_jobs = n_jobs
+        self.usual_values = dict(usual_values)
         self._actions = action_matrix(action_table)
         self._control_shares = cell_control_shares(action_table, control_shares)
         self._probability = probability or (lambda rows: model.predict_proba(rows)[:, 1])
-        self._attribution: ForestAttribution | None = None
 
     @classmethod
     def from_bundle(cls, bundle: dict, action_table: pd.DataFrame, **options) -> ChurnScorer:
-        """From a registry bundle (``model``, ``feature_columns``, ``tier_cutoffs``, ``version``)."""
+        """From a registry bundle (``model``, ``feature_columns``, ``tier_cutoffs``, ``version`` and
+        ``usual_values``; a bundle stored before ``usual_values`` takes them from its drift reference)."""
         model, columns, cutoffs = bundle["model"], bundle["feature_columns"], bundle["tier_cutoffs"]
-        return cls(model, columns, cutoffs, action_table, bundle["version"], **options)
+        usual = bundle.get("usual_values") or usual_values_from_drift_reference(bundle["drift_reference"])
+        return cls(model, columns, cutoffs, action_table, bundle["version"], usual_values=usual, **options)
 
-    @property
-    def attribution(self) -> ForestAttribution:
-        if self._attribution is None:
-            self._attribution = ForestAttribution(unwrap_forest_pipeline(self.model))
-        return self._attribution
+    def reasons(self, X: pd.DataFrame, risk: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+        """``top_reasons`` of the masked rows of ``X`` (the model's feature columns) whose risk is ``risk``."""
+        return top_reasons(self._probability, X, risk, mask, self.usual_values, n_jobs=self.n_jobs)
 
     def score(
         self, features: pd.DataFrame, segments, week: str | date | pd.Timestamp, segmentation_model_version: str
@@ -431,11 +400,7 @@ class ChurnScorer:
         probability = _chunked_rows(self._probability, X, self.n_jobs)
         tiers = assign_tiers(probability, self.cutoffs)
         explain = np.isin(tiers.codes, [RISK_TIERS.index(tier) for tier in EXPLAINED_TIERS])
-        reasons = (
-            top_reasons(self.attribution, X, explain, self.feature_columns, n_jobs=self.n_jobs)
-            if explain.any()
-            else np.full(len(X), "", dtype=object)
-        )
+        reasons = self.reasons(X, probability, explain)
         scored = pd.DataFrame(
             {
                 "loyalty_number": features["loyalty_number"].to_numpy(dtype=np.int64),
@@ -445,7 +410,8 @@ class ChurnScorer:
                 "risk_tier": tiers,
                 "segment": segment_values,
                 "recommended_action": recommend_actions(segment_values, tiers, self._actions).to_numpy(),
-                "top_reasons": np.asarray(reasons, dtype=object),
+                "top_reasons": reasons["top_reasons"].to_numpy(),
+                "top_reason_features": reasons["top_reason_features"].to_numpy(),
                 "churn_model_version": self.churn_model_version,
                 "segmentation_model_version": str(segmentation_model_version),
             },
@@ -465,9 +431,15 @@ def score_members(
     churn_model_version: str,
     segmentation_model_version: str,
     n_jobs: int = 2,
+    usual: UsualValues | None = None,
 ) -> pd.DataFrame:
-    """``ChurnScorer.score`` with a scorer prepared for this one call (see :class:`ChurnScorer`)."""
-    scorer = ChurnScorer(model, feature_columns, cutoffs, action_table, churn_model_version, n_jobs=n_jobs)
+    """``ChurnScorer.score`` with a scorer prepared for this one call (see :class:`ChurnScorer`); the
+    usual values default to those of ``features`` themselves."""
+    if usual is None:
+        usual = usual_values(features, feature_columns, [c for c in CATEGORICAL_FEATURES if c in feature_columns])
+    scorer = ChurnScorer(
+        model, feature_columns, cutoffs, action_table, churn_model_version, usual_values=usual, n_jobs=n_jobs
+    )
     return scorer.score(features, segments, week, segmentation_model_version)
 
 
@@ -485,13 +457,14 @@ def add_relative_risk(predictions: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def tier_segment_counts(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Members per risk tier (rows, Low..Critical) and segment (columns), zeros included."""
-    tiers = pd.Categorical(predictions["risk_tier"].astype(object), categories=list(RISK_TIERS), ordered=True)
-    segments = pd.Categorical(predictions["segment"], categories=list(SEGMENT_NAMES))
-    return pd.crosstab(pd.Series(tiers, name="risk_tier"), pd.Series(segments, name="segment"), dropna=False).reindex(
-        index=list(RISK_TIERS), columns=list(SEGMENT_NAMES), fill_value=0
-    )
+def tier_segment_counts(predictions: pd.DataFrame, *, observed_only: bool = False) -> pd.DataFrame:
+    """Members per risk tier (rows) and segment (columns): every tier (Low..Critical) and segment with
+    zeros included, or with ``observed_only`` only the tiers and segments the predictions hold."""
+    counts = pd.crosstab(predictions["risk_tier"], predictions["segment"])  # in category order, if categorical
+    counts.index, counts.columns = counts.index.astype(object), counts.columns.astype(object)
+    if observed_only:
+        return counts
+    return counts.reindex(index=list(RISK_TIERS), columns=list(SEGMENT_NAMES), fill_value=0)
 
 
 def unscored_member_counts(

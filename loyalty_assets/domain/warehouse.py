@@ -1,14 +1,18 @@
-"""Loading weekly partitions into PostgreSQL (RDS) and Redshift, and handing the CRM file to AppFlow.
+"""Loading weekly partitions into PostgreSQL (RDS), Redshift and DuckDB, and handing the CRM file to AppFlow.
 
-Every load replaces one partition (all rows whose ``partition_column`` equals ``partition_value``)
-in a single transaction: the frame goes into a temporary staging table, is checked, then the
-partition's old rows are deleted and the staged rows inserted. A rerun replaces, never duplicates;
-any failure rolls back and leaves the previous rows in place. Loads of one table are serialized by
-a lock held until the transaction ends (see ``create_locked_table``), so two loads of the same
-partition at once also leave one copy; PostgreSQL tables can carry a primary key on top.
+One interface, ``TableSink``, loads a table the same way on every engine. ``replace_partition``
+replaces one partition (the rows a ``PartitionSlice`` selects) in a single transaction: the frame
+goes into a temporary staging table and is checked; the table is created when missing (with its
+primary key) and gains the frame's new columns; then the partition's old rows are deleted and the
+staged rows inserted. A rerun replaces, never duplicates; any failure rolls back and leaves the
+previous rows in place. Loads of one table are serialized by a lock held until the transaction
+ends (a transaction-level advisory lock on PostgreSQL, ``LOCK`` on Redshift, a process lock on
+DuckDB, whose file lock keeps other processes out), so two loads of one partition at once also
+leave one copy.
 
-Identifiers (schema, table, column names) are validated and double-quoted, never formatted in from
-data; values travel as bind parameters or through COPY.
+Identifiers (schema, table, column names) are validated, then quoted by the engine's library
+(``psycopg2.sql.Identifier``, DuckDB's ``ColumnExpression``), as are literals (``psycopg2.sql.Literal``,
+DuckDB's ``ConstantExpression``); frames travel through COPY or a registered DuckDB view.
 """
 
 from __future__ import annotations
@@ -17,16 +21,27 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import psycopg2
 import psycopg2.extensions
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pandas.api import types as pdt
+from psycopg2 import sql
 
 from loyalty_assets.domain.redaction import mask_quoted, one_line, redact
+from loyalty_assets.domain.storage import split_s3_uri
 
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # A SQL type name such as ``bigint``, ``double precision``, ``numeric(5, 2)`` or ``varchar(65535)``.
@@ -37,24 +52,22 @@ CRM_COLUMNS = [
     "loyalty_number", "week", "churn_risk_pct", "risk_tier", "segment", "recommended_action", "experiment_arm",
 ]  # fmt: skip
 
-# Type names valid in both PostgreSQL and Redshift, except the string type: Redshift turns TEXT
+# Type names valid in PostgreSQL, Redshift and DuckDB, except the string type: Redshift turns TEXT
 # into VARCHAR(256), so it gets the widest VARCHAR instead.
 POSTGRES_STRING_TYPE = "text"
 REDSHIFT_STRING_TYPE = "varchar(65535)"
 
+# DuckDB loads of this process take turns (see ``open_duckdb_sink``).
+_DUCKDB_LOAD_LOCK = threading.Lock()
 
-def quote_identifier(name: str) -> str:
-    """``name`` double-quoted, after checking it is a plain identifier (letters, digits, _; <= 63)."""
+
+def checked_identifier(name: str) -> str:
+    """``name`` unchanged, after checking it is a plain identifier (letters, digits, _; <= 63)."""
     if not isinstance(name, str) or not IDENTIFIER_PATTERN.fullmatch(name):
         raise ValueError(
             f"unsafe SQL identifier {name!r}: expected a letter or _ followed by up to 62 letters, digits or _"
         )
-    return f'"{name}"'
-
-
-def qualified_table(table: str, schema: str | None = None) -> str:
-    """``"schema"."table"`` or ``"table"``, each part validated."""
-    return f"{quote_identifier(schema)}.{quote_identifier(table)}" if schema else quote_identifier(table)
+    return name
 
 
 def postgres_target(dsn: str) -> str:
@@ -112,7 +125,7 @@ def sql_column_types(
         raise ValueError(f"column type overrides for columns not in the frame: {unknown}")
     column_types = {}
     for column, dtype in frame.dtypes.items():
-        quote_identifier(column)
+        checked_identifier(column)
         if column in overrides:
             if not SQL_TYPE_PATTERN.fullmatch(overrides[column]):
                 raise ValueError(f"unsafe SQL type {overrides[column]!r} for column {column!r}")
@@ -135,148 +148,202 @@ def _sql_type_for_dtype(column: str, dtype: Any, string_type: str) -> str:
         return "timestamp"
     if pdt.is_object_dtype(dtype) or pdt.is_string_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
         return string_type
-    raise ValueError(f"no SQL type for column {column!r} of dtype {dtype}; pass one in columns_sql")
+    raise ValueError(f"no SQL type for column {column!r} of dtype {dtype}; pass one in column_types")
 
 
-def replace_partition_postgres(
-    conn: psycopg2.extensions.connection,
-    table: str,
-    frame: pd.DataFrame,
-    partition_column: str,
-    partition_value: Any,
-    schema: str | None = None,
-    columns_sql: Mapping[str, str] | None = None,
-    primary_key: Sequence[str] = (),
-) -> int:
-    """Replace one partition of ``schema.table`` with ``frame``; returns the rows written.
+@dataclass(frozen=True)
+class PartitionSlice:
+    """The rows of one partition column a load replaces: ``column`` equal to one of ``values`` or,
+    for a time window, ``window[0] <= column < window[1]``."""
 
-    Creates the table when missing (types from the dtypes, ``columns_sql`` overrides per column,
-    ``primary_key`` if given, also added to an existing table without one), COPYs the frame into a
-    temporary staging table, then deletes the partition and inserts the staged rows, all in one
-    transaction that is committed on ``conn``.
-    """
-    column_types = sql_column_types(frame, columns_sql, POSTGRES_STRING_TYPE)
+    column: str
+    values: tuple[Any, ...] = ()
+    window: tuple[Any, Any] | None = None
 
-    def load_staging(cursor) -> None:
-        _copy_frame_from_stdin(cursor, frame)
+    def __post_init__(self) -> None:
+        checked_identifier(self.column)
+        if any(value is None for value in self.values):
+            raise ValueError(f"partition values of {self.column!r} must not be None")
 
-    return _replace_partition(
-        conn, table, schema, frame, column_types, partition_column, partition_value, load_staging, primary_key
-    )
+    def outside(self) -> str:
+        """What a row outside the slice has, for messages."""
+        if self.window is not None:
+            return f"{self.column} outside [{self.window[0]}, {self.window[1]})"
+        if len(self.values) == 1:
+            return f"{self.column} other than {self.values[0]!r}"
+        return f"{self.column} not in {list(self.values)!r}"
 
 
-def redshift_copy_parquet_sql(table: str, s3_uri: str, iam_role: str, schema: str | None = None) -> str:
-    """``COPY "schema"."table" FROM 's3://...' IAM_ROLE 'arn:aws:iam::...' FORMAT AS PARQUET``."""
-    if not isinstance(s3_uri, str) or not s3_uri.startswith("s3://") or len(s3_uri) <= len("s3://"):
-        raise ValueError(f"Redshift COPY needs an s3:// URI, got {s3_uri!r}")
-    if not isinstance(iam_role, str) or not iam_role.startswith("arn:aws:iam::"):
-        raise ValueError(f"Redshift COPY needs an IAM role ARN (arn:aws:iam::...), got {iam_role!r}")
-    return (
-        f"COPY {qualified_table(table, schema)} FROM {_sql_string_literal(s3_uri)} "
-        f"IAM_ROLE {_sql_string_literal(iam_role)} FORMAT AS PARQUET"
-    )
+class SqlQuoting(ABC):
+    """Identifiers and literals as SQL text, quoted by the engine's library."""
+
+    def identifier(self, *parts: str | None) -> str:
+        """``"schema"."table"`` (a None part is left out), each part validated first."""
+        return self._quote_identifier(*(checked_identifier(part) for part in parts if part is not None))
+
+    def literal(self, value: Any) -> str:
+        return self._quote_literal(value.item() if isinstance(value, np.generic) else value)
+
+    def condition(self, partition: Sequence[PartitionSlice]) -> str:
+        """The SQL condition selecting ``partition`` (every slice holds; no slice: every row)."""
+        clauses = []
+        for part in partition:
+            column = self.identifier(part.column)
+            if part.window is not None:
+                start, end = (self.literal(bound) for bound in part.window)
+                clauses.append(f"{column} >= {start} AND {column} < {end}")
+            elif part.values:
+                clauses.append(f"{column} IN ({', '.join(self.literal(value) for value in part.values)})")
+            else:
+                clauses.append("FALSE")
+        return " AND ".join(clauses) or "TRUE"
+
+    def select(
+        self, table: str, partition: Sequence[PartitionSlice], schema: str | None = None, columns: Sequence[str] = ()
+    ) -> str:
+        """``SELECT`` the partition's rows (``columns``, or all of them)."""
+        column_list = ", ".join(self.identifier(column) for column in columns) or "*"
+        return f"SELECT {column_list} FROM {self.identifier(schema, table)} WHERE {self.condition(partition)}"
+
+    @abstractmethod
+    def _quote_identifier(self, *parts: str) -> str: ...
+
+    @abstractmethod
+    def _quote_literal(self, value: Any) -> str: ...
 
 
-def replace_partition_redshift(
-    conn: psycopg2.extensions.connection,
-    table: str,
-    frame: pd.DataFrame,
-    partition_column: str,
-    partition_value: Any,
-    *,
-    s3_uri: str | None = None,
-    iam_role: str | None = None,
-    schema: str | None = None,
-) -> int:
-    """Replace one partition of a Redshift table with ``frame``; returns the rows written.
+class PsycopgQuoting(SqlQuoting):
+    """``psycopg2.sql``, rendered for one PostgreSQL or Redshift connection."""
 
-    With ``s3_uri`` and ``iam_role`` the staging table is filled by ``COPY ... FORMAT AS PARQUET``:
-    the object at ``s3_uri`` must already hold ``frame`` as Parquet, columns in frame order (its row
-    count is checked against ``len(frame)``). Without them the frame is sent with COPY FROM STDIN,
-    which works on a PostgreSQL-protocol endpoint without S3 access (local tests).
-    """
-    if (s3_uri is None) != (iam_role is None):
-        raise ValueError("s3_uri and iam_role go together: give both for COPY FROM S3, or neither")
-    column_types = sql_column_types(frame, string_type=REDSHIFT_STRING_TYPE)
+    def __init__(self, conn: psycopg2.extensions.connection):
+        self.conn = conn
 
-    def load_staging(cursor) -> None:
-        if s3_uri is None:
-            _copy_frame_from_stdin(cursor, frame)
-        else:
-            cursor.execute(redshift_copy_parquet_sql(STAGING_TABLE, s3_uri, iam_role))
+    def _quote_identifier(self, *parts: str) -> str:
+        return sql.Identifier(*parts).as_string(self.conn)
 
-    return _replace_partition(conn, table, schema, frame, column_types, partition_column, partition_value, load_staging)
+    def _quote_literal(self, value: Any) -> str:
+        return sql.Literal(value).as_string(self.conn)
 
 
-def _replace_partition(
-    conn: psycopg2.extensions.connection,
-    table: str,
-    schema: str | None,
-    frame: pd.DataFrame,
-    column_types: Mapping[str, str],
-    partition_column: str,
-    partition_value: Any,
-    load_staging: Callable[[Any], None],
-    primary_key: Sequence[str] = (),
-) -> int:
-    if partition_column not in frame.columns:
-        raise ValueError(f"partition column {partition_column!r} is not in the frame: {list(frame.columns)}")
-    if partition_value is None:
-        raise ValueError("partition_value must not be None")
-    if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
-        raise RuntimeError(
-            "the connection has an open transaction; commit or roll it back first, "
-            "the partition swap must run in a transaction of its own"
-        )
-    if isinstance(partition_value, np.generic):
-        partition_value = partition_value.item()  # psycopg2 cannot adapt numpy scalars
-    target = qualified_table(table, schema)
-    staging = quote_identifier(STAGING_TABLE)
-    column_definitions = ", ".join(
-        f"{quote_identifier(column)} {sql_type}" for column, sql_type in column_types.items()
-    )
-    column_list = ", ".join(quote_identifier(column) for column in frame.columns)
-    partition = quote_identifier(partition_column)
+class DuckDBQuoting(SqlQuoting):
+    """DuckDB's expression API; it needs no connection, so it also renders SQL shown to people."""
 
-    autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(f"CREATE TEMP TABLE {staging} ({column_definitions})")
-            load_staging(cursor)
-            # CASE rather than FILTER / IS DISTINCT FROM, which Redshift lacks; NULL counts as foreign.
-            cursor.execute(
-                f"SELECT count(*), coalesce(sum(CASE WHEN {partition} = %s THEN 0 ELSE 1 END), 0) FROM {staging}",
-                (partition_value,),
+    def _quote_identifier(self, *parts: str) -> str:
+        return str(duckdb.ColumnExpression(*parts))
+
+    def _quote_literal(self, value: Any) -> str:
+        return str(duckdb.ConstantExpression(value))
+
+
+class TableSink(ABC):
+    """Replaces partitions of tables in one engine; the engines differ only in the hooks below."""
+
+    string_type = POSTGRES_STRING_TYPE
+    quoting: SqlQuoting
+
+    def replace_partition(
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        partition: Sequence[PartitionSlice],
+        *,
+        schema: str | None = None,
+        column_types: Mapping[str, str] | None = None,
+        primary_key: Sequence[str] = (),
+    ) -> int:
+        """Replace the rows of ``partition`` in ``schema.table`` with ``frame``; returns the rows written.
+
+        Creates the table when missing (types from the dtypes, ``column_types`` overrides per
+        column, ``primary_key`` if given, also added to an existing table without one), adds the
+        frame's columns a table of an earlier release lacks (older rows hold NULL), and refuses a
+        frame with rows outside ``partition``. One transaction, committed at the end.
+        """
+        types = sql_column_types(frame, column_types, self.string_type)
+        for part in partition:
+            if part.column not in frame.columns:
+                raise ValueError(f"partition column {part.column!r} is not in the frame: {list(frame.columns)}")
+        quote = self.quoting.identifier
+        target = quote(schema, table)
+        staging = quote(STAGING_TABLE)
+        definitions = ", ".join(f"{quote(column)} {sql_type}" for column, sql_type in types.items())
+        columns = ", ".join(quote(column) for column in frame.columns)
+        condition = self.quoting.condition(partition)
+        with self.transaction():
+            self.execute(f"CREATE TEMP TABLE {staging} ({definitions})")
+            if not frame.empty:
+                self.load_staging(frame, columns, schema, table)
+            # CASE rather than FILTER / IS DISTINCT FROM, which Redshift lacks; NULL counts as outside.
+            ((staged, outside),) = self.execute(
+                f"SELECT count(*), coalesce(sum(CASE WHEN {condition} THEN 0 ELSE 1 END), 0) FROM {staging}"
             )
-            staged_rows, foreign_rows = cursor.fetchone()
-            if staged_rows != len(frame):
-                raise ValueError(f"staging for {target} holds {staged_rows} rows, the frame has {len(frame)}")
-            if foreign_rows:
+            if staged != len(frame):
+                raise ValueError(f"staging for {target} holds {staged} rows, the frame has {len(frame)}")
+            if outside:
+                described = " or ".join(part.outside() for part in partition)
                 raise ValueError(
-                    f"{foreign_rows} rows have {partition_column} other than {partition_value!r}; "
-                    f"a load into {target} may only hold the partition it replaces"
+                    f"{outside} rows have {described}; a load into {target} may only hold the partition it replaces"
                 )
-            create_locked_table(cursor, target, column_definitions, primary_key)
-            _add_new_columns(cursor, target, column_types)
-            cursor.execute(f"DELETE FROM {target} WHERE {partition} = %s", (partition_value,))
-            if primary_key:
-                _ensure_primary_key(cursor, target, primary_key)
-            cursor.execute(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM {staging}")
-            written = cursor.rowcount
-            cursor.execute(f"DROP TABLE {staging}")
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        conn.autocommit = autocommit
-    return written
+            key = ", ".join(quote(column) for column in primary_key)
+            self.create_locked_table(schema, target, definitions, key)
+            self._add_new_columns(schema, table, target, types)
+            self.execute(f"DELETE FROM {target} WHERE {condition}")
+            if key:
+                self._ensure_primary_key(schema, table, target, key)
+            self.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging}")
+            self.execute(f"DROP TABLE {staging}")
+        return staged
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """One transaction, committed on success and rolled back on any error."""
+
+    @abstractmethod
+    def execute(self, statement: str | sql.Composable) -> list[tuple]:
+        """Run one statement; its rows, or ``[]`` for a statement that returns none."""
+
+    @abstractmethod
+    def load_staging(self, frame: pd.DataFrame, columns: str, schema: str | None, table: str) -> None:
+        """Fill the staging table (``columns`` quoted, in frame order) with ``frame``."""
+
+    @abstractmethod
+    def create_locked_table(self, schema: str | None, target: str, definitions: str, key: str) -> None:
+        """Create ``target`` (columns ``definitions``, primary key ``key`` unless empty) when missing,
+        and hold the table's load lock until the transaction ends."""
+
+    def _catalog_filter(self, schema: str | None, table: str) -> str:
+        table_schema = self.quoting.literal(schema) if schema else "current_schema()"
+        return f"table_schema = {table_schema} AND table_name = {self.quoting.literal(table)}"
+
+    def _add_new_columns(self, schema: str | None, table: str, target: str, types: Mapping[str, str]) -> None:
+        rows = self.execute(
+            f"SELECT column_name FROM information_schema.columns WHERE {self._catalog_filter(schema, table)}"
+        )
+        existing = {name for (name,) in rows}
+        for column, sql_type in types.items():
+            if column not in existing:
+                self.execute(f"ALTER TABLE {target} ADD COLUMN {self.quoting.identifier(column)} {sql_type}")
+
+    def _ensure_primary_key(self, schema: str | None, table: str, target: str, key: str) -> None:
+        """Add the primary key to a table created before it existed; duplicates already there are named."""
+        ((keys,),) = self.execute(
+            "SELECT count(*) FROM information_schema.table_constraints "
+            f"WHERE {self._catalog_filter(schema, table)} AND constraint_type = 'PRIMARY KEY'"
+        )
+        if keys:
+            return
+        ((duplicated,),) = self.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {target} GROUP BY {key} HAVING count(*) > 1) AS d"
+        )
+        if duplicated:
+            raise ValueError(
+                f"{target} holds {duplicated} duplicated ({key}) keys from earlier loads: delete the extra rows, "
+                "then load again so the primary key can be added"
+            )
+        self.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({key})")
 
 
-def is_redshift(cursor) -> bool:
-    cursor.execute("SELECT version()")
-    return "Redshift" in cursor.fetchone()[0]
+def with_primary_key(definitions: str, key: str) -> str:
+    return f"{definitions}, PRIMARY KEY ({key})" if key else definitions
 
 
 def table_lock_key(target: str) -> int:
@@ -284,71 +351,180 @@ def table_lock_key(target: str) -> int:
     return int.from_bytes(hashlib.sha256(target.encode()).digest()[:8], "big", signed=True)
 
 
-def lock_table_for_load(cursor, target: str, redshift: bool) -> None:
-    """Serialize loads of ``target`` until the transaction ends.
+class PostgresTableSink(TableSink):
+    """PostgreSQL through psycopg2: COPY FROM STDIN into the staging table.
 
-    PostgreSQL: a transaction-level advisory lock on a hash of the name, which works before the
-    table exists, so concurrent first loads do not race in CREATE TABLE (pg_type's unique index).
-    Redshift has no advisory locks: LOCK (exclusive), which needs the table to exist.
+    Also the base of Redshift, and it detects a Redshift server: PostgreSQL takes a
+    transaction-level advisory lock on a hash of the table name, which works before the table
+    exists, so concurrent first loads do not race in CREATE TABLE (pg_type's unique index).
+    Redshift has no advisory locks: ``LOCK`` (exclusive), which needs the table to exist.
     """
-    if redshift:
-        cursor.execute(f"LOCK {target}")
-    else:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (table_lock_key(target),))
+
+    def __init__(self, conn: psycopg2.extensions.connection):
+        self.conn = conn
+        self.quoting = PsycopgQuoting(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self.conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            raise RuntimeError(
+                "the connection has an open transaction; commit or roll it back first, "
+                "the partition swap must run in a transaction of its own"
+            )
+        autocommit = self.conn.autocommit
+        self.conn.autocommit = False
+        try:
+            yield
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        finally:
+            self.conn.autocommit = autocommit
+
+    def execute(self, statement: str | sql.Composable) -> list[tuple]:
+        with self.conn.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def load_staging(self, frame: pd.DataFrame, columns: str, schema: str | None, table: str) -> None:
+        """COPY ``frame`` as CSV; missing values (and empty strings) load as NULL."""
+        staging = self.quoting.identifier(STAGING_TABLE)
+        statement = f"COPY {staging} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)"
+        with self.conn.cursor() as cursor:
+            cursor.copy_expert(statement, io.StringIO(frame.to_csv(index=False, header=True)))
+
+    def create_locked_table(self, schema: str | None, target: str, definitions: str, key: str) -> None:
+        ((version,),) = self.execute("SELECT version()")
+        redshift = "Redshift" in version
+        if redshift and key:
+            raise ValueError(f"Redshift does not enforce primary keys; {target} relies on the load lock alone")
+        if not redshift:
+            self.execute(f"SELECT pg_advisory_xact_lock({table_lock_key(target)})")
+        self.execute(f"CREATE TABLE IF NOT EXISTS {target} ({with_primary_key(definitions, key)})")
+        if redshift:
+            self.execute(f"LOCK {target}")
 
 
-def create_locked_table(cursor, target: str, column_definitions: str, primary_key: Sequence[str] = ()) -> None:
-    """Create ``target`` when missing, holding the load lock of ``lock_table_for_load`` until the
-    transaction ends. A primary key only on PostgreSQL: Redshift accepts one but does not enforce it."""
-    redshift = is_redshift(cursor)
-    if primary_key and redshift:
-        raise ValueError(f"Redshift does not enforce primary keys; {target} relies on the load lock alone")
-    key = f", PRIMARY KEY ({', '.join(quote_identifier(column) for column in primary_key)})" if primary_key else ""
-    if not redshift:
-        lock_table_for_load(cursor, target, redshift)
-    cursor.execute(f"CREATE TABLE IF NOT EXISTS {target} ({column_definitions}{key})")
-    if redshift:
-        lock_table_for_load(cursor, target, redshift)
+class RedshiftTableSink(PostgresTableSink):
+    """Redshift: the staging table is filled by ``COPY ... FORMAT AS PARQUET IAM_ROLE`` from an S3
+    object when ``s3_staging`` is given, otherwise by COPY FROM STDIN, which a PostgreSQL-protocol
+    endpoint without S3 access accepts (and PostgreSQL itself, in tests). No primary key: Redshift
+    does not enforce one (and its planner trusts it), so the load lock keeps one copy per partition.
+    """
+
+    string_type = REDSHIFT_STRING_TYPE
+
+    def __init__(self, conn: psycopg2.extensions.connection, s3_staging: RedshiftS3Staging | None = None):
+        super().__init__(conn)
+        self.s3_staging = s3_staging
+
+    def load_staging(self, frame: pd.DataFrame, columns: str, schema: str | None, table: str) -> None:
+        if self.s3_staging is None:
+            super().load_staging(frame, columns, schema, table)
+            return
+        object_uri = self.s3_staging.object_uri(schema, table, uuid.uuid4().hex)
+        self.s3_staging.upload(frame, object_uri)
+        try:
+            self.execute(self.s3_staging.copy_sql(object_uri))
+        finally:
+            self.s3_staging.delete(object_uri)
 
 
-def _add_new_columns(cursor, target: str, column_types: Mapping[str, str]) -> None:
-    """Columns the frame has and a table of an earlier release lacks are added (older rows hold NULL)."""
-    cursor.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0", (target,))
-    existing = {name for (name,) in cursor.fetchall()}
-    for column, sql_type in column_types.items():
-        if column not in existing:
-            cursor.execute(f"ALTER TABLE {target} ADD COLUMN {quote_identifier(column)} {sql_type}")
+class DuckDBTableSink(TableSink):
+    """A DuckDB database: the frame is registered as a view and inserted into the staging table by
+    column name. Open it with ``open_duckdb_sink``, which holds the process's load lock."""
+
+    quoting = DuckDBQuoting()
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection):
+        self.conn = conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def execute(self, statement: str | sql.Composable) -> list[tuple]:
+        result = self.conn.execute(statement)
+        return result.fetchall() if result.description else []
+
+    def load_staging(self, frame: pd.DataFrame, columns: str, schema: str | None, table: str) -> None:
+        view = f"{STAGING_TABLE}_frame"
+        self.conn.register(view, frame)
+        try:
+            self.execute(f"INSERT INTO {self.quoting.identifier(STAGING_TABLE)} BY NAME SELECT * FROM {view}")
+        finally:
+            self.conn.unregister(view)
+
+    def create_locked_table(self, schema: str | None, target: str, definitions: str, key: str) -> None:
+        if schema:
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quoting.identifier(schema)}")
+        self.execute(f"CREATE TABLE IF NOT EXISTS {target} ({with_primary_key(definitions, key)})")
 
 
-def _ensure_primary_key(cursor, target: str, primary_key: Sequence[str]) -> None:
-    """Add the primary key to a table created before it existed; duplicates already there are named."""
-    cursor.execute("SELECT count(*) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'", (target,))
-    if cursor.fetchone()[0]:
-        return
-    columns = ", ".join(quote_identifier(column) for column in primary_key)
-    cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM {target} GROUP BY {columns} HAVING count(*) > 1) AS d")
-    (duplicated,) = cursor.fetchone()
-    if duplicated:
-        raise ValueError(
-            f"{target} holds {duplicated} duplicated ({columns}) keys from earlier loads: delete the extra rows, "
-            "then load again so the primary key can be added"
-        )
-    cursor.execute(f"ALTER TABLE {target} ADD PRIMARY KEY ({columns})")
+@contextmanager
+def open_duckdb_sink(path: str) -> Iterator[DuckDBTableSink]:
+    """A sink on the DuckDB file (its folder created when missing), holding the process's load lock
+    until it closes: threads share one DuckDB instance per file, and connecting while another
+    thread loads fails. Another process fails on DuckDB's file lock while one writes."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with _DUCKDB_LOAD_LOCK, duckdb.connect(path) as conn:
+        yield DuckDBTableSink(conn)
 
 
-def _copy_frame_from_stdin(cursor, frame: pd.DataFrame) -> None:
-    """COPY ``frame`` into the staging table as CSV; missing values (and empty strings) load as NULL."""
-    column_list = ", ".join(quote_identifier(column) for column in frame.columns)
-    buffer = io.StringIO(frame.to_csv(index=False, header=True))
-    cursor.copy_expert(
-        f"COPY {quote_identifier(STAGING_TABLE)} ({column_list}) FROM STDIN WITH (FORMAT csv, HEADER true)", buffer
+def redshift_copy_parquet_sql(table: str, s3_uri: str, iam_role: str, schema: str | None = None) -> sql.Composed:
+    """``COPY "schema"."table" FROM 's3://...' IAM_ROLE 'arn:aws:iam::...' FORMAT AS PARQUET``."""
+    if not isinstance(s3_uri, str) or not s3_uri.startswith("s3://") or len(s3_uri) <= len("s3://"):
+        raise ValueError(f"Redshift COPY needs an s3:// URI, got {s3_uri!r}")
+    if not isinstance(iam_role, str) or not iam_role.startswith("arn:aws:iam::"):
+        raise ValueError(f"Redshift COPY needs an IAM role ARN (arn:aws:iam::...), got {iam_role!r}")
+    if any(character in value for value in (s3_uri, iam_role) for character in "\\\x00"):
+        # Redshift reads a backslash in a literal as an escape; no S3 key or ARN needs one.
+        raise ValueError(f"refusing a SQL literal with a backslash or NUL: {s3_uri!r}, {iam_role!r}")
+    parts = [checked_identifier(part) for part in (schema, table) if part is not None]
+    return sql.SQL("COPY {} FROM {} IAM_ROLE {} FORMAT AS PARQUET").format(
+        sql.Identifier(*parts), sql.Literal(s3_uri), sql.Literal(iam_role)
     )
 
 
-def _sql_string_literal(value: str) -> str:
-    if "\\" in value or "\x00" in value:
-        raise ValueError(f"refusing a SQL literal with a backslash or NUL: {value!r}")
-    return "'" + value.replace("'", "''") + "'"
+class RedshiftS3Staging:
+    """Stages a frame as one Parquet object under ``staging_uri`` for ``COPY ... FORMAT AS PARQUET``."""
+
+    def __init__(self, s3_client: Any, staging_uri: str, iam_role: str):
+        self.s3_client = s3_client
+        self.bucket, self.prefix = split_s3_uri(staging_uri)
+        self.iam_role = iam_role
+
+    def object_uri(self, schema: str | None, table: str, token: str) -> str:
+        key = "/".join(part for part in (self.prefix, schema, table, f"{token}.parquet") if part)
+        return f"s3://{self.bucket}/{key}"
+
+    def upload(self, frame: pd.DataFrame, object_uri: str) -> None:
+        """Write ``frame`` as Parquet, columns in frame order (COPY maps them by position)."""
+        buffer = io.BytesIO()
+        # Redshift reads Parquet timestamps in micro- or milliseconds, not pandas' nanoseconds.
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            buffer,
+            coerce_timestamps="us",
+            allow_truncated_timestamps=True,
+        )
+        bucket, key = split_s3_uri(object_uri)
+        self.s3_client.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+
+    def copy_sql(self, object_uri: str) -> sql.Composed:
+        """The statement that fills the staging table from the object."""
+        return redshift_copy_parquet_sql(STAGING_TABLE, object_uri, self.iam_role)
+
+    def delete(self, object_uri: str) -> None:
+        bucket, key = split_s3_uri(object_uri)
+        self.s3_client.delete_object(Bucket=bucket, Key=key)
 
 
 def crm_export(predictions: pd.DataFrame) -> pd.DataFrame:

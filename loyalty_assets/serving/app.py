@@ -256,7 +256,8 @@ def serve(host: str, port: int) -> None:
     from loyalty_assets.settings import load_api_settings, load_settings
 
     api_settings = load_api_settings()
-    store = store_for_uri(load_settings().lake_uri)
+    settings = load_settings()
+    store = store_for_uri(settings.lake_uri, settings)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     uvicorn.run(
         build_app(store, api_settings),

@@ -1,8 +1,9 @@
 """What the online API serves, loaded from the lake and swapped whole when the registry changes.
 
 - ``Champions``: the promoted churn and segmentation versions (the last entries of the registry's
-  promotion histories), the churn model compiled and checked (``compiled``), and the
-  ``ChurnScorer`` the weekly batch also scores with.
+  promotion histories), the churn model compiled and checked (``compiled``), the ``ChurnScorer``
+  the weekly batch also scores with, and the one-member fast path (``one_member``) when it
+  reproduced the batch rows on the validation rows.
 - ``ScoredWeek``: the latest ``churn_predictions`` week, for member look-ups.
 - ``ServingState`` holds one reference to each. ``refresh`` builds a new object completely, then
   replaces the reference in one assignment; a request reads the reference once, so it never sees a
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -23,13 +23,15 @@ import numpy as np
 import pandas as pd
 
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.lake_keys import PARQUET_SUFFIX, asset_folder, asset_object_key, asset_partition
 from loyalty_assets.domain.scoring import ChurnScorer, load_action_table
 from loyalty_assets.domain.segmentation import SegmentationModel
 from loyalty_assets.domain.storage import ObjectStore, parquet_bytes_to_dataframe
-from loyalty_assets.serving.compiled import ServingModel, compile_churn_model
+from loyalty_assets.serving.compiled import ServingModel, UnsupportedModel, compile_churn_model
+from loyalty_assets.serving.one_member import CHECK_ROWS, MemberScorer, current_week
 
 logger = logging.getLogger("loyalty_assets.serving")
-WEEK_KEY = re.compile(r"^churn_predictions/(\d{4}-\d{2}-\d{2})\.parquet$")
+PREDICTIONS_ASSET = "churn_predictions"
 
 
 def _now() -> str:
@@ -49,7 +51,7 @@ def champion_versions(store: ObjectStore) -> tuple[str, str]:
 
 def validation_rows(store: ObjectStore, record: dict) -> pd.DataFrame | None:
     """The churn version's validation rows from its training set in the lake, if it is still there."""
-    key = f"churn_training_set/{record['source_partition']}.parquet"
+    key = asset_object_key("churn_training_set", record["source_partition"], PARQUET_SUFFIX)
     if not store.exists(key):
         return None
     training_set = parquet_bytes_to_dataframe(store.get_bytes(key))
@@ -64,6 +66,8 @@ class Champions:
     scorer: ChurnScorer
     segmentation: SegmentationModel
     compiled: ServingModel
+    member_scorer: MemberScorer | None  # None: the batch code scores each request
+    member_scorer_note: str
     churn_record: dict
     segmentation_record: dict
     loaded_at: str
@@ -84,6 +88,7 @@ class Champions:
                 "metrics": churn_metrics,
                 "tier_cutoffs": self.scorer.cutoffs,
                 "inference": self.compiled.describe(),
+                "one_member_path": {"enabled": self.member_scorer is not None, "note": self.member_scorer_note},
             },
             "segmentation": {
                 "source_partition": self.segmentation_record.get("source_partition"),
@@ -94,25 +99,52 @@ class Champions:
 
 
 def load_champions(store: ObjectStore, churn_version: str, segmentation_version: str) -> Champions:
-    """Both champions ready to serve: compiled and checked, attribution table built."""
+    """Both champions ready to serve: compiled and checked against scikit-learn."""
     started = time.perf_counter()
     churn = registry.load_bundle(store, "churn", churn_version)
     segmentation = registry.load_bundle(store, "segmentation", segmentation_version)
     churn_record = registry.record(store, "churn", churn_version)
-    compiled = compile_churn_model(churn["model"], churn["feature_columns"], validation_rows(store, churn_record))
-    scorer = ChurnScorer.from_bundle(churn, load_action_table(), probability=compiled.probability, n_jobs=1)
-    scorer.attribution  # built here, never inside a request
+    check_rows = validation_rows(store, churn_record)
+    compiled = compile_churn_model(churn["model"], churn["feature_columns"], check_rows)
+    action_table = load_action_table()
+    scorer = ChurnScorer.from_bundle(churn, action_table, probability=compiled.probability, n_jobs=1)
+    member_scorer, note = _member_scorer(scorer, segmentation, segmentation_version, compiled, action_table, check_rows)
     return Champions(
         churn_version=churn_version,
         segmentation_version=segmentation_version,
         scorer=scorer,
         segmentation=segmentation["model"],
         compiled=compiled,
+        member_scorer=member_scorer,
+        member_scorer_note=note,
         churn_record=churn_record,
         segmentation_record=registry.record(store, "segmentation", segmentation_version),
         loaded_at=_now(),
         load_seconds=time.perf_counter() - started,
     )
+
+
+def _member_scorer(
+    scorer: ChurnScorer,
+    segmentation: dict,
+    segmentation_version: str,
+    compiled: ServingModel,
+    action_table: pd.DataFrame,
+    check_rows: pd.DataFrame | None,
+) -> tuple[MemberScorer | None, str]:
+    """The fast path when it gives the batch's rows on the last validation snapshot, else None and why."""
+    if check_rows is None or check_rows.empty:
+        return None, "no validation rows to check the one-member path against; the batch code scores"
+    try:
+        member_scorer = MemberScorer(scorer, segmentation["model"], segmentation_version, compiled, action_table)
+    except (UnsupportedModel, TypeError, ValueError) as error:  # a champion the fast path does not know
+        return None, f"{type(error).__name__}: {error}; the batch code scores"
+    last_snapshot = check_rows[check_rows["snapshot_month"] == check_rows["snapshot_month"].max()]
+    differences = member_scorer.check_against_batch(last_snapshot, current_week())
+    if differences:
+        logger.error("one-member path differs from the batch: %s", "; ".join(differences))
+        return None, f"differs from the batch ({'; '.join(differences[:3])}); the batch code scores"
+    return member_scorer, f"equal to the batch rows on {min(len(last_snapshot), CHECK_ROWS)} validation rows"
 
 
 @dataclass(frozen=True)
@@ -138,7 +170,8 @@ class ScoredWeek:
 
 
 def latest_week(store: ObjectStore) -> str | None:
-    weeks = [match.group(1) for key in store.list_keys("churn_predictions") if (match := WEEK_KEY.match(key))]
+    keys = store.list_keys(asset_folder(PREDICTIONS_ASSET))
+    weeks = [week for key in keys if (week := asset_partition(key, PREDICTIONS_ASSET, PARQUET_SUFFIX))]
     return max(weeks, default=None)
 
 
@@ -171,7 +204,8 @@ class ServingState:
                     )
                 week = latest_week(self.store)
                 if week is not None and (self.week is None or self.week.week != week):
-                    predictions = parquet_bytes_to_dataframe(self.store.get_bytes(f"churn_predictions/{week}.parquet"))
+                    key = asset_object_key(PREDICTIONS_ASSET, week, PARQUET_SUFFIX)
+                    predictions = parquet_bytes_to_dataframe(self.store.get_bytes(key))
                     self.week = ScoredWeek.from_predictions(week, predictions)
                     logger.info("serving member look-ups from week %s (%d members)", week, len(predictions))
                 self.last_error = None

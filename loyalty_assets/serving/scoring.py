@@ -1,8 +1,10 @@
 """One member scored online: the request body, its checks, and the same domain code as the batch.
 
-Features come from ``features.member_features`` (the formulas of ``build_features``), segments
-from ``segmentation.assign_segments`` and risk, tier, action and reasons from the champion's
-``ChurnScorer``, the object the weekly ``churn_predictions`` asset scores with.
+Features come from ``features.member_features`` (the formulas of ``build_features``). The row is
+the one-member fast path's (``one_member.MemberScorer``, checked against the batch when the
+champions load); without it, segments come from ``segmentation.assign_segments`` and risk, tier,
+action and reasons from the champion's ``ChurnScorer``, the object the weekly
+``churn_predictions`` asset scores with.
 
 The history is the 24 months ending at ``as_of`` (the data contract's span): months the body does
 not list count as zero, as in a drop, where every member has a row per month.
@@ -10,20 +12,20 @@ not list count as zero, as in a drop, where every member has a row per month.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Annotated, Any
 
-import pandas as pd
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loyalty_assets.domain.features import (
     ACTIVITY_COLUMNS_USED,
-    FEATURE_COLUMNS,
     LOYALTY_COLUMNS_USED,
     member_features,
 )
 from loyalty_assets.domain.segmentation import assign_segments
 from loyalty_assets.serving.champions import Champions
+from loyalty_assets.serving.one_member import current_week, feature_frame
 
 HISTORY_MONTHS = 24
 Count = Annotated[int, Field(ge=0, le=10_000)]
@@ -125,27 +127,25 @@ def field_errors(request: ScoreRequest) -> list[dict[str, Any]]:
     return errors
 
 
-def current_week() -> str:
-    """Monday of the current UTC week: the week a batch run today would score."""
-    today = datetime.now(timezone.utc).date()
-    return date.fromordinal(today.toordinal() - today.weekday()).isoformat()
-
-
-def score_request(champions: Champions, request: ScoreRequest) -> dict[str, Any]:
-    """The member's ``churn_predictions`` row as of ``request.as_of`` (ValueError if not eligible)."""
+def request_features(request: ScoreRequest) -> np.ndarray:
+    """The member's ``MODEL_FEATURES`` at ``request.as_of`` (ValueError if not eligible)."""
     loyalty = {name: getattr(request, name) for name in LOYALTY_COLUMNS_USED}
     activity = {
         name: [getattr(row, name) for row in request.activity]
         for name in ACTIVITY_COLUMNS_USED
         if name != "loyalty_number"
     }
-    values = member_features(
-        loyalty, activity, request.as_of, history_start=_months_before(request.as_of, HISTORY_MONTHS - 1)
-    )
-    features = pd.DataFrame([values], columns=FEATURE_COLUMNS)
-    features.insert(0, "loyalty_number", [request.loyalty_number])
-    features.insert(1, "snapshot_month", [pd.Timestamp(request.as_of)])
-    segments = assign_segments(champions.segmentation, features)
+    history_start = _months_before(request.as_of, HISTORY_MONTHS - 1)
+    return member_features(loyalty, activity, request.as_of, history_start=history_start)
+
+
+def score_request(champions: Champions, request: ScoreRequest) -> dict[str, Any]:
+    """The member's ``churn_predictions`` row as of ``request.as_of`` (ValueError if not eligible)."""
+    values = request_features(request)
     week = request.week.isoformat() if request.week else current_week()
+    if champions.member_scorer is not None:
+        return champions.member_scorer.score(request.loyalty_number, request.as_of, values, week)
+    features = feature_frame(request.loyalty_number, request.as_of, values)
+    segments = assign_segments(champions.segmentation, features)
     row = champions.scorer.score(features, segments, week, champions.segmentation_version).iloc[0]
     return row.to_dict()

@@ -13,11 +13,12 @@ from loyalty_assets.domain.churn import (
     ChurnTrainingConfig,
     data_fingerprint,
     evaluation_plot_png,
-    png_markdown,
     train_churn_candidate,
 )
 from loyalty_assets.domain.drift import build_reference
-from loyalty_assets.domain.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS
+from loyalty_assets.domain.features import FEATURE_COLUMNS, categorical_among
+from loyalty_assets.domain.figures import png_markdown
+from loyalty_assets.domain.reasons import usual_values
 from loyalty_assets.domain.scoring import assign_tiers, tier_cutoffs
 
 OWNERS = ["team:ml-engineering"]
@@ -70,9 +71,8 @@ def churn_model_candidate(
     cutoffs = tier_cutoffs(candidate.validation_scores)
     test_rows = churn_training_set[churn_training_set["snapshot_month"].isin(candidate.test_snapshots)]
     test_scores = candidate.test_scores["score"].to_numpy()
-    reference = build_reference(
-        test_rows, FEATURE_COLUMNS, CATEGORICAL_FEATURES, test_scores, assign_tiers(test_scores, cutoffs)
-    )
+    tiers = assign_tiers(test_scores, cutoffs)
+    reference = build_reference(test_rows, FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS), test_scores, tiers)
     fingerprint = data_fingerprint(churn_training_set)
     version = registry.make_version(context.partition_key, fingerprint, config.model_dump())
     window = {
@@ -100,6 +100,8 @@ def churn_model_candidate(
         "feature_columns": FEATURE_COLUMNS,
         "tier_cutoffs": cutoffs,
         "drift_reference": reference,
+        # What the weekly and online reasons compare a member with: the test snapshots' usual values.
+        "usual_values": usual_values(test_rows, FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS)),
         "test_scores": candidate.test_scores,
         "record": record,
     }

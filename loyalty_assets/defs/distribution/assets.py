@@ -15,19 +15,24 @@ from pydantic import Field
 from loyalty_assets.defs.distribution.resources import (
     AppFlowResource,
     DashboardDatabase,
-    MarketingMailer,
 )
 from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.experiments.assets import LATEST_EXPERIMENT_RESULTS, latest_results
 from loyalty_assets.defs.partitions import weekly_partitions
-from loyalty_assets.defs.scoring.exports import predictions_export_key
+from loyalty_assets.defs.resources.mailer import Mailer
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
+from loyalty_assets.domain import registry
 from loyalty_assets.domain.experiments import uplift_lines
-from loyalty_assets.domain.messaging import (
-    CRITICAL_TIER,
-    build_marketing_email,
-    deliver_once,
+from loyalty_assets.domain.lake_keys import (
+    appflow_source_key,
+    marketing_message_name,
+    predictions_export_key,
     sent_marker_key,
+)
+from loyalty_assets.domain.messaging import (
+    build_marketing_email,
+    critical_members,
+    deliver_once,
     summarize_for_marketing,
 )
 from loyalty_assets.domain.warehouse import crm_export, start_appflow
@@ -37,9 +42,12 @@ OWNERS = ["team:data-engineering"]
 DASHBOARD_TABLE = "churn_predictions"
 
 
-def appflow_source_key(week: str) -> str:
-    """``churn_scores/week=YYYY-MM-DD/churn_scores.csv`` below the AppFlow source location."""
-    return f"churn_scores/week={week}/churn_scores.csv"
+def segmentation_version_of(predictions: pd.DataFrame) -> str:
+    """The one segmentation model version that assigned the week's segments."""
+    versions = predictions["segmentation_model_version"].unique()
+    if len(versions) != 1:
+        raise dg.Failure(f"the week's predictions carry several segmentation versions: {sorted(versions)}")
+    return str(versions[0])
 
 
 @dg.asset(
@@ -148,8 +156,10 @@ class MarketingEmailConfig(dg.Config):
     },
     description=(
         "The weekly marketing e-mail: members per risk tier and segment, change from last week, the top "
-        "Critical members to call by expected loss (risk x CLV), the latest realised uplift per action and "
-        "where the full file is. SMTP or SES; an .eml file in the outbox locally. Sent once per week: a "
+        "Critical members to call by expected loss (risk x CLV, in CAD) with each one's action and reasons, "
+        "what the capacity-based tiers mean, the segment profile of the segmentation that scored the week, "
+        "the latest realised uplift per action and where the full file is. SMTP or SES; an .eml file in the "
+        "outbox locally. Sent once per week: a "
         "re-run finds the week's sent-marker in the lake and sends nothing unless config resend is true."
     ),
 )
@@ -159,7 +169,7 @@ def marketing_email(
     churn_predictions,
     raw_loyalty_history,
     retention_experiment_results,
-    marketing_mailer: MarketingMailer,
+    marketing_mailer: Mailer,
     lake: LakeResource,
 ) -> dg.MaterializeResult:
     week = context.partition_key
@@ -177,6 +187,8 @@ def marketing_email(
     if not store.exists(export_key):
         raise dg.Failure(f"the full prediction file {store.url(export_key)} is missing: materialize churn_predictions")
     member_value = loyalty.set_index("loyalty_number")["clv"]
+    segmentation = registry.record(store, "segmentation", segmentation_version_of(predictions))
+    recorded_profile = segmentation.get("segment_profile")
     summary = summarize_for_marketing(
         predictions,
         member_value,
@@ -184,9 +196,11 @@ def marketing_email(
         previous,
         config.top_members,
         uplift_lines(latest_results(retention_experiment_results)),
+        pd.DataFrame(recorded_profile).set_index("segment") if recorded_profile else None,
+        segmentation.get("churn_basis", ""),
     )
     message = build_marketing_email(summary, marketing_mailer.sender, marketing_mailer.recipient_list())
-    name = f"marketing_{week}"
+    name = marketing_message_name(week)
     delivery = deliver_once(
         store, name, message, lambda mail: marketing_mailer.deliver(mail, name), resend=config.resend
     )
@@ -208,8 +222,8 @@ def marketing_email(
             "subject": sent["subject"],
             "recipients": len(marketing_mailer.recipient_list()),
             "delivered": sent["delivered"],
-            "scored_members": int(counts["members"].sum()),
-            "critical_members": int(counts.loc[counts["risk_tier"] == CRITICAL_TIER, "members"].sum()),
+            "scored_members": int(counts.to_numpy().sum()),
+            "critical_members": critical_members(counts),
             "previous_week": previous_weeks[-1] if previous_weeks else "none",
             "member_value_drop": drop,
             "full_file": dg.MetadataValue.path(summary.file_location),

@@ -2,21 +2,15 @@
 
 dagster-aws has no Redshift IO manager (only a resource that runs queries), so this follows the
 official DuckDB and Snowflake integrations: ``DbIOManager`` resolves the table and the partition
-slice, a ``DbClient`` connects and deletes the slice, a ``DbTypeHandler`` loads the frame.
+slice, a ``DbClient`` connects, a ``DbTypeHandler`` loads the frame.
 
-One output is one transaction: lock the table's loads, delete the partition's rows, create a
-temporary staging table, fill it, check it, insert it into the target table, commit. Any failure
-rolls back and the previous rows stay; two loads of one table at once run one after the other.
-No primary key is declared: Redshift does not enforce one (and its planner trusts it), so the load
-lock is what keeps one copy per partition. The staging table is filled with ``COPY ... FORMAT AS PARQUET IAM_ROLE`` from
-an S3 staging object when ``s3_staging_uri`` and ``iam_role`` are set, otherwise with COPY FROM
-STDIN, which a PostgreSQL-protocol endpoint (and PostgreSQL itself, in tests) accepts.
-
-Identifiers are validated and quoted; partition bounds come from the partitions definition.
+One output is one partition swap of ``domain.warehouse.RedshiftTableSink``: a staging table filled
+with ``COPY ... FORMAT AS PARQUET IAM_ROLE`` from an S3 staging object when ``s3_staging_uri`` and
+``iam_role`` are set, otherwise with COPY FROM STDIN (which a PostgreSQL-protocol endpoint, and
+PostgreSQL itself in tests, accepts); then, under the table's load lock, delete the partition and
+insert, in one transaction. Partition bounds come from the partitions definition.
 """
 
-import io
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -24,115 +18,50 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import psycopg2.extensions
-import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster._core.storage.db_io_manager import (  # the one sanctioned private import, see the module docstring
     DbClient,
     DbIOManager,
     DbTypeHandler,
-    TablePartitionDimension,
     TableSlice,
 )
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from loyalty_assets.domain.storage import split_s3_uri
 from loyalty_assets.domain.warehouse import (
-    REDSHIFT_STRING_TYPE,
-    STAGING_TABLE,
+    DuckDBQuoting,
+    PartitionSlice,
+    PsycopgQuoting,
+    RedshiftS3Staging,
+    RedshiftTableSink,
+    SqlQuoting,
     connect_postgres,
-    create_locked_table,
-    is_redshift,
-    lock_table_for_load,
-    qualified_table,
-    quote_identifier,
-    redshift_copy_parquet_sql,
-    sql_column_types,
 )
 from loyalty_assets.settings import NetworkSettings
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def _literal(value: str) -> str:
-    if "\\" in value or "\x00" in value:
-        raise ValueError(f"refusing a partition key with a backslash or NUL: {value!r}")
-    return "'" + value.replace("'", "''") + "'"
-
-
-def slice_condition(dimensions: Sequence[TablePartitionDimension] | None) -> str:
-    """SQL condition selecting the partition slice; ``partition_expr`` must be a plain column name.
-
-    A time window selects ``start <= column < end``, static partitions ``column IN (...)``.
-    """
-    clauses = []
-    for dimension in dimensions or []:
-        column = quote_identifier(dimension.partition_expr)
+def table_partition(table_slice: TableSlice) -> list[PartitionSlice]:
+    """The rows of the table slice: ``start <= column < end`` for a time window, else ``column IN (...)``;
+    ``partition_expr`` must be a plain column name."""
+    partition = []
+    for dimension in table_slice.partition_dimensions or []:
         partitions = dimension.partitions
         if isinstance(partitions, dg.TimeWindow):
-            start = _literal(partitions.start.strftime(TIMESTAMP_FORMAT))
-            end = _literal(partitions.end.strftime(TIMESTAMP_FORMAT))
-            clauses.append(f"{column} >= {start} AND {column} < {end}")
-        elif partitions:
-            clauses.append(f"{column} IN ({', '.join(_literal(key) for key in partitions)})")
+            window = (partitions.start.strftime(TIMESTAMP_FORMAT), partitions.end.strftime(TIMESTAMP_FORMAT))
+            partition.append(PartitionSlice(dimension.partition_expr, window=window))
         else:
-            clauses.append("FALSE")
-    return " AND ".join(clauses) or "TRUE"
+            partition.append(PartitionSlice(dimension.partition_expr, tuple(partitions or ())))
+    return partition
 
 
-def delete_slice(cursor: Any, table_slice: TableSlice) -> None:
-    cursor.execute(
-        f"DELETE FROM {qualified_table(table_slice.table, table_slice.schema)} "
-        f"WHERE {slice_condition(table_slice.partition_dimensions)}"
-    )
-
-
-def select_statement(table_slice: TableSlice) -> str:
-    columns = ", ".join(quote_identifier(column) for column in table_slice.columns or []) or "*"
-    return (
-        f"SELECT {columns} FROM {qualified_table(table_slice.table, table_slice.schema)} "
-        f"WHERE {slice_condition(table_slice.partition_dimensions)}"
-    )
-
-
-class RedshiftS3Staging:
-    """Stages a frame as one Parquet object under ``staging_uri`` for ``COPY ... FORMAT AS PARQUET``."""
-
-    def __init__(self, s3_client: Any, staging_uri: str, iam_role: str):
-        self.s3_client = s3_client
-        self.bucket, self.prefix = split_s3_uri(staging_uri)
-        self.iam_role = iam_role
-
-    def object_uri(self, table_slice: TableSlice, token: str) -> str:
-        key = "/".join(
-            part for part in (self.prefix, table_slice.schema, table_slice.table, f"{token}.parquet") if part
-        )
-        return f"s3://{self.bucket}/{key}"
-
-    def upload(self, frame: pd.DataFrame, object_uri: str) -> None:
-        """Write ``frame`` as Parquet, columns in frame order (COPY maps them by position)."""
-        buffer = io.BytesIO()
-        # Redshift reads Parquet timestamps in micro- or milliseconds, not pandas' nanoseconds.
-        pq.write_table(
-            pa.Table.from_pandas(frame, preserve_index=False),
-            buffer,
-            coerce_timestamps="us",
-            allow_truncated_timestamps=True,
-        )
-        bucket, key = split_s3_uri(object_uri)
-        self.s3_client.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
-
-    def copy_sql(self, object_uri: str) -> str:
-        """The statement that fills the staging table from the object."""
-        return redshift_copy_parquet_sql(STAGING_TABLE, object_uri, self.iam_role)
-
-    def delete(self, object_uri: str) -> None:
-        bucket, key = split_s3_uri(object_uri)
-        self.s3_client.delete_object(Bucket=bucket, Key=key)
+def select_statement(table_slice: TableSlice, quoting: SqlQuoting) -> str:
+    partition = table_partition(table_slice)
+    return quoting.select(table_slice.table, partition, table_slice.schema, table_slice.columns or ())
 
 
 class RedshiftDbClient(DbClient):
-    """Connections in one transaction per output (committed on success), slice deletes, selects."""
+    """Connections in one transaction per output (committed on success), schemas, selects."""
 
     def __init__(self, dsn: str, connect_timeout: float, statement_timeout: float):
         self.dsn = dsn
@@ -154,28 +83,19 @@ class RedshiftDbClient(DbClient):
             conn.close()
 
     def ensure_schema_exists(self, context: Any, table_slice: TableSlice, connection: Any) -> None:
+        """Create the schema, committed on its own: the partition swap runs in a transaction of its own."""
         with connection.cursor() as cursor:
-            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(table_slice.schema)}")
+            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {PsycopgQuoting(connection).identifier(table_slice.schema)}")
+        connection.commit()
 
     def delete_table_slice(self, context: Any, table_slice: TableSlice, connection: Any) -> None:
-        """Take the table's load lock (on Redshift only once the table exists), then delete the slice."""
-        with connection.cursor() as cursor:
-            redshift = is_redshift(cursor)
-            target = qualified_table(table_slice.table, table_slice.schema)
-            if not redshift:
-                lock_table_for_load(cursor, target, redshift)
-            cursor.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
-                (table_slice.schema, table_slice.table),
-            )
-            (exists,) = cursor.fetchone()
-            if exists:
-                if redshift:
-                    lock_table_for_load(cursor, target, redshift)
-                delete_slice(cursor, table_slice)
+        """Nothing here: the type handler's table sink deletes the slice inside its swap transaction,
+        under the table's load lock, once the new rows are staged and checked."""
 
     def get_select_statement(self, table_slice: TableSlice) -> str:
-        return select_statement(table_slice)
+        # Shown as metadata, without a connection (psycopg2 quotes only for one): DuckDB's quoting
+        # of identifiers and string literals is the same standard SQL.
+        return select_statement(table_slice, DuckDBQuoting())
 
 
 class RedshiftPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
@@ -187,53 +107,17 @@ class RedshiftPandasTypeHandler(DbTypeHandler[pd.DataFrame]):
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection: Any
     ) -> Mapping[str, Any]:
-        column_types = sql_column_types(obj, string_type=REDSHIFT_STRING_TYPE)
-        target = qualified_table(table_slice.table, table_slice.schema)
-        staging = quote_identifier(STAGING_TABLE)
-        definitions = ", ".join(f"{quote_identifier(column)} {sql_type}" for column, sql_type in column_types.items())
-        columns = ", ".join(quote_identifier(column) for column in obj.columns)
-        with connection.cursor() as cursor:
-            create_locked_table(cursor, target, definitions)
-            # Again under the lock: on Redshift a concurrent run may have created and loaded the
-            # table after delete_table_slice found none.
-            delete_slice(cursor, table_slice)
-            cursor.execute(f"CREATE TEMP TABLE {staging} ({definitions})")
-            if not obj.empty:
-                self._fill_staging(context, table_slice, obj, cursor)
-            condition = slice_condition(table_slice.partition_dimensions)
-            # CASE rather than FILTER, which Redshift lacks; NULL partition values count as outside.
-            cursor.execute(f"SELECT count(*), coalesce(sum(CASE WHEN {condition} THEN 0 ELSE 1 END), 0) FROM {staging}")
-            staged, outside = cursor.fetchone()
-            if staged != len(obj):
-                raise ValueError(f"staging for {target} holds {staged} rows, the frame has {len(obj)}")
-            if outside:
-                raise ValueError(f"{outside} rows of the output for {target} fall outside its partition ({condition})")
-            cursor.execute(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging}")
-            written = cursor.rowcount
-            cursor.execute(f"DROP TABLE {staging}")
+        written = RedshiftTableSink(connection, self.staging).replace_partition(
+            table_slice.table, obj, table_partition(table_slice), schema=table_slice.schema
+        )
         return {
             "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count": written,
             "staging": "s3 parquet" if self.staging else "copy from stdin",
         }
 
-    def _fill_staging(self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, cursor: Any) -> None:
-        if self.staging is None:
-            columns = ", ".join(quote_identifier(column) for column in obj.columns)
-            cursor.copy_expert(
-                f"COPY {quote_identifier(STAGING_TABLE)} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)",
-                io.StringIO(obj.to_csv(index=False, header=True)),
-            )
-            return
-        object_uri = self.staging.object_uri(table_slice, f"{context.run_id}-{uuid.uuid4().hex[:8]}")
-        self.staging.upload(obj, object_uri)
-        try:
-            cursor.execute(self.staging.copy_sql(object_uri))
-        finally:
-            self.staging.delete(object_uri)
-
     def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: Any) -> pd.DataFrame:
         with connection.cursor() as cursor:
-            cursor.execute(select_statement(table_slice))
+            cursor.execute(select_statement(table_slice, PsycopgQuoting(connection)))
             return pd.DataFrame(cursor.fetchall(), columns=[column.name for column in cursor.description])
 
     @property

@@ -8,13 +8,13 @@ from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, latest_partition
-from loyalty_assets.domain.churn import png_markdown
 from loyalty_assets.domain.experiments import (
     EXPERIMENT_COLUMNS,
     RESULT_COLUMNS,
     measure_experiments,
     sample_ratio_mismatches,
 )
+from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.monitoring_report import uplift_png
 
 GROUP = "experiments"

@@ -53,8 +53,9 @@ def _feature_output(features, drop_date, snapshots) -> dg.Output:
 
 @dg.asset(
     description=(
-        "Point-in-time features (21 documented columns), one row per eligible member and complete "
-        "snapshot month of the latest drop in the month; features at snapshot s read only months <= s."
+        "Point-in-time features (the model's columns: 21 documented, member attributes, lifetime and "
+        "redemption), one row per eligible member and complete snapshot month of the latest drop in the "
+        "month; features at snapshot s read only months <= s."
     ),
     io_manager_key="lake_io_manager",
     kinds={"pandas", "parquet"},
@@ -78,7 +79,7 @@ def customer_features(
 
 @dg.asset(
     description=(
-        "The 21 features as of the last complete month before the week's latest drop, one row per "
+        "The model's features as of the last complete month before the week's latest drop, one row per "
         "member still enrolled on that drop's date: what the weekly scoring reads."
     ),
     io_manager_key="lake_io_manager",

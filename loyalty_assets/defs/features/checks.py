@@ -6,13 +6,17 @@ import pandas as pd
 from pydantic import Field
 
 from loyalty_assets.defs.gates import check_result
-from loyalty_assets.domain.features import FEATURE_COLUMNS, FEATURES
+from loyalty_assets.domain.features import MODEL_FEATURE_SPECS, MODEL_FEATURES
 from loyalty_assets.domain.labels import eligible_member_counts
 
-NULLABLE_BY_DESIGN = [feature.name for feature in FEATURES if "NaN" in feature.formula]
-"""Ratios that are undefined without flights, redemptions or companion data (see the README)."""
+NULLABLE_BY_DESIGN = [feature.name for feature in MODEL_FEATURE_SPECS if "NaN" in feature.formula]
+"""Ratios undefined without flights, redemptions or companion data, empty salaries and unknown
+category values of the member attributes (see the README)."""
 
-NON_NEGATIVE = [name for name in FEATURE_COLUMNS if not any(word in name for word in ("change", "minus", "slope"))]
+NON_NEGATIVE = [
+    name for name in MODEL_FEATURES if not any(word in name for word in ("change", "minus", "slope", "salary_amount"))
+]
+"""Salaries may be negative: the loader keeps and flags them."""
 
 
 class FeatureCheckConfig(dg.Config):
@@ -48,9 +52,9 @@ def feature_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
 def feature_table_checks(
     asset: str, features: pd.DataFrame, loyalty: pd.DataFrame, config: FeatureCheckConfig
 ) -> list[dg.AssetCheckResult]:
-    values = features[FEATURE_COLUMNS].to_numpy(dtype="float64")
-    infinite = [name for name, count in zip(FEATURE_COLUMNS, np.isinf(values).sum(axis=0)) if count]
-    null_share = features[FEATURE_COLUMNS].isna().mean()
+    values = features[MODEL_FEATURES].to_numpy(dtype="float64")
+    infinite = [name for name, count in zip(MODEL_FEATURES, np.isinf(values).sum(axis=0)) if count]
+    null_share = features[MODEL_FEATURES].isna().mean()
     too_null = [
         f"{name} {share:.1%}"
         for name, share in null_share.items()

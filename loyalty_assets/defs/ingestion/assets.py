@@ -25,9 +25,9 @@ from loyalty_assets.domain.drop_commits import (
     DropCommit,
     commit_drop,
     previous_accepted_commit,
-    table_version_key,
 )
 from loyalty_assets.domain.ingest import ACTIVITY_TABLE, LOYALTY_TABLE, DropError, IngestResult, SourceFile, ingest_drop
+from loyalty_assets.domain.lake_keys import table_version_key
 from loyalty_assets.domain.schemas import schema_violations
 
 OWNERS = ["team:data-engineering"]

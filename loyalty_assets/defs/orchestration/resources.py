@@ -1,18 +1,7 @@
 """Where alerts and run metrics go: SNS, e-mail and CloudWatch in aws; a JSON-lines file and the log locally.
 
-Environment variables:
-
-| variable | meaning | default |
-|---|---|---|
-| `LOYALTY_UI_URL` | base URL of the Dagster UI, for the run links in alerts | `http://127.0.0.1:3000` |
-| `LOYALTY_ALERT_TOPIC_ARN` | aws: SNS topic the alerts are published to | required in aws |
-| `LOYALTY_ALERT_RECIPIENTS` | aws: comma-separated addresses that get each alert by e-mail | required in aws |
-| `LOYALTY_METRICS_NAMESPACE` | aws: CloudWatch namespace of the run metrics | `LoyaltyAssets` |
-
-Alert e-mails go out like the marketing e-mail: same transport, sender and SMTP settings
-(`LOYALTY_EMAIL_TRANSPORT`, `LOYALTY_EMAIL_SENDER`, `LOYALTY_SMTP_*`, see
-``defs/distribution/resources.py``). Locally every alert is logged and appended to
-`$LOYALTY_HOME/alerts.jsonl`, and run metrics are logged.
+Alert e-mails go out through the mailer of ``defs/resources/mailer.py``, like the marketing e-mail.
+Locally every alert is logged and appended to `$LOYALTY_HOME/alerts.jsonl`, and run metrics are logged.
 """
 
 import json
@@ -24,14 +13,12 @@ from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from loyalty_assets.defs.clients import BoundedAwsClients, client_bounds
-from loyalty_assets.defs.distribution.resources import MarketingMailer, build_mailer
+from loyalty_assets.defs.clients import BoundedAwsClients
+from loyalty_assets.defs.resources.mailer import Mailer
 from loyalty_assets.domain.messaging import (
     Alert,
     format_alert,
@@ -39,8 +26,7 @@ from loyalty_assets.domain.messaging import (
     put_run_metrics,
 )
 from loyalty_assets.domain.redaction import redact
-from loyalty_assets.settings import DEFAULT_METRICS_NAMESPACE, DEFAULT_UI_URL, NetworkSettings, Settings
-
+from loyalty_assets.settings import DEFAULT_METRICS_NAMESPACE, DEFAULT_UI_URL
 
 
 class AlertDeliveryError(RuntimeError):
@@ -74,10 +60,10 @@ def alert_email(alert: Alert, sender: str, recipients: list[str]) -> EmailMessag
 
 
 class AwsAlertNotifier(AlertNotifier, BoundedAwsClients):
-    """SNS publish plus an e-mail through the marketing mailer's transport (to the alert recipients)."""
+    """SNS publish plus an e-mail through the mailer (to the alert recipients)."""
 
     topic_arn: str = Field(description="SNS topic ARN.")
-    mailer: MarketingMailer
+    mailer: Mailer
 
     def notify(self, alert: Alert, log: logging.Logger) -> list[str]:
         # Both channels are tried, so an SMTP outage does not silence SNS (and the reverse).
@@ -144,29 +130,3 @@ class LogMetricsPublisher(MetricsPublisher):
     def publish(self, job: str, metrics: Mapping[str, float], timestamp: datetime, log: logging.Logger) -> str:
         log.info("run metrics of %s at %s: %s", job, timestamp.isoformat(), json.dumps(dict(metrics)))
         return "log"
-
-
-def local_orchestration_resources(settings: Settings) -> dict[str, Any]:
-    return {
-        "alert_notifier": LocalAlertNotifier(
-            ui_url=settings.alerts.ui_url, alerts_path=str(settings.home / "alerts.jsonl")
-        ),
-        "metrics_publisher": LogMetricsPublisher(),
-    }
-
-
-def aws_orchestration_resources(settings: Settings, s3: S3Resource, network: NetworkSettings) -> dict[str, Any]:
-    mailer = build_mailer(
-        settings, s3, network, dg.EnvVar("LOYALTY_EMAIL_SENDER"), dg.EnvVar("LOYALTY_ALERT_RECIPIENTS")
-    )
-    return {
-        "alert_notifier": AwsAlertNotifier(
-            ui_url=settings.alerts.ui_url,
-            topic_arn=dg.EnvVar("LOYALTY_ALERT_TOPIC_ARN"),
-            mailer=mailer,
-            **client_bounds(network),
-        ),
-        "metrics_publisher": CloudWatchMetricsPublisher(
-            namespace=settings.alerts.metrics_namespace, **client_bounds(network)
-        ),
-    }

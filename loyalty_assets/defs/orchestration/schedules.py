@@ -1,4 +1,4 @@
-"""Schedules at 02:00 in LOYALTY_TIMEZONE, each targeting the period that just ended.
+"""Schedules at 02:00 in the settings' timezone, each targeting the period that just ended.
 
 Each tick computes its partition key explicitly from the scheduled time (the quarterly cron
 cannot use the partitioned-job schedule builder, so all four share this one pattern).
@@ -7,7 +7,7 @@ cannot use the partitioned-job schedule builder, so all four share this one patt
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -18,32 +18,8 @@ from loyalty_assets.defs.orchestration.jobs import (
     quarterly_segmentation_job,
     weekly_scoring_job,
 )
-from loyalty_assets.settings import Settings, load_settings
-
-
-def previous_day(tick: date) -> date:
-    return tick - timedelta(days=1)
-
-
-def previous_week(tick: date) -> date:
-    """The Monday of the week that ended before the tick's day."""
-    return tick - timedelta(days=tick.weekday() + 7)
-
-
-def month_start(day: date) -> date:
-    return day.replace(day=1)
-
-
-def previous_month(tick: date) -> date:
-    return month_start(month_start(tick) - timedelta(days=1))
-
-
-def quarter_start(day: date) -> date:
-    return day.replace(month=3 * ((day.month - 1) // 3) + 1, day=1)
-
-
-def previous_quarter(tick: date) -> date:
-    return quarter_start(quarter_start(tick) - timedelta(days=1))
+from loyalty_assets.domain.periods import previous_day, previous_month, previous_quarter, previous_week
+from loyalty_assets.settings import Settings
 
 
 def _partition_schedule(
@@ -90,5 +66,3 @@ def build_schedules(settings: Settings) -> list[dg.ScheduleDefinition]:
         ),
     ]
 
-
-SCHEDULES = build_schedules(load_settings())

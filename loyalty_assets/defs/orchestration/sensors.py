@@ -8,7 +8,8 @@
 Every alert passes through ``redact`` before it leaves: whatever a step's error said, no password
 or secret value reaches SNS, e-mail or the alerts file.
 
-All three start RUNNING when ``LOYALTY_SCHEDULES_RUNNING`` is on (the default in aws), like the schedules.
+``build_sensors(settings)``: all three start RUNNING when ``settings.schedules_running`` is on (the
+default in aws), like the schedules.
 """
 
 import dataclasses
@@ -23,7 +24,7 @@ from dagster import DagsterEventType, DagsterRunStatus
 from loyalty_assets.defs.orchestration.resources import AlertNotifier, MetricsPublisher
 from loyalty_assets.domain.messaging import Alert
 from loyalty_assets.domain.redaction import redact
-from loyalty_assets.settings import Settings, load_settings
+from loyalty_assets.settings import Settings
 
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -258,5 +259,3 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
 
     return [run_failure_alert_sensor, failed_check_alert_sensor, run_metrics_sensor]
 
-
-SENSORS = build_sensors(load_settings())

@@ -9,9 +9,9 @@ from loyalty_assets.defs.drops import RAW_DROP_INS
 from loyalty_assets.defs.metadata import markdown_table, table_metadata
 from loyalty_assets.defs.partitions import weekly_partitions
 from loyalty_assets.defs.scoring.columns import PREDICTION_COLUMN_DESCRIPTIONS
-from loyalty_assets.defs.scoring.exports import predictions_export_key
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, latest_partition
 from loyalty_assets.domain.experiments import CONTROL, DEFAULT_CONTROL_SHARES, experiment_id
+from loyalty_assets.domain.lake_keys import predictions_export_key
 from loyalty_assets.domain.scoring import (
     ChurnScorer,
     add_relative_risk,

@@ -11,8 +11,10 @@ PREDICTION_COLUMN_DESCRIPTIONS = {
     "segment": "Road Warriors, Loyal Regulars or Dabblers, from the segmentation champion.",
     "recommended_action": "Action for the member's segment and tier, from the versioned rule table "
     "data/recommended_actions.csv; 'Hold out: no intervention' for the experiment's control arm.",
-    "top_reasons": "High and Critical members only: the 2-3 features that raise the member's risk most; "
-    "empty for the other tiers.",
+    "top_reasons": "High and Critical members only: up to 3 features that raise the member's risk most, in plain "
+    "language with the member's value against the usual one (the reference population's median), e.g. 'flights "
+    "in the last 3 months: 0, below the usual 4'; separated by '; ', empty for the other tiers.",
+    "top_reason_features": "The feature names of top_reasons in the same order, comma-separated (machine-readable).",
     "churn_model_version": "Registry version of the churn champion that scored the row.",
     "segmentation_model_version": "Registry version of the segmentation champion that assigned the segment.",
     "experiment_id": "Retention experiment of the week: one per calendar quarter, retention-YYYYQn.",

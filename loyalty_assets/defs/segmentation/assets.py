@@ -1,7 +1,10 @@
 """Quarterly segmentation: a gated K-Means candidate and the promoted champion scoring reads."""
 
+import json
+
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from loyalty_assets.defs.drops import RAW_DROP_INS, latest_drop
 from loyalty_assets.defs.metadata import significant
@@ -9,7 +12,8 @@ from loyalty_assets.defs.partitions import quarterly_partitions
 from loyalty_assets.defs.promotion import PromotionConfig, promote
 from loyalty_assets.defs.storage import LAZY_PARTITIONS, LakeResource, read_champion
 from loyalty_assets.domain import registry
-from loyalty_assets.domain.churn import data_fingerprint, png_markdown
+from loyalty_assets.domain.churn import data_fingerprint
+from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.features import build_features, last_complete_month
 from loyalty_assets.domain.labels import add_churn_labels
 from loyalty_assets.domain.segmentation import (
@@ -19,6 +23,7 @@ from loyalty_assets.domain.segmentation import (
     match_to_champion,
     segment_plot_png,
     segment_profile_markdown,
+    segment_profile_table,
 )
 
 OWNERS = ["team:ml-engineering"]
@@ -30,6 +35,10 @@ class SegmentationCandidateConfig(dg.Config):
     seed: int = 42
     n_init: int = 10
     silhouette_sample_size: int = 5000
+    max_road_warriors_share: float = Field(
+        default=SegmentationConfig.max_road_warriors_share,
+        description="Naming rule: Road Warriors are a top band, at most this share of the members.",
+    )
 
 
 @dg.asset(
@@ -56,7 +65,10 @@ def segmentation_model_candidate(
     model = fit_segmentation(
         features,
         SegmentationConfig(
-            seed=config.seed, n_init=config.n_init, silhouette_sample_size=config.silhouette_sample_size
+            seed=config.seed,
+            n_init=config.n_init,
+            silhouette_sample_size=config.silhouette_sample_size,
+            max_road_warriors_share=config.max_road_warriors_share,
         ),
     )
     champion = read_champion(lake, "segmentation_model")
@@ -68,7 +80,13 @@ def segmentation_model_candidate(
     observed_at = snapshot - pd.DateOffset(months=CHURN_OBSERVATION_MONTHS)
     past = build_features(loyalty, activity, [observed_at])
     past_labels = add_churn_labels(past, loyalty, CHURN_OBSERVATION_MONTHS, snapshot)
-    profile_md = segment_profile_markdown(model.profile, assign_segments(model, past_labels), past_labels["churned"])
+    past_segments, churned = assign_segments(model, past_labels), past_labels["churned"]
+    churn_basis = (
+        f"realised: the share of each segment's members on {observed_at.date()} who cancelled within "
+        f"{CHURN_OBSERVATION_MONTHS} months"
+    )
+    profile_md = segment_profile_markdown(model.profile, past_segments, churned, churn_basis)
+    profile_table = segment_profile_table(model.profile, past_segments, churned)
 
     fingerprint = data_fingerprint(features)
     version = registry.make_version(context.partition_key, fingerprint, config.model_dump())
@@ -83,6 +101,9 @@ def segmentation_model_candidate(
         },
         "feature_list": list(model.engagement_columns),
         "names": {str(index): name for index, name in model.names.items()},
+        # What the marketing e-mail shows per segment (to_json: NaN becomes null).
+        "segment_profile": json.loads(profile_table.reset_index().to_json(orient="records")),
+        "churn_basis": churn_basis,
         "champion_version": champion["version"] if champion else None,
         "data_fingerprint": fingerprint,
         "library_versions": registry.library_versions(),
