@@ -30,10 +30,8 @@ from loyalty_assets.defs.resources.destinations import (
 )
 from loyalty_assets.defs.resources.mailer import SmtpMailer
 from loyalty_assets.defs.resources.redshift import RedshiftPandasIOManager
-from loyalty_assets.defs.resources.storage import LakeParquetIOManager, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.lake_keys import appflow_source_key, predictions_export_key
-from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets.domain.warehouse import CRM_COLUMNS
 from loyalty_assets.environment import local_resources
 from loyalty_assets.settings import load_settings
