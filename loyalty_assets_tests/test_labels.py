@@ -174,9 +174,11 @@ def test_training_snapshots_empty_when_history_is_too_short():
     assert training_snapshots(pd.Timestamp("2017-12-01"), 3, 12, 12, pd.Timestamp("2017-01-01")) == []
 
 
-def test_training_snapshots_reject_truncated_windows():
-    with pytest.raises(ValueError, match="use at least 12"):
-        training_snapshots(LAST_COMPLETE, 3, 12, 6, pd.Timestamp("2017-01-01"))
+def test_training_snapshots_accept_truncated_windows_and_reject_no_history():
+    snapshots = training_snapshots(LAST_COMPLETE, 3, 36, 3, pd.Timestamp("2017-01-01"))
+    assert snapshots == list(pd.date_range("2017-03-01", "2018-09-01", freq="MS"))
+    with pytest.raises(ValueError, match="min_history_months must be at least 1"):
+        training_snapshots(LAST_COMPLETE, 3, 12, 0, pd.Timestamp("2017-01-01"))
 
 
 def test_history_start_is_read_back_from_features(features):

@@ -189,6 +189,12 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "value in the drop",
         "Promotion enrollees cancel far more often (11.8% vs 2.2% in year one).",
     ),
+    FeatureSpec(
+        "window_coverage_months",
+        "complete months of history in the 12-month window: min(history_months, 12)",
+        "history_start..s",
+        "Lets the model train on early snapshots whose windows are truncated, and know they are.",
+    ),
 )
 FEATURE_COLUMNS: list[str] = [feature.name for feature in FEATURES]
 CATEGORICAL_FEATURES: list[str] = ["loyalty_card_tier", "promotion_enrollment"]
@@ -499,6 +505,9 @@ def _snapshot_features(
         "tenure_months": (snapshot_month_number - members.enrollment_month_number).astype(np.float64),
         "loyalty_card_tier": members.loyalty_card_tier,
         "promotion_enrollment": members.promotion_enrollment,
+        "window_coverage_months": np.full(
+            members.loyalty_number.size, min(month + 1, LONGEST_WINDOW_MONTHS), dtype=np.float64
+        ),
     }
 
 
