@@ -159,15 +159,15 @@ def frame_digest(frame: pd.DataFrame) -> str:
 # Catalogue
 
 
-def test_catalogue_has_21_unique_documented_features_without_clv():
-    assert len(FEATURES) == 21
-    assert len(set(FEATURE_COLUMNS)) == 21
+def test_catalogue_has_22_unique_documented_features_without_clv():
+    assert len(FEATURES) == 22
+    assert len(set(FEATURE_COLUMNS)) == 22
     assert set(CATEGORICAL_FEATURES) == {"loyalty_card_tier", "promotion_enrollment"}
     assert not any("clv" in name or "salary" in name for name in FEATURE_COLUMNS)
     assert all(spec.formula and spec.window and spec.why for spec in FEATURES)
     lines = FEATURES_MARKDOWN.splitlines()
     assert lines[0].replace(" ", "") == "|name|formula|window|whyitmatters|"
-    assert len(lines) == 2 + 21
+    assert len(lines) == 2 + 22
     assert all(f"`{name}`" in FEATURES_MARKDOWN for name in FEATURE_COLUMNS)
     assert features_markdown() == FEATURES_MARKDOWN
 
@@ -519,7 +519,7 @@ def test_feature_summary_markdown(features):
     summary = feature_summary_markdown(features)
     lines = summary.splitlines()
     assert lines[0].replace(" ", "") == "|feature|min|median|max|nullshare|"
-    assert len(lines) == 2 + 21
+    assert len(lines) == 2 + 22
     tenure = next(line for line in lines if line.startswith("| tenure_months"))
     cells = [cell.strip() for cell in tenure.strip("|").split("|")]
     tenure_values = features["tenure_months"]
