@@ -46,7 +46,10 @@ SMALL = ChurnTrainingConfig(
     test_snapshots=3,
     validation_snapshots=2,
     bootstrap_rounds=100,
-    forest_settings=({"min_samples_leaf": 25, "max_features": "sqrt"}, {"min_samples_leaf": 50, "max_features": 0.5}),
+    forest_settings=(
+        {"min_samples_leaf": 25, "max_features": "sqrt"},
+        {"min_samples_leaf": 50, "max_features": 0.5},
+    ),
     boosting_settings=(
         {"learning_rate": 0.1, "max_iter": 40, "max_leaf_nodes": 7, "min_samples_leaf": 100},
         {"learning_rate": 0.1, "max_iter": 40, "max_leaf_nodes": 15, "min_samples_leaf": 50},
@@ -187,7 +190,9 @@ def test_forest_sees_only_training_rows_and_calibration_only_validation_rows(tra
 
 
 def test_each_tree_draws_at_most_max_rows_per_tree(training_set):
-    config = replace(FOREST_ONLY, n_estimators=5, max_rows_per_tree=1000, forest_settings=FOREST_ONLY.forest_settings[:1])
+    config = replace(
+        FOREST_ONLY, n_estimators=5, max_rows_per_tree=1000, forest_settings=FOREST_ONLY.forest_settings[:1]
+    )
     capped = train_churn_candidate(training_set, FEATURES, config)
     forest = capped.model.calibrated_classifiers_[0].estimator.estimator.named_steps["forest"]
     assert {len(sample) for sample in forest.estimators_samples_} == {1000}
@@ -236,7 +241,9 @@ def test_gate_arithmetic():
         "baseline_difference": 0.03, "baseline_difference_low": 0.01, "baseline_difference_high": 0.05,
         "recall": 0.72, "recall_target": 0.81,
     }
-    assert gate_roc_auc_floor(metrics, 0.70) == (True, "test ROC-AUC averaged over 3 rolling window(s) 0.730 >= floor 0.700")
+    assert gate_roc_auc_floor(metrics, 0.70) == (
+        True, "test ROC-AUC averaged over 3 rolling window(s) 0.730 >= floor 0.700"
+    )
     assert gate_roc_auc_floor(metrics, 0.735)[0] is False
     assert gate_beats_baseline(metrics, 0.0)[0] is True
     assert gate_beats_baseline(metrics, 0.02)[0] is False
@@ -439,8 +446,9 @@ def test_tiers_that_do_not_separate_are_merged_into_the_lower_one():
     assert merged == {"Medium": 0.95, "High": 0.95, "Critical": 0.95}
     assert [(merge["merged"], merge["into"]) for merge in merges] == [("Medium", "Low"), ("High", "Low")]
 
-    separated = (rng.random(scores.size) < np.select([scores > 0.95, scores > 0.85, scores > 0.6], [0.3, 0.1, 0.03], 0.005))
-    assert separated_tier_cutoffs(cutoffs, scores, separated.astype(int)) == (cutoffs, [])
+    separated_rate = np.select([scores > 0.95, scores > 0.85, scores > 0.6], [0.3, 0.1, 0.03], 0.005)
+    separated = (rng.random(scores.size) < separated_rate).astype(int)
+    assert separated_tier_cutoffs(cutoffs, scores, separated) == (cutoffs, [])
 
 
 def make_context_driven_set(n_members: int = 3000, n_snapshots: int = 9, seed: int = 11) -> pd.DataFrame:

@@ -388,18 +388,17 @@ class FittedSetting:
 
 
 def tune_families(
-    split: OutOfTimeSplit, feature_columns: Sequence[str], config: ChurnTrainingConfig
+    train: pd.DataFrame, validation: pd.DataFrame, feature_columns: Sequence[str], config: ChurnTrainingConfig
 ) -> dict[str, list[FittedSetting]]:
     """Every setting of every family fitted on the training rows and scored on the validation rows."""
-    train = sample_training_members(split.train, config.max_train_rows, config.seed)
     tried: dict[str, list[FittedSetting]] = {}
     for family in config.families:
         tried[family] = []
         for setting in config.settings_of(family):
             pipeline = model_pipeline(family, setting, config, feature_columns, len(train))
             _fit(pipeline, train, feature_columns)
-            scores = _positive_scores(pipeline, split.validation, feature_columns)
-            auc = roc_auc_score(split.validation[LABEL_COLUMN], scores)
+            scores = _positive_scores(pipeline, validation, feature_columns)
+            auc = roc_auc_score(validation[LABEL_COLUMN], scores)
             tried[family].append(FittedSetting(family, dict(setting), pipeline, float(auc)))
     return tried
 
@@ -591,7 +590,8 @@ def train_churn_candidate(
         if part[LABEL_COLUMN].nunique() < 2:
             raise ValueError(f"{name} snapshots {_month_labels(_snapshots_of(part))} hold only one class of churned")
 
-    tried = tune_families(split, feature_columns, config)
+    train = sample_training_members(split.train, config.max_train_rows, config.seed)
+    tried = tune_families(train, split.validation, feature_columns, config)
     chosen = _best([_best(settings) for settings in tried.values()])
     model = CalibratedClassifierCV(FrozenEstimator(chosen.pipeline), method="sigmoid")
     model.fit(split.validation[feature_columns], split.validation[LABEL_COLUMN])
@@ -602,8 +602,7 @@ def train_churn_candidate(
     test_labels = split.test[LABEL_COLUMN].to_numpy()
     test_score = _positive_scores(model, split.test, feature_columns)
 
-    baseline_train = sample_training_members(split.train, config.max_train_rows, config.seed)
-    baseline = _fit(baseline_pipeline(config), baseline_train, BASELINE_FEATURES)
+    baseline = _fit(baseline_pipeline(config), train, BASELINE_FEATURES)
     baseline_test_score = _positive_scores(baseline, split.test, BASELINE_FEATURES)
     intervals = member_bootstrap_auc(
         test_labels, split.test["loyalty_number"], {"candidate": test_score, "baseline": baseline_test_score},
@@ -636,7 +635,7 @@ def train_churn_candidate(
         "calibration": calibration_report(test_labels, test_score, validation_rate),
         **{f"validation_{name}": value for name, value in validation_metrics.items()},
         "n_train": len(split.train),
-        "n_train_fitted": len(sample_training_members(split.train, config.max_train_rows, config.seed)),
+        "n_train_fitted": len(train),
         "n_validation": len(split.validation),
         "n_test": len(split.test),
         "train_positive_rate": float(split.train[LABEL_COLUMN].mean()),

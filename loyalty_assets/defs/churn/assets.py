@@ -30,7 +30,8 @@ class ChurnCandidateConfig(dg.Config):
     n_estimators: int = Field(default=ChurnTrainingConfig.n_estimators, description="Trees of the forest family.")
     n_jobs: int = Field(default=2, description="Cores for the forest.")
     test_snapshots: int = Field(
-        default=ChurnTrainingConfig.test_snapshots, description="Latest mature snapshots held out as the out-of-time test."
+        default=ChurnTrainingConfig.test_snapshots,
+        description="Latest mature snapshots held out as the out-of-time test.",
     )
     validation_snapshots: int = Field(
         default=ChurnTrainingConfig.validation_snapshots,
