@@ -430,25 +430,31 @@ def test_calibration_of_the_candidate_is_right_on_average(candidate):
     assert calibration["brier_skill"] > 0
 
 
+def _labels_at_rates(scores: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """Exactly ``rate`` churners among the rows sharing a rate (every k-th row), no sampling noise."""
+    labels = np.zeros(scores.size, dtype=int)
+    for rate in np.unique(rates):
+        rows = np.flatnonzero(rates == rate)
+        labels[rows[:: int(round(1 / rate))]] = 1
+    return labels
+
+
 def test_tiers_that_do_not_separate_are_merged_into_the_lower_one():
-    rng = np.random.default_rng(5)
-    scores = np.sort(rng.random(20_000))
-    rate = np.select([scores > 0.95, scores > 0.6], [0.20, 0.02], 0.005)  # Medium and High alike
-    labels = (rng.random(scores.size) < rate).astype(int)
+    scores = np.linspace(0.0, 1.0, 20_000, endpoint=False)
     cutoffs = {"Medium": 0.6, "High": 0.85, "Critical": 0.95}
-    merged, merges = separated_tier_cutoffs(cutoffs, scores, labels)
+    medium_like_high = _labels_at_rates(scores, np.select([scores > 0.95, scores > 0.6], [0.2, 0.02], 0.005))
+    merged, merges = separated_tier_cutoffs(cutoffs, scores, medium_like_high)
     assert merged == {"Medium": 0.6, "High": 0.95, "Critical": 0.95}
     assert [(merge["merged"], merge["into"]) for merge in merges] == [("High", "Medium")]
     assert merges[0]["low"] <= 0 <= merges[0]["high"]
 
-    flat = (rng.random(scores.size) < np.where(scores > 0.95, 0.2, 0.01)).astype(int)
-    merged, merges = separated_tier_cutoffs(cutoffs, scores, flat)
+    only_critical = _labels_at_rates(scores, np.where(scores > 0.95, 0.2, 0.01))
+    merged, merges = separated_tier_cutoffs(cutoffs, scores, only_critical)
     assert merged == {"Medium": 0.95, "High": 0.95, "Critical": 0.95}
     assert [(merge["merged"], merge["into"]) for merge in merges] == [("Medium", "Low"), ("High", "Low")]
 
-    separated_rate = np.select([scores > 0.95, scores > 0.85, scores > 0.6], [0.3, 0.1, 0.03], 0.005)
-    separated = (rng.random(scores.size) < separated_rate).astype(int)
-    assert separated_tier_cutoffs(cutoffs, scores, separated) == (cutoffs, [])
+    rates = np.select([scores > 0.95, scores > 0.85, scores > 0.6], [0.25, 0.1, 0.025], 0.005)
+    assert separated_tier_cutoffs(cutoffs, scores, _labels_at_rates(scores, rates)) == (cutoffs, [])
 
 
 def make_context_driven_set(n_members: int = 3000, n_snapshots: int = 9, seed: int = 11) -> pd.DataFrame:
