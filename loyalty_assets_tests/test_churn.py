@@ -357,7 +357,7 @@ def test_both_families_are_tuned_on_validation_and_the_better_one_is_chosen(cand
     assert families[chosen]["validation_roc_auc"] == max(summary["validation_roc_auc"] for summary in families.values())
     assert candidate.metrics["model_setting"] == families[chosen]["setting"]
     fitted = candidate.model.calibrated_classifiers_[0].estimator.estimator
-    assert list(fitted.named_steps) == (["prepare", "forest"] if chosen == FOREST else ["boosting"])
+    assert list(fitted.named_steps) == (["prepare", "forest"] if chosen == FOREST else ["drop_empty", "boosting"])
 
 
 def test_the_test_period_never_influences_the_choice(training_set, candidate):

@@ -342,10 +342,19 @@ def boosting_pipeline(
     """HistGradientBoosting with native categories and missing values; no early stopping, so the
     validation period alone judges the setting."""
     categorical = categorical_columns(feature_columns)
+    # HistGradientBoosting cannot bin a feature that is missing on every training row (companion
+    # share in the 8-column variant); such a column carries nothing and is dropped at fit.
+    drop_empty = ColumnTransformer(
+        [("all_missing", "drop", all_missing_columns)], remainder="passthrough", verbose_feature_names_out=False
+    ).set_output(transform="pandas")
     boosting = HistGradientBoostingClassifier(
         categorical_features=categorical or None, early_stopping=False, random_state=config.seed, **setting
     )
-    return Pipeline([("boosting", boosting)])
+    return Pipeline([("drop_empty", drop_empty), ("boosting", boosting)])
+
+
+def all_missing_columns(frame: pd.DataFrame) -> list[str]:
+    return [column for column in frame.columns if frame[column].isna().all()]
 
 
 def model_pipeline(
