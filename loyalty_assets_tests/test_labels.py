@@ -145,9 +145,11 @@ def test_training_snapshots_empty_when_history_is_too_short():
     assert training_snapshots(pd.Timestamp("2017-12-01"), 3, 12, 12, pd.Timestamp("2017-01-01")) == []
 
 
-def test_training_snapshots_reject_truncated_windows():
-    with pytest.raises(ValueError, match="use at least 12"):
-        training_snapshots(LAST_COMPLETE, 3, 12, 6, pd.Timestamp("2017-01-01"))
+def test_training_snapshots_accept_truncated_windows_and_reject_no_history():
+    snapshots = training_snapshots(LAST_COMPLETE, 3, 36, 3, pd.Timestamp("2017-01-01"))
+    assert snapshots == list(pd.date_range("2017-03-01", "2018-09-01", freq="MS"))
+    with pytest.raises(ValueError, match="min_history_months must be at least 1"):
+        training_snapshots(LAST_COMPLETE, 3, 12, 0, pd.Timestamp("2017-01-01"))
 
 
 def test_history_start_is_read_back_from_features(features):
@@ -156,7 +158,8 @@ def test_history_start_is_read_back_from_features(features):
 
 def test_training_set_counts_and_positive_rate(features):
     training = build_training_set(
-        features, sample_loyalty(), horizon_months=3, last_complete=LAST_COMPLETE, lookback_months=12
+        features, sample_loyalty(), horizon_months=3, last_complete=LAST_COMPLETE, lookback_months=12,
+        min_history_months=12,
     )
     assert sorted(training["snapshot_month"].unique()) == list(pd.date_range("2017-12-01", "2018-09-01", freq="MS"))
     assert (training["history_months"] >= 12).all()
@@ -188,7 +191,8 @@ def test_training_set_fails_without_a_qualifying_snapshot(features):
     early = features[features["snapshot_month"] <= "2017-12-01"]
     with pytest.raises(ValueError, match="no mature snapshot with 12 months of history"):
         build_training_set(
-            early, sample_loyalty(), horizon_months=3, last_complete=pd.Timestamp("2017-12-01"), lookback_months=12
+            early, sample_loyalty(), horizon_months=3, last_complete=pd.Timestamp("2017-12-01"), lookback_months=12,
+            min_history_months=12,
         )
 
 
@@ -196,6 +200,14 @@ def test_training_set_fails_when_features_lack_a_snapshot(features):
     gap = features[features["snapshot_month"] != "2018-05-01"]
     with pytest.raises(ValueError, match=r"lack training snapshots \['2018-05-01'\]"):
         build_training_set(gap, sample_loyalty(), horizon_months=3, last_complete=LAST_COMPLETE, lookback_months=12)
+
+
+def test_default_training_set_keeps_every_mature_snapshot_with_a_3_month_window(features):
+    training = build_training_set(
+        features, sample_loyalty(), horizon_months=3, last_complete=LAST_COMPLETE, lookback_months=36
+    )
+    assert sorted(training["snapshot_month"].unique()) == list(pd.date_range("2017-03-01", "2018-09-01", freq="MS"))
+    assert training["history_months"].min() == 3
 
 
 def test_positive_rate_of_empty_training_set_is_an_error(features):

@@ -125,7 +125,7 @@ def world(tmp_path_factory) -> World:
     ).assign(label_horizon_months=3)
     lake = Lake(tmp_path_factory.mktemp("training") / "lake")
     lake.put_table("churn_training_set", TRAINING_MONTH, training_set)
-    config = ChurnCandidateConfig(n_estimators=30, min_samples_leaf=10, n_jobs=1)
+    config = ChurnCandidateConfig(n_estimators=30, n_jobs=1)
     dg.materialize(
         [*UPSTREAM, churn_model_candidate],
         selection=[churn_model_candidate],

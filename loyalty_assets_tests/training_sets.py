@@ -16,7 +16,21 @@ from loyalty_assets.domain.features import FEATURE_COLUMNS
 FEATURES = [
     "tenure_months", "promotion_enrollment", *(f"signal_{i}" for i in range(4)), *(f"noise_{i}" for i in range(15))
 ]
-SMALL = ChurnTrainingConfig(n_estimators=50)
+# Small grids keep the suite fast; the defaults are measured in benchmarks/bench_pipeline.py.
+SMALL = ChurnTrainingConfig(
+    n_estimators=50,
+    test_snapshots=3,
+    validation_snapshots=2,
+    bootstrap_rounds=100,
+    forest_settings=(
+        {"min_samples_leaf": 25, "max_features": "sqrt"},
+        {"min_samples_leaf": 50, "max_features": 0.5},
+    ),
+    boosting_settings=(
+        {"learning_rate": 0.1, "max_iter": 40, "max_leaf_nodes": 7, "min_samples_leaf": 100},
+        {"learning_rate": 0.1, "max_iter": 40, "max_leaf_nodes": 15, "min_samples_leaf": 50},
+    ),
+)
 
 
 def _member_snapshots(members: int, snapshots: int, first_month: str, seed: int):

@@ -21,6 +21,8 @@ from loyalty_assets.domain.features import (
 )
 
 LABEL_COLUMN = "churned"
+# Every mature snapshot with a 3-month window (the shortest) trains; longer windows may be truncated.
+MIN_HISTORY_MONTHS = 3
 
 
 def _month_offset(timestamp: pd.Timestamp, months: int) -> pd.Timestamp:
@@ -81,22 +83,20 @@ def training_snapshots(
     min_history_months: int,
     first_activity_month: pd.Timestamp,
 ) -> list[pd.Timestamp]:
-    """Mature snapshots in the look-back window whose feature windows are covered by history.
+    """Mature snapshots in the look-back window with at least ``min_history_months`` of history.
 
     The window is the ``lookback_months`` months ending at the latest mature snapshot
     ``last_complete - horizon_months``; a snapshot also needs ``min_history_months`` complete
-    months from ``first_activity_month`` (at least ``LONGEST_WINDOW_MONTHS``). Empty when
-    nothing qualifies.
+    months from ``first_activity_month``. Below ``LONGEST_WINDOW_MONTHS`` the 12-month windows of
+    the early snapshots are truncated; the ``window_coverage_24m`` feature says by how much, so
+    the model can train on them. Empty when nothing qualifies.
     """
     if horizon_months < 1 or lookback_months < 1:
         raise ValueError(
             f"horizon_months and lookback_months must be at least 1, got {horizon_months} and {lookback_months}"
         )
-    if min_history_months < LONGEST_WINDOW_MONTHS:
-        raise ValueError(
-            f"min_history_months={min_history_months} would train on truncated "
-            f"{LONGEST_WINDOW_MONTHS}-month windows; use at least {LONGEST_WINDOW_MONTHS}"
-        )
+    if min_history_months < 1:
+        raise ValueError(f"min_history_months must be at least 1, got {min_history_months}")
     last_complete = require_month_start(last_complete, "last_complete")
     first_activity_month = require_month_start(first_activity_month, "first_activity_month")
     latest_mature = _month_offset(last_complete, -horizon_months)
@@ -127,7 +127,7 @@ def build_training_set(
     horizon_months: int,
     last_complete: pd.Timestamp,
     lookback_months: int,
-    min_history_months: int = LONGEST_WINDOW_MONTHS,
+    min_history_months: int = MIN_HISTORY_MONTHS,
 ) -> pd.DataFrame:
     """``features`` rows at ``training_snapshots(...)`` with mature ``churned`` labels.
 

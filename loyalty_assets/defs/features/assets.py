@@ -76,7 +76,9 @@ def customer_features(
 
 class TrainingSetConfig(dg.Config):
     horizon_months: int = Field(default=3, description="Label: the member cancels within this many months after s.")
-    lookback_months: int = Field(default=12, description="How many mature snapshots (at most) to train on.")
+    lookback_months: int = Field(
+        default=36, description="How many mature snapshots (at most) to train on; 36 keeps every one of 24 months."
+    )
 
 
 @dg.asset(

@@ -13,10 +13,11 @@ from loyalty_assets.domain.churn import (
     ChurnTrainingConfig,
     data_fingerprint,
     evaluation_plot_png,
+    separated_tier_cutoffs,
     train_churn_candidate,
 )
 from loyalty_assets.domain.drift import build_reference
-from loyalty_assets.domain.features import FEATURE_COLUMNS, categorical_among
+from loyalty_assets.domain.features import MODEL_FEATURES, categorical_among
 from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.reasons import usual_values
 from loyalty_assets.domain.scoring import assign_tiers, tier_cutoffs
@@ -27,20 +28,94 @@ CHURN_GATES = ["roc_auc_floor", "beats_baseline", "not_worse_than_champion", "re
 
 class ChurnCandidateConfig(dg.Config):
     seed: int = Field(default=42, description="Random seed: the same seed and data give the same model.")
-    n_estimators: int = 300
-    min_samples_leaf: int = 25
+    n_estimators: int = Field(default=ChurnTrainingConfig.n_estimators, description="Trees of the forest family.")
     n_jobs: int = Field(default=2, description="Cores for the forest.")
-    # 24 months of history give 9-10 mature snapshots with full 12-month windows; with the embargo
-    # of one label horizon at both cuts, 2 test and 1 validation snapshot leave 2-3 for training.
-    test_snapshots: int = Field(default=2, description="Latest mature snapshots held out as the out-of-time test.")
-    validation_snapshots: int = Field(
-        default=1, description="Snapshot(s) before the test, after an embargo, for calibration and threshold."
+    test_snapshots: int = Field(
+        default=ChurnTrainingConfig.test_snapshots,
+        description="Latest mature snapshots held out as the out-of-time test.",
     )
-    recall_target: float = Field(default=0.81, description="The threshold is the highest with this validation recall.")
+    validation_snapshots: int = Field(
+        default=ChurnTrainingConfig.validation_snapshots,
+        description="Snapshots before the test, after an embargo: model choice, calibration and threshold.",
+    )
+    recall_target: float = Field(
+        default=ChurnTrainingConfig.recall_target,
+        description="The evaluation threshold is the highest with this validation recall.",
+    )
+    backtest_windows: int = Field(
+        default=ChurnTrainingConfig.backtest_windows,
+        description="Earlier monthly windows the winning recipe is refitted on (rolling backtest).",
+    )
+    max_train_rows: int = Field(
+        default=ChurnTrainingConfig.max_train_rows, description="Training rows cap, by a seeded sample of members."
+    )
+    bootstrap_rounds: int = Field(
+        default=ChurnTrainingConfig.bootstrap_rounds, description="Member-bootstrap rounds of the AUC intervals."
+    )
+
+    def to_training_config(self, horizon_months: int) -> ChurnTrainingConfig:
+        """The domain configuration; the embargo is one label horizon."""
+        return ChurnTrainingConfig(**self.model_dump(), horizon_months=horizon_months, embargo_months=horizon_months)
 
 
 def _metadata_value(value):
     return [str(item) for item in value] if isinstance(value, list) else value
+
+
+def _interval(metrics: dict, key: str) -> str:
+    return f"{metrics[key]:.3f} (95% {metrics[f'{key}_low']:.3f} to {metrics[f'{key}_high']:.3f})"
+
+
+def _evaluation_metadata(metrics: dict, merges: list[dict]) -> dict:
+    """Every figure of the families, gates, calibration and tiers, with intervals where they exist."""
+    families = pd.DataFrame(
+        [
+            {
+                "family": family,
+                "setting": str(summary["setting"]),
+                "validation_roc_auc": summary["validation_roc_auc"],
+                "test_roc_auc": summary["test_roc_auc"],
+                "chosen": family == metrics["model_family"],
+            }
+            for family, summary in metrics["families"].items()
+        ]
+    )
+    windows = [{"months_back": 0, "test_snapshots": metrics["test_snapshots"], "roc_auc": {
+        "estimate": metrics["roc_auc"], "low": metrics["roc_auc_low"], "high": metrics["roc_auc_high"]}}]
+    backtest = pd.DataFrame(
+        [
+            {"months_back": window["months_back"], "test_snapshots": ", ".join(window["test_snapshots"]),
+             **window["roc_auc"]}
+            for window in windows + metrics["rolling_roc_auc_backtest"]
+        ]
+    )
+    calibration = metrics["calibration"]
+    return {
+        "model_family": metrics["model_family"],
+        "model_setting": dg.MetadataValue.json(metrics["model_setting"]),
+        **{
+            f"{family}_{key}": significant(summary[key])
+            for family, summary in metrics["families"].items()
+            for key in ("validation_roc_auc", "test_roc_auc")
+        },
+        "model_families": dg.MetadataValue.md(markdown_table(families)),
+        "roc_auc_interval": _interval(metrics, "roc_auc"),
+        "baseline_roc_auc_interval": _interval(metrics, "baseline_roc_auc"),
+        "baseline_difference": _interval(metrics, "baseline_difference"),
+        "rolling_roc_auc_mean": significant(metrics["rolling_roc_auc_mean"]),
+        "rolling_roc_auc_windows": metrics["rolling_roc_auc_windows"],
+        "rolling_roc_auc_backtest": dg.MetadataValue.md(markdown_table(backtest)),
+        "threshold_role": (
+            f"evaluation threshold: the validation score at which recall reaches {metrics['recall_target']:.0%}; "
+            "recall, precision and flagged_share are measured at it, the weekly output does not use it"
+        ),
+        "calibration_in_the_large": significant(calibration["calibration_in_the_large"]),
+        "mean_predicted_churn": significant(calibration["mean_predicted"]),
+        "realised_churn": significant(calibration["realised_rate"]),
+        "brier_skill": significant(calibration["brier_skill"]),
+        "reliability_by_decile": dg.MetadataValue.md(markdown_table(pd.DataFrame(calibration["reliability"]))),
+        "merged_tiers": dg.MetadataValue.json(merges),
+    }
 
 
 @dg.asset(
@@ -52,26 +127,19 @@ def _metadata_value(value):
 def churn_model_candidate(
     context: dg.AssetExecutionContext, config: ChurnCandidateConfig, churn_training_set, lake: LakeResource
 ) -> dg.Output:
-    """RandomForest (class-weighted) calibrated on later validation snapshots, evaluated on the latest
-    mature snapshots (out of time). Registered as a version; promotion waits for the blocking gates."""
+    """The better of a RandomForest and a HistGradientBoosting family (each tuned on the validation
+    snapshots), calibrated on them, evaluated on the latest mature snapshots (out of time) and in a
+    rolling backtest. Registered as a version; promotion waits for the blocking gates."""
     horizon = int(churn_training_set["label_horizon_months"].iloc[0])
-    training_config = ChurnTrainingConfig(
-        seed=config.seed,
-        n_estimators=config.n_estimators,
-        min_samples_leaf=config.min_samples_leaf,
-        n_jobs=config.n_jobs,
-        test_snapshots=config.test_snapshots,
-        validation_snapshots=config.validation_snapshots,
-        horizon_months=horizon,
-        embargo_months=horizon,
-        recall_target=config.recall_target,
+    candidate = train_churn_candidate(churn_training_set, MODEL_FEATURES, config.to_training_config(horizon))
+    capacity_cutoffs = tier_cutoffs(candidate.validation_scores)
+    cutoffs, merges = separated_tier_cutoffs(
+        capacity_cutoffs, candidate.validation_scores, candidate.validation_labels
     )
-    candidate = train_churn_candidate(churn_training_set, FEATURE_COLUMNS, training_config)
-    cutoffs = tier_cutoffs(candidate.validation_scores)
     test_rows = churn_training_set[churn_training_set["snapshot_month"].isin(candidate.test_snapshots)]
     test_scores = candidate.test_scores["score"].to_numpy()
     tiers = assign_tiers(test_scores, cutoffs)
-    reference = build_reference(test_rows, FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS), test_scores, tiers)
+    reference = build_reference(test_rows, MODEL_FEATURES, categorical_among(MODEL_FEATURES), test_scores, tiers)
     fingerprint = data_fingerprint(churn_training_set)
     version = registry.make_version(context.partition_key, fingerprint, config.model_dump())
     window = {
@@ -85,7 +153,9 @@ def churn_model_candidate(
         "metrics": candidate.metrics,
         "threshold": candidate.threshold,
         "tier_cutoffs": cutoffs,
-        "feature_list": FEATURE_COLUMNS,
+        "capacity_tier_cutoffs": capacity_cutoffs,
+        "merged_tiers": merges,
+        "feature_list": MODEL_FEATURES,
         "data_fingerprint": fingerprint,
         "library_versions": registry.library_versions(),
         "config": config.model_dump(),
@@ -96,16 +166,18 @@ def churn_model_candidate(
         "version": version,
         "model": candidate.model,
         "threshold": candidate.threshold,
-        "feature_columns": FEATURE_COLUMNS,
+        "feature_columns": MODEL_FEATURES,
         "tier_cutoffs": cutoffs,
         "drift_reference": reference,
         # What the weekly and online reasons compare a member with: the test snapshots' usual values.
-        "usual_values": usual_values(test_rows, FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS)),
+        "usual_values": usual_values(test_rows, MODEL_FEATURES, categorical_among(MODEL_FEATURES)),
         "test_scores": candidate.test_scores,
         "record": record,
     }
     registry.register(lake.store(), "churn", version, bundle, record)
-    importances = markdown_table(pd.DataFrame(candidate.feature_importances.items(), columns=["feature", "importance"]))
+    importances = markdown_table(
+        pd.DataFrame(candidate.feature_importances.items(), columns=["feature", "validation_roc_auc_loss"])
+    )
     metrics = {key: significant(_metadata_value(candidate.metrics[key])) for key in CHURN_INTERFACE_METRICS}
     return dg.Output(
         bundle,
@@ -115,6 +187,7 @@ def churn_model_candidate(
             "version": version,
             "horizon_months": horizon,
             "feature_importances": dg.MetadataValue.md(importances),
+            **_evaluation_metadata(candidate.metrics, merges),
             "evaluation_plot": dg.MetadataValue.md(
                 png_markdown(evaluation_plot_png(candidate.test_scores), "ROC and precision-recall on the test")
             ),

@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS
-from loyalty_assets.defs.models.churn.assets import churn_model_candidate
+from loyalty_assets.defs.models.churn.assets import ChurnCandidateConfig, churn_model_candidate
 from loyalty_assets.defs.models.promotion import gate_verdict, promotion_gate
 from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.resources.storage import LakeResource, latest_partition, read_champion
@@ -16,12 +16,12 @@ from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import (
     ChurnGateConfig,
     ChurnTrainingConfig,
+    compare_with_champion,
     gate_beats_baseline,
     gate_not_worse_than_champion,
     gate_recall,
     gate_roc_auc_floor,
     leakage_violations,
-    score_champion_on,
     split_out_of_time,
 )
 from loyalty_assets.domain.features import build_features
@@ -34,12 +34,16 @@ class RocAucFloorConfig(dg.Config):
 
 
 class BaselineMarginConfig(dg.Config):
-    baseline_margin: float = Field(default=DEFAULTS.baseline_margin, description="ROC-AUC lead over the baseline.")
+    baseline_margin: float = Field(
+        default=DEFAULTS.baseline_margin,
+        description="The 95% lower bound of the paired ROC-AUC gain over the baseline must exceed this.",
+    )
 
 
 class ChampionToleranceConfig(dg.Config):
     champion_tolerance: float = Field(
-        default=DEFAULTS.champion_tolerance, description="How much worse than the champion, on the same test rows."
+        default=DEFAULTS.champion_tolerance,
+        description="The 95% lower bound of candidate - champion ROC-AUC on the same test rows must exceed -this.",
     )
 
 
@@ -57,14 +61,29 @@ def _gate(name: str, description: str, **kwargs):
     return promotion_gate(churn_model_candidate, monthly_partitions, name, description, **kwargs)
 
 
-@_gate("roc_auc_floor", "Out-of-time ROC-AUC at or above a floor an honest model on real data can meet.")
+@_gate(
+    "roc_auc_floor",
+    "Out-of-time ROC-AUC, averaged over the rolling backtest windows, at or above a floor an honest model meets.",
+)
 def roc_auc_floor(config: RocAucFloorConfig, churn_model_candidate, lake: LakeResource) -> dg.AssetCheckResult:
     metrics = churn_model_candidate["record"]["metrics"]
     passed, message = gate_roc_auc_floor(metrics, config.roc_auc_floor)
-    return _verdict(lake, churn_model_candidate, "roc_auc_floor", passed, message, roc_auc=metrics["roc_auc"])
+    return _verdict(
+        lake,
+        churn_model_candidate,
+        "roc_auc_floor",
+        passed,
+        message,
+        roc_auc=metrics["roc_auc"],
+        rolling_roc_auc_mean=metrics["rolling_roc_auc_mean"],
+        rolling_roc_auc_windows=metrics["rolling_roc_auc_windows"],
+    )
 
 
-@_gate("beats_baseline", "ROC-AUC at or above the tenure and cohort baseline plus a margin.")
+@_gate(
+    "beats_baseline",
+    "Paired member-bootstrap ROC-AUC gain over the gradient-boosted tenure + promotion baseline, lower bound > margin.",
+)
 def beats_baseline(config: BaselineMarginConfig, churn_model_candidate, lake: LakeResource) -> dg.AssetCheckResult:
     metrics = churn_model_candidate["record"]["metrics"]
     passed, message = gate_beats_baseline(metrics, config.baseline_margin)
@@ -76,6 +95,9 @@ def beats_baseline(config: BaselineMarginConfig, churn_model_candidate, lake: La
         message,
         roc_auc=metrics["roc_auc"],
         baseline_roc_auc=metrics["baseline_roc_auc"],
+        baseline_difference=metrics["baseline_difference"],
+        baseline_difference_low=metrics["baseline_difference_low"],
+        baseline_difference_high=metrics["baseline_difference_high"],
     )
 
 
@@ -89,7 +111,8 @@ def not_worse_than_champion(
 ) -> dg.AssetCheckResult:
     metrics = churn_model_candidate["record"]["metrics"]
     champion = read_champion(lake, "churn_model")
-    champion_auc = None
+    difference = {"estimate": float("nan"), "low": float("nan"), "high": float("nan")}
+    champion_auc = float("nan")
     if champion is not None and registry.trained_on_older_data(churn_model_candidate["record"], champion["record"]):
         # The champion may have learnt from these older test rows, so comparing would flatter it.
         passed, message = True, (
@@ -97,21 +120,38 @@ def not_worse_than_champion(
             f"(partition {champion['record']['source_partition']}), so this candidate is registered, not promoted"
         )
     else:
+        compared = None
         if champion is not None:
-            split = split_out_of_time(churn_training_set, _training_config(churn_model_candidate))
-            champion_auc = score_champion_on(split.test, champion["model"], champion["feature_columns"])
-        passed, message = gate_not_worse_than_champion(metrics["roc_auc"], champion_auc, config.champion_tolerance)
+            training_config = _training_config(churn_model_candidate)
+            split = split_out_of_time(churn_training_set, training_config)
+            intervals = compare_with_champion(
+                split.test,
+                churn_model_candidate["test_scores"]["score"],
+                champion["model"],
+                champion["feature_columns"],
+                training_config.bootstrap_rounds,
+                training_config.seed,
+            )
+            compared = difference = intervals["candidate - champion"]
+            champion_auc = intervals["champion"]["estimate"]
+        passed, message = gate_not_worse_than_champion(compared, config.champion_tolerance)
     return _verdict(
         lake,
         churn_model_candidate,
         "not_worse_than_champion",
         passed,
         message,
-        champion_roc_auc=champion_auc if champion_auc is not None else float("nan"),
+        champion_roc_auc=champion_auc,
+        champion_difference=difference["estimate"],
+        champion_difference_low=difference["low"],
+        champion_difference_high=difference["high"],
     )
 
 
-@_gate("recall_at_threshold", "Out-of-time recall at the frozen threshold at or above the target minus a tolerance.")
+@_gate(
+    "recall_at_threshold",
+    "Out-of-time recall at the frozen evaluation threshold at or above the target minus a tolerance.",
+)
 def recall_at_threshold(
     config: RecallToleranceConfig, churn_model_candidate, lake: LakeResource
 ) -> dg.AssetCheckResult:
@@ -146,11 +186,5 @@ def no_leakage(
 
 
 def _training_config(bundle: dict) -> ChurnTrainingConfig:
-    config = bundle["record"]["config"]
-    horizon = bundle["record"]["horizon_months"]
-    return ChurnTrainingConfig(
-        test_snapshots=config["test_snapshots"],
-        validation_snapshots=config["validation_snapshots"],
-        horizon_months=horizon,
-        embargo_months=horizon,
-    )
+    record = bundle["record"]
+    return ChurnCandidateConfig(**record["config"]).to_training_config(record["horizon_months"])
