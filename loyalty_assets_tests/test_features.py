@@ -230,14 +230,13 @@ def test_steady_flyer_with_full_history(features):
             "tenure_months": 36,  # 2015-06 .. 2018-06
             "loyalty_card_tier": 1,
             "promotion_enrollment": 0,
-            "window_coverage_months": 12,
         },
     )
 
 
 def test_windows_reaching_before_history_count_missing_months_as_zero(features):
     steady = row(features, STEADY, "2017-09-01")  # third month of history: nine of twelve months unobserved
-    assert steady["history_months"] == 3 == steady["window_coverage_months"]
+    assert steady["history_months"] == 3 == steady["window_coverage_24m"]
     assert steady["flights_6m"] == 12 and steady["flights_12m"] == 12
     assert steady["active_months_12m"] == 3
     assert steady["flights_3m_minus_prior_3m"] == 12
@@ -273,7 +272,6 @@ def test_decliner(features):
             "tenure_months": 51,  # 2014-03 .. 2018-06
             "loyalty_card_tier": 2,
             "promotion_enrollment": 0,
-            "window_coverage_months": 12,
         },
     )
     earlier = row(features, DECLINER, "2018-02-01")  # months 2017-09 .. 2018-02: 10,10,10,10,8,6

@@ -71,7 +71,7 @@ def promote_version(root: Path, champion: dg.AssetsDefinition, candidate_asset: 
 
 
 def churn_verdicts(candidate) -> dict[str, tuple[bool, str]]:
-    verdicts = run_churn_gates(candidate.metrics, champion_auc=None)
+    verdicts = run_churn_gates(candidate.metrics, champion_difference=None)
     verdicts["recall_at_threshold"] = verdicts.pop("recall")
     verdicts["no_leakage"] = (True, "no leakage found")
     return verdicts

@@ -2,7 +2,7 @@
 
 - ``make_training_set``: churn from a persistent latent trait, seen through ``FEATURES`` (signals
   and noise named as such), for the domain tests of training, gates and plots.
-- ``synthetic_training_set``: the 21 production ``FEATURE_COLUMNS``, for the Dagster assets.
+- ``synthetic_training_set``: the production ``MODEL_FEATURES``, for the Dagster assets.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from loyalty_assets.domain.churn import ChurnTrainingConfig
-from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.features import CATEGORICAL_FEATURES, MODEL_FEATURES
 
 FEATURES = [
     "tenure_months", "promotion_enrollment", *(f"signal_{i}" for i in range(4)), *(f"noise_{i}" for i in range(15))
@@ -70,11 +70,12 @@ def make_training_set(n_members: int = 2000, n_snapshots: int = 12, seed: int = 
 
 
 def synthetic_training_set(members: int = 400, snapshots: int = 14, seed: int = 0) -> pd.DataFrame:
-    """The 21 feature columns with churn driven by recent flights and tenure; 14 monthly snapshots."""
+    """The model feature columns with churn driven by recent flights and tenure; 14 monthly snapshots."""
     rng, member, snapshot_month, step = _member_snapshots(members, snapshots, "2023-01-01", seed)
     rows = len(member)
-    frame = pd.DataFrame({column: rng.gamma(2.0, 2.0, rows) for column in FEATURE_COLUMNS})
-    frame["loyalty_card_tier"] = rng.integers(0, 3, rows).astype(float)
+    frame = pd.DataFrame({column: rng.gamma(2.0, 2.0, rows) for column in MODEL_FEATURES})
+    for column in CATEGORICAL_FEATURES:
+        frame[column] = rng.integers(0, 3, rows).astype(float)
     frame["promotion_enrollment"] = (rng.random(rows) < 0.1).astype(float)
     frame["tenure_months"] = np.repeat(rng.integers(1, 80, members), snapshots) + step.astype(float)
     logit = -2.0 - 0.5 * frame["flights_3m"] + 0.8 * frame["promotion_enrollment"] - 0.01 * frame["tenure_months"]
