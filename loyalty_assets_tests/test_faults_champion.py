@@ -18,7 +18,7 @@ import pytest
 
 from loyalty_assets import cli
 from loyalty_assets.definitions import build_defs
-from loyalty_assets.domain import registry
+from loyalty_assets.domain import lake_keys, registry
 from loyalty_assets.domain.storage import LocalStore, joblib_bytes_to_object, parquet_bytes_to_dataframe
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.dagster_helpers import project_home
@@ -181,3 +181,10 @@ def test_automatic_promotion_moves_only_forward_in_training_data_time(tmp_path):
         "2026-10.00000001",
         "2026-11.00000003",
     ]
+
+
+def test_a_drift_reference_beside_the_records_is_not_listed_as_a_version(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    registry.register(store, "churn", "2026-10.abc123", {"model": None}, {"source_partition": "2026-10-01"})
+    store.put_bytes(lake_keys.drift_reference_key("2026-10.abc123"), b"{}")
+    assert [entry["version"] for entry in registry.versions(store, "churn")] == ["2026-10.abc123"]

@@ -104,10 +104,11 @@ def load_bundle(store: ObjectStore, kind: str, version: str) -> Any:
 
 def versions(store: ObjectStore, kind: str) -> list[dict[str, Any]]:
     _check_kind(kind)
+    # A drift reference computed later (``<version>.reference.json``) sits beside the records.
     keys = [
         key
         for key in store.list_keys(lake_keys.registry_folder(kind))
-        if lake_keys.is_registry_record(key)
+        if lake_keys.is_registry_record(key) and VERSION_PATTERN.fullmatch(key.rsplit("/", 1)[1].removesuffix(".json"))
     ]
     return sorted((json.loads(store.get_bytes(key)) for key in keys), key=lambda item: item["registered_at"])
 
