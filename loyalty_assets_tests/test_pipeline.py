@@ -14,7 +14,7 @@ import pytest
 from loyalty_assets import cli
 from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import registry
-from loyalty_assets.domain.features import FEATURE_COLUMNS
+from loyalty_assets.domain.features import MODEL_FEATURES
 from loyalty_assets.domain.storage import (
     LocalStore,
     dataframe_to_parquet_bytes,
@@ -48,7 +48,7 @@ def test_as_of_run_promotes_both_champions_with_complete_records(scored_home):
     }
     for key in ("training_window", "metrics", "feature_list", "data_fingerprint", "library_versions"):
         assert churn[key], key
-    assert churn["feature_list"] == FEATURE_COLUMNS
+    assert churn["feature_list"] == MODEL_FEATURES
     assert churn["training_window"]["test"][0] > churn["training_window"]["train"][-1]
     assert lake.exists(f"registry/churn/{churn['version']}.pkl")
     assert registry.record(lake, "segmentation", _champion_version(scored_home, "segmentation"))["gates_passed"] is True
