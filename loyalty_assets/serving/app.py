@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from loyalty_assets.domain.storage import ObjectStore
-from loyalty_assets.serving.champions import ServingState
+from loyalty_assets.serving.champions import ScoredWeek, ServingState
 from loyalty_assets.serving.scoring import ScoreRequest, field_errors, score_request
 from loyalty_assets.settings import ApiSettings
 
@@ -52,20 +52,51 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _encoded(body: Any) -> bytes:
+    return json.dumps(body, default=_json_value, separators=(",", ":"), allow_nan=False).encode()
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    payload = json.dumps(body, default=_json_value, separators=(",", ":"), allow_nan=False)
-    return Response(payload, status_code=status, headers=headers, media_type="application/json")
+    return Response(_encoded(body), status_code=status, headers=headers, media_type="application/json")
 
 
-def _prediction(row: dict[str, Any]) -> Response:
+def _encoded_prediction(row: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     body = {key: _json_value(value) for key, value in row.items()}
-    return json_response(
-        body,
-        headers={
-            "x-churn-model-version": str(body["churn_model_version"]),
-            "x-segmentation-model-version": str(body["segmentation_model_version"]),
-        },
-    )
+    payload = _encoded(body)
+    headers = {
+        "x-churn-model-version": str(body["churn_model_version"]),
+        "x-segmentation-model-version": str(body["segmentation_model_version"]),
+    }
+    return payload, headers
+
+
+def _prediction(encoded: tuple[bytes, dict[str, str]]) -> Response:
+    payload, headers = encoded
+    return Response(payload, headers=headers, media_type="application/json")
+
+
+class WeekAnswers:
+    """The member look-up answers of one scored week, each encoded once, then reused while the week serves.
+
+    At most ``MAX_ANSWERS`` are kept (about 600 bytes each): a full store starts again empty.
+    """
+
+    MAX_ANSWERS = 100_000
+
+    def __init__(self) -> None:
+        self.week: ScoredWeek | None = None
+        self.answers: dict[int, tuple[bytes, dict[str, str]]] = {}
+
+    def answer(self, week: ScoredWeek, loyalty_number: int) -> tuple[bytes, dict[str, str]] | None:
+        if week is not self.week or len(self.answers) >= self.MAX_ANSWERS:
+            self.week, self.answers = week, {}
+        answer = self.answers.get(loyalty_number)
+        if answer is None:
+            row = week.row(loyalty_number)
+            if row is None:
+                return None
+            answer = self.answers[loyalty_number] = _encoded_prediction(row)
+        return answer
 
 
 def _invalid(location: list, message: str, kind: str) -> Response:
@@ -95,6 +126,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_background: bool = True) -> Starlette:
     state = ServingState(store)
+    week_answers = WeekAnswers()
     keys = [key.encode() for key in settings.api_keys]
 
     async def member(request: Request) -> Response:
@@ -104,10 +136,10 @@ def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_backgroun
         week = state.week
         if week is None:
             return json_response({"detail": "no scored week in the lake yet"}, status=503)
-        row = week.row(int(text))
-        if row is None:
+        answer = week_answers.answer(week, int(text))
+        if answer is None:
             return json_response({"detail": f"member {text} is not in the scored week {week.week}"}, status=404)
-        return _prediction(row)
+        return _prediction(answer)
 
     async def score(request: Request) -> Response:
         champions = state.champions  # one read: this request is served by these versions throughout
@@ -132,7 +164,7 @@ def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_backgroun
             row = score_request(champions, body)
         except ValueError as error:  # the member is not enrolled and active at as_of
             return _invalid(["body", "as_of"], str(error), "value_error")
-        return _prediction(row)
+        return _prediction(_encoded_prediction(row))
 
     async def model(request: Request) -> Response:
         champions = state.champions
@@ -259,6 +291,10 @@ def serve(host: str, port: int) -> None:
     settings = load_settings()
     store = store_for_uri(settings.lake_uri, settings)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # The lines print the message only: skip the caller, thread and process look-ups of every record
+    # (the logging HOWTO's "Optimization" settings).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     uvicorn.run(
         build_app(store, api_settings),
         host=host,

@@ -10,7 +10,8 @@ float64 thresholds. The champion's other parts keep their fitted parameters:
   margin) for models that have one (gradient boosting), else the positive-class probability; a
   sigmoid calibrator is applied from its two fitted numbers, any other through ``predict``;
 - a ``SimpleImputer`` before the trees fills NaN with its fitted statistics; a ``ColumnTransformer``
-  of such imputers, ``OneHotEncoder`` on numeric codes, ``passthrough`` and ``drop`` runs as numpy
+  of such imputers, ``OneHotEncoder`` on numeric codes, ``passthrough`` (also as an identity
+  ``FunctionTransformer``) and ``drop`` runs as numpy
   from its fitted categories; any other preprocessing step runs through its own ``transform``.
 
 Forests split on float32 values (scikit-learn casts X to float32), so their input is rounded to
@@ -41,7 +42,7 @@ from sklearn.ensemble import (
 from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 
 # Far below the 0.1-point rounding of churn_risk_pct: a compiled model within it publishes the same
@@ -129,6 +130,11 @@ def _nan_imputer(step) -> bool:
     return isinstance(step, SimpleImputer) and not step.add_indicator and np.isnan(step.missing_values)
 
 
+def _identity(step) -> bool:
+    """A ``FunctionTransformer`` without a function: how scikit-learn >= 1.8 stores a ``passthrough`` remainder."""
+    return isinstance(step, FunctionTransformer) and step.func is None
+
+
 def _numeric_one_hot(step) -> bool:
     return (
         isinstance(step, OneHotEncoder)
@@ -163,7 +169,7 @@ def _column_transformer(transformer: ColumnTransformer, columns: list[str]) -> T
         positions = np.arange(len(columns))[transformer._transformer_to_input_indices[name]]
         if step == "drop" or positions.size == 0:
             continue
-        if step == "passthrough":
+        if step == "passthrough" or _identity(step):
             parts.append((positions, lambda matrix: matrix))
         elif _nan_imputer(step) and len(step.statistics_) == positions.size:
             parts.append((positions, _imputer(step)))
@@ -206,13 +212,17 @@ def _unknown_categories_as_missing(trees) -> Transform:
     if preprocessor is None:
         return lambda matrix: matrix
     categories = preprocessor.named_transformers_["encoder"].categories_
-    known = [np.asarray(values, dtype=np.float64) for values in categories]
     columns = np.flatnonzero(trees.is_categorical_)
+    # Each categorical column's known values in one row, padded with NaN (equal to nothing, as in np.isin).
+    known = np.full((len(columns), max((len(values) for values in categories), default=0)), np.nan)
+    for row, values in enumerate(categories):
+        known[row, : len(values)] = values
 
     def transform(matrix: np.ndarray) -> np.ndarray:
         matrix = matrix.copy()
-        for column, values in zip(columns, known):
-            matrix[~np.isin(matrix[:, column], values), column] = np.nan
+        codes = matrix[:, columns]
+        unknown = ~(codes[:, :, None] == known).any(axis=2)
+        matrix[:, columns] = np.where(unknown, np.nan, codes)
         return matrix
 
     return transform

@@ -10,8 +10,10 @@ needs is taken from the champions once, when they load:
 - tier: the champion's cut-offs, with ``assign_tiers``'s rule (highest bound strictly exceeded);
 - action and experiment arm: the action table's (segment x tier) matrix and control shares, and
   the experiments module's ``experiment_id`` and ``assignment_unit``;
-- reasons, only for the tiers the batch explains: the batch's own ``ChurnScorer.reasons`` on the
-  one row, with the compiled model.
+- reasons, only for the tiers the batch explains: ``scoring.top_reasons``'s rule on the one row
+  (each feature outside its usual range set to its usual value, all such rows scored in one call of
+  the compiled model, the largest rounded drops kept) with the scorer's usual values and the
+  batch's ``reason_text``.
 
 ``check_against_batch`` compares these rows with ``ChurnScorer.score`` on the champion's validation
 rows when the champions load; on any difference the API scores with the batch code instead, so a
@@ -36,11 +38,13 @@ from loyalty_assets.domain.experiments import (
     cell_control_shares,
     experiment_id,
 )
-from loyalty_assets.domain.features import MODEL_FEATURES
+from loyalty_assets.domain.features import CATEGORICAL_FEATURES, MODEL_FEATURES
 from loyalty_assets.domain.periods import week_start
+from loyalty_assets.domain.reasons import NO_SINGLE_REASON, reason_text
 from loyalty_assets.domain.scoring import (
     EXPLAINED_TIERS,
     PREDICTION_COLUMNS,
+    REASON_DECIMALS,
     RISK_TIERS,
     ChurnScorer,
     action_matrix,
@@ -58,6 +62,8 @@ from loyalty_assets.serving.compiled import ServingModel, UnsupportedModel
 ROW_COLUMNS = PREDICTION_COLUMNS + EXPERIMENT_COLUMNS
 # Validation rows the fast path is compared on at load time (all of them when fewer).
 CHECK_ROWS = 1500
+# Reasons per member: ``top_reasons``'s default ``k``, the one ``ChurnScorer.reasons`` uses.
+REASON_COUNT = 3
 
 
 def current_week() -> str:
@@ -104,6 +110,40 @@ class NearestCentroid:
         return self.names[int(np.argmin(self.center_norms - 2.0 * (self.centers @ scaled)))]
 
 
+class UsualRanges:
+    """``top_reasons`` for one row of the model's feature columns, with the compiled model."""
+
+    def __init__(self, scorer: ChurnScorer, compiled: ServingModel):
+        columns = list(scorer.feature_columns)
+        missing = [column for column in columns if column not in scorer.usual_values]
+        if missing:
+            raise UnsupportedModel(f"no usual value for features {missing}")
+        self.columns = columns
+        self.low, self.usual, self.high = (
+            np.array([scorer.usual_values[column][name] for column in columns], dtype=np.float64)
+            for name in ("low", "usual", "high")
+        )
+        self.categorical = [column in CATEGORICAL_FEATURES for column in columns]
+        self.probability = compiled.matrix_probability
+
+    def top_reasons(self, row: np.ndarray, risk: float) -> tuple[str, str]:
+        """(``top_reasons``, ``top_reason_features``) of one member whose risk is ``risk``."""
+        unusual = ~np.isnan(self.usual) & ((row < self.low) | (row > self.high) | np.isnan(row))
+        changed_positions = np.flatnonzero(unusual)
+        drops = np.zeros(len(row))
+        if changed_positions.size:
+            changed = np.repeat(row[None, :], changed_positions.size, axis=0)
+            changed[np.arange(changed_positions.size), changed_positions] = self.usual[changed_positions]
+            drops[changed_positions] = risk - self.probability(changed)
+        drops = np.round(drops, REASON_DECIMALS)
+        kept = [position for position in np.argsort(-drops, kind="stable")[:REASON_COUNT] if drops[position] > 0]
+        texts = [
+            reason_text(self.columns[position], row[position], self.usual[position], self.categorical[position])
+            for position in kept
+        ]
+        return "; ".join(texts) or NO_SINGLE_REASON, ",".join(self.columns[position] for position in kept)
+
+
 class MemberScorer:
     """The ``churn_predictions`` row of one member from their feature vector (``MODEL_FEATURES`` order)."""
 
@@ -124,6 +164,7 @@ class MemberScorer:
         self.segments = NearestCentroid(segmentation)
         self.compiled = compiled
         self.model_columns = np.array([MODEL_FEATURES.index(name) for name in scorer.feature_columns])
+        self.reasons = UsualRanges(scorer, compiled)
         self.bounds = np.array([scorer.cutoffs[tier] for tier in RISK_TIERS[1:]], dtype=np.float64)
         self.actions = action_matrix(action_table)
         shares = cell_control_shares(action_table)
@@ -140,9 +181,7 @@ class MemberScorer:
         action = self.actions[SEGMENT_NAMES.index(segment), tier_code]
         reasons, reason_features = "", ""
         if tier in EXPLAINED_TIERS:
-            frame = pd.DataFrame(row, columns=self.scorer.feature_columns)
-            explained = self.scorer.reasons(frame, np.array([probability]), np.ones(1, dtype=bool)).iloc[0]
-            reasons, reason_features = explained["top_reasons"], explained["top_reason_features"]
+            reasons, reason_features = self.reasons.top_reasons(row[0], probability)
         experiment = experiment_id(week)
         share = self.control_shares[(segment, tier)]
         arm = CONTROL if assignment_unit(experiment, loyalty_number) < share else TREATMENT
