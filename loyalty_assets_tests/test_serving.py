@@ -42,7 +42,7 @@ from loyalty_assets.domain.storage import LocalStore, S3Store, parquet_bytes_to_
 from loyalty_assets.domain.periods import quarter_start
 from loyalty_assets.runner import QUIET_CONSOLE, execute_job, instance_for
 from loyalty_assets.serving.champions import ServingState, _member_scorer
-from loyalty_assets.serving.compiled import compile_churn_model
+from loyalty_assets.serving.compiled import _column_transformer, compile_churn_model
 from loyalty_assets.serving.scoring import ScoreRequest, score_request
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.api_process import running_api
@@ -389,6 +389,16 @@ def test_gradient_boosting_and_one_hot_forest_compile_and_match_scikit_learn(nam
     one_by_one = np.concatenate([compiled.matrix_probability(row[None, :]) for row in unseen.to_numpy()])
     assert np.max(np.abs(one_by_one - expected)) <= compiled.tolerance
     assert np.max(np.abs(compiled.probability(unseen) - expected)) <= compiled.tolerance
+
+
+def test_a_passthrough_remainder_runs_as_numpy_not_through_scikit_learn():
+    """scikit-learn >= 1.8 stores ``remainder="passthrough"`` as an identity ``FunctionTransformer``."""
+    frame, _ = _small_churn_frame(50, seed=8)
+    columns = list(frame.columns)
+    drop_then_keep = ColumnTransformer([("unused", "drop", ["trend"])], remainder="passthrough").fit(frame)
+    transform = _column_transformer(drop_then_keep, columns)
+    matrix = frame.to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(transform(matrix), drop_then_keep.transform(frame))
 
 
 def test_promotion_and_rollback_swap_the_served_model_without_a_failed_request(home, server):
