@@ -385,6 +385,13 @@ def test_calibration_of_the_candidate_is_right_on_average(candidate):
     assert calibration["brier_skill"] > 0
 
 
+def test_calibration_is_right_on_average_on_the_validation_snapshots(candidate):
+    """Platt scaling on the validation snapshots (the latest mature months before the test's
+    label windows) makes the mean predicted there the realised churn rate."""
+    realised = candidate.validation_labels.mean()
+    assert candidate.validation_scores.mean() == pytest.approx(realised, rel=0.02)
+
+
 def _labels_at_rates(scores: np.ndarray, rates: np.ndarray) -> np.ndarray:
     """Exactly ``rate`` churners among the rows sharing a rate (every k-th row), no sampling noise."""
     labels = np.zeros(scores.size, dtype=int)
