@@ -3,6 +3,8 @@ prediction columns; a readable score histogram; the port of ``make dev``."""
 
 import os
 import subprocess
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +21,7 @@ from loyalty_assets.defs.predictions.columns import PREDICTION_COLUMN_DESCRIPTIO
 from loyalty_assets.defs.resources.storage import LakeModelIOManager, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain import segmentation as seg
+from loyalty_assets.domain.bundles import churn_bundle, segmentation_bundle
 from loyalty_assets.domain.churn import run_churn_gates, train_churn_candidate
 from loyalty_assets.domain.drift import reference_score_edges, score_distribution
 from loyalty_assets.domain.monitoring_report import score_histogram_figure
@@ -33,15 +36,23 @@ PNG_MARKDOWN = "](data:image/png;base64,"
 
 
 @pytest.fixture(scope="module")
-def churn_candidate():
-    return train_churn_candidate(make_training_set(), FEATURES, SMALL)
+def training_set():
+    return make_training_set()
 
 
 @pytest.fixture(scope="module")
-def segmentation():
-    return seg.fit_segmentation(
-        planted_population({seg.ROAD_WARRIORS: 600, seg.LOYAL_REGULARS: 900, seg.DABBLERS: 700}, n_inactive=500)
-    )
+def churn_candidate(training_set):
+    return train_churn_candidate(training_set, FEATURES, SMALL)
+
+
+@pytest.fixture(scope="module")
+def population():
+    return planted_population({seg.ROAD_WARRIORS: 600, seg.LOYAL_REGULARS: 900, seg.DABBLERS: 700}, n_inactive=500)
+
+
+@pytest.fixture(scope="module")
+def segmentation(population):
+    return seg.fit_segmentation(population)
 
 
 def lake_resources(root: Path) -> dict:
@@ -49,10 +60,10 @@ def lake_resources(root: Path) -> dict:
     return {"lake": lake, "model_io_manager": LakeModelIOManager(lake=lake)}
 
 
-def register_churn(store: LocalStore, candidate, version: str, verdicts: dict[str, tuple[bool, str]]) -> None:
-    record = {"source_partition": "2024-01-01", "metrics": candidate.metrics}
-    bundle = {"kind": "churn", "version": version, "model": candidate.model, "test_scores": candidate.test_scores}
-    registry.register(store, "churn", version, bundle, record)
+def register_churn(
+    store: LocalStore, candidate, training_set, version: str, verdicts: dict[str, tuple[bool, str]]
+) -> None:
+    registry.register_bundle(store, replace(churn_bundle(candidate, training_set, "2024-01-01", {}), version=version))
     for gate, (passed, message) in verdicts.items():
         registry.record_gate(store, "churn", version, gate, passed, message)
 
@@ -85,11 +96,13 @@ def test_significant_keeps_four_figures_and_leaves_other_values():
     assert np.isnan(significant(float("nan")))
 
 
-def test_churn_champion_page_shows_rounded_out_of_time_metrics_gates_and_plot(tmp_path, churn_candidate):
+def test_churn_champion_page_shows_rounded_out_of_time_metrics_gates_and_plot(
+    tmp_path, churn_candidate, training_set
+):
     store = LocalStore(tmp_path)
     verdicts = churn_verdicts(churn_candidate)
     assert set(verdicts) == set(CHURN_GATES) and all(passed for passed, _ in verdicts.values())
-    register_churn(store, churn_candidate, "2024-01.aaaa0001", verdicts)
+    register_churn(store, churn_candidate, training_set, "2024-01.aaaa0001", verdicts)
     registry.mark_gates_passed(store, "churn", "2024-01.aaaa0001", CHURN_GATES)
 
     metadata = promote_version(
@@ -111,10 +124,10 @@ def test_churn_champion_page_shows_rounded_out_of_time_metrics_gates_and_plot(tm
     assert PNG_MARKDOWN in metadata["evaluation_plot"]
 
 
-def test_a_forced_champion_shows_its_failed_gate(tmp_path, churn_candidate):
+def test_a_forced_champion_shows_its_failed_gate(tmp_path, churn_candidate, training_set):
     store = LocalStore(tmp_path)
     verdicts = {**churn_verdicts(churn_candidate), "beats_baseline": (False, "test ROC-AUC below the baseline")}
-    register_churn(store, churn_candidate, "2024-01.bbbb0002", verdicts)
+    register_churn(store, churn_candidate, training_set, "2024-01.bbbb0002", verdicts)
 
     metadata = promote_version(
         tmp_path,
@@ -129,19 +142,21 @@ def test_a_forced_champion_shows_its_failed_gate(tmp_path, churn_candidate):
     assert "test ROC-AUC below the baseline" in metadata["gates"]
 
 
-def test_segmentation_champion_page_shows_profile_and_gates(tmp_path, segmentation):
+def test_segmentation_champion_page_shows_profile_and_gates(tmp_path, segmentation, population):
     store = LocalStore(tmp_path)
     version = "2024-01.cccc0003"
-    record = {
-        "source_partition": "2024-01-01",
-        "metrics": {
-            "silhouette": segmentation.silhouette,
-            "adjusted_rand_vs_champion": None,
-            "jaccard_vs_champion": None,
-        },
-    }
-    bundle = {"kind": "segmentation", "version": version, "model": segmentation, "report": None, "record": record}
-    registry.register(store, "segmentation", version, bundle, record)
+    bundle = segmentation_bundle(
+        segmentation,
+        None,
+        population,
+        source_partition="2024-01-01",
+        source_drop=date(2024, 1, 31),
+        champion_version=None,
+        profile=seg.segment_profile_table(segmentation.profile),
+        churn_basis="",
+        settings={},
+    )
+    registry.register_bundle(store, replace(bundle, version=version))
     for gate, result in seg.evaluate_gates(segmentation, None, None).items():
         registry.record_gate(store, "segmentation", version, gate, result.passed, result.message)
     registry.mark_gates_passed(store, "segmentation", version, SEGMENTATION_GATES)
