@@ -123,7 +123,8 @@ def test_a_bundle_of_the_wrong_type_fails_naming_the_version_and_the_fix(tmp_pat
     store = LocalStore(tmp_path)
     old_bundle = {"kind": "churn", "version": "2017-11.0ld0ne", "model": churn.model}
     registry.register(store, "churn", "2017-11.0ld0ne", old_bundle, churn.record.to_json())
-    with pytest.raises(BundleTypeError, match=r"2017-11\.0ld0ne is stored as a dict, not a ChurnBundle.*re-run training"):
+    stale = r"2017-11\.0ld0ne is stored as a dict, not a ChurnBundle.*re-run training"
+    with pytest.raises(BundleTypeError, match=stale):
         registry.load_bundle(store, "churn", "2017-11.0ld0ne")
 
     registry.register(store, "churn", segmentation.version, segmentation, churn.record.to_json())

@@ -13,7 +13,7 @@ import platform
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from importlib import metadata
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import pandas as pd
 
@@ -57,7 +57,7 @@ class ModelRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, entry: dict[str, Any]):
+    def from_json(cls, entry: dict[str, Any]) -> Self:
         """The record of a registry entry (``registry.record``), without the registry's own keys."""
         return cls(**{field.name: entry[field.name] for field in fields(cls)})
 
@@ -120,7 +120,7 @@ class SegmentationBundle:
 BUNDLE_TYPES = {bundle_type.kind: bundle_type for bundle_type in (ChurnBundle, SegmentationBundle)}
 
 
-class BundleTypeError(TypeError):
+class BundleTypeError(ValueError):
     """A stored bundle that is not this release's bundle type (e.g. a dict pickled by an older release)."""
 
 

@@ -108,10 +108,10 @@ def promotion_gate(asset: dg.AssetsDefinition, partitions_def, name: str, descri
 
 
 def gate_verdict(
-    lake: LakeResource, kind: str, bundle: ChurnBundle | SegmentationBundle, gate: str, passed: bool, message: str, **metadata
+    lake: LakeResource, bundle: ChurnBundle | SegmentationBundle, gate: str, passed: bool, message: str, **metadata
 ) -> dg.AssetCheckResult:
     """The check result, also written to the registry so a promotion can prove every gate passed."""
-    registry.record_gate(lake.store(), kind, bundle.version, gate, passed, message)
+    registry.record_gate(lake.store(), bundle.kind, bundle.version, gate, passed, message)
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -19,7 +19,9 @@ CHURN_GATES = ["roc_auc_floor", "beats_baseline", "not_worse_than_champion", "re
 
 
 class ChurnCandidateConfig(dg.Config):
-    seed: int = Field(default=ChurnTrainingConfig.seed, description="Random seed: the same seed and data give the same model.")
+    seed: int = Field(
+        default=ChurnTrainingConfig.seed, description="Random seed: the same seed and data give the same model."
+    )
     n_estimators: int = Field(default=ChurnTrainingConfig.n_estimators, description="Trees of the forest family.")
     n_jobs: int = Field(default=ChurnTrainingConfig.n_jobs, description="Cores for the forest.")
     test_snapshots: int = Field(

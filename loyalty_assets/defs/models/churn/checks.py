@@ -55,7 +55,7 @@ class RecallToleranceConfig(dg.Config):
 
 
 def _verdict(lake: LakeResource, bundle: ChurnBundle, gate: str, passed: bool, message: str, **metadata):
-    return gate_verdict(lake, "churn", bundle, gate, passed, message, **metadata)
+    return gate_verdict(lake, bundle, gate, passed, message, **metadata)
 
 
 def _gate(name: str, description: str, **kwargs):
@@ -114,7 +114,8 @@ def not_worse_than_champion(
     champion = read_champion(lake, "churn_model")
     difference = {"estimate": float("nan"), "low": float("nan"), "high": float("nan")}
     champion_auc = float("nan")
-    if champion is not None and registry.trained_on_older_data(churn_model_candidate.record.to_json(), champion.record.to_json()):
+    candidate_record = churn_model_candidate.record
+    if champion is not None and registry.trained_on_older_data(candidate_record.to_json(), champion.record.to_json()):
         # The champion may have learnt from these older test rows, so comparing would flatter it.
         passed, message = True, (
             f"not compared: the champion {champion.version} was trained on newer data "

@@ -37,7 +37,7 @@ class AgreementConfig(dg.Config):
 
 
 def _verdict(lake: LakeResource, bundle: SegmentationBundle, gate: str, result, **metadata) -> dg.AssetCheckResult:
-    return gate_verdict(lake, "segmentation", bundle, gate, result.passed, result.message, **metadata)
+    return gate_verdict(lake, bundle, gate, result.passed, result.message, **metadata)
 
 
 def _gate(name: str, description: str):
