@@ -95,7 +95,7 @@ def bench_weekly_job_15k():
     started = time.perf_counter()
     features = parquet_bytes_to_dataframe((lake / "scoring_features" / f"{week}.parquet").read_bytes())
     champion = joblib_bytes_to_object((lake / "churn_model.pkl").read_bytes())
-    scores = champion["model"].predict_proba(features[champion["feature_columns"]])[:, 1]
+    scores = champion.model.predict_proba(features[champion.feature_columns])[:, 1]
     pd.DataFrame({"loyalty_number": features["loyalty_number"], "churn_risk_pct": scores * 100}).to_csv(
         home / "floor.csv", index=False
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
@@ -45,7 +46,7 @@ from loyalty_assets.domain.segmentation import SEGMENT_NAMES
 TRAINING_ROWS = 50_000
 VALIDATION_ROWS = 20_000
 SEED = 20181203
-CACHE_PATH = Path(tempfile.gettempdir()) / f"loyalty_bench_scoring_champion_{TRAINING_ROWS}_{SEED}.joblib"
+CACHE_PATH = Path(tempfile.gettempdir()) / f"loyalty_bench_scoring_fitted_champion_{TRAINING_ROWS}_{SEED}.joblib"
 
 
 def synthetic_features(count: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -97,7 +98,15 @@ def synthetic_churn(features: pd.DataFrame, rng: np.random.Generator) -> np.ndar
     return (rng.random(len(features)) < 1 / (1 + np.exp(-logit.to_numpy()))).astype(int)
 
 
-def _fit_champion() -> dict:
+@dataclass(frozen=True)
+class BenchmarkChampion:
+    model: CalibratedClassifierCV
+    cutoffs: dict[str, float]
+    validation_features: pd.DataFrame
+    validation_scores: np.ndarray
+
+
+def _fit_champion() -> BenchmarkChampion:
     rng = np.random.default_rng(SEED)
     train = synthetic_features(TRAINING_ROWS, rng)
     validation = synthetic_features(VALIDATION_ROWS, rng)
@@ -107,20 +116,14 @@ def _fit_champion() -> dict:
     model = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
     model.fit(validation[FEATURE_COLUMNS], synthetic_churn(validation, rng))
     validation_scores = model.predict_proba(validation[FEATURE_COLUMNS])[:, 1]
-    return {
-        "model": model,
-        "cutoffs": tier_cutoffs(validation_scores),
-        "validation_features": validation,
-        "validation_scores": validation_scores,
-    }
+    return BenchmarkChampion(model, tier_cutoffs(validation_scores), validation, validation_scores)
 
 
-def champion() -> dict:
+def champion() -> BenchmarkChampion:
     """The cached benchmark champion; fitted and cached on first use."""
     if not CACHE_PATH.exists():
-        bundle = _fit_champion()
         partial = CACHE_PATH.with_suffix(".partial")
-        joblib.dump(bundle, partial)
+        joblib.dump(_fit_champion(), partial)
         os.replace(partial, CACHE_PATH)
     return joblib.load(CACHE_PATH)
 
@@ -136,18 +139,18 @@ def _load_note() -> str:
 
 
 def _bench_score(member_count: int) -> tuple[float, str]:
-    bundle = champion()
+    fitted = champion()
     rng = np.random.default_rng(member_count)
     features = synthetic_features(member_count, rng)
     segments = np.asarray(SEGMENT_NAMES, dtype=object)[rng.integers(0, len(SEGMENT_NAMES), member_count)]
     table = load_action_table()
-    usual = usual_values(bundle["validation_features"], FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS))
+    usual = usual_values(fitted.validation_features, FEATURE_COLUMNS, categorical_among(FEATURE_COLUMNS))
     predictions, wall, cpu = _timed(
         lambda: score_members(
-            bundle["model"],
+            fitted.model,
             features,
             FEATURE_COLUMNS,
-            bundle["cutoffs"],
+            fitted.cutoffs,
             segments,
             table,
             "2018-12-03",
@@ -157,7 +160,7 @@ def _bench_score(member_count: int) -> tuple[float, str]:
         )
     )
     explained = int((predictions["top_reasons"] != "").sum())
-    trees = bundle["model"].calibrated_classifiers_[0].estimator.estimator[-1].estimators_
+    trees = fitted.model.calibrated_classifiers_[0].estimator.estimator[-1].estimators_
     nodes = np.mean([tree.tree_.node_count for tree in trees])
     return wall, (
         f"score_members {cpu:.2f} s CPU; {member_count:,} members, {explained:,} explained "
@@ -176,20 +179,20 @@ def bench_score_1m() -> tuple[float, str]:
 
 def bench_drift_15k() -> str:
     """Drift checks of one 15k-member week; the week's scores are cached validation scores (no scoring here)."""
-    bundle = champion()
-    cutoffs = bundle["cutoffs"]
+    fitted = champion()
+    cutoffs = fitted.cutoffs
     reference, reference_seconds, _ = _timed(
         lambda: build_reference(
-            bundle["validation_features"],
+            fitted.validation_features,
             FEATURE_COLUMNS,
             categorical_among(FEATURE_COLUMNS),
-            bundle["validation_scores"],
-            assign_tiers(bundle["validation_scores"], cutoffs),
+            fitted.validation_scores,
+            assign_tiers(fitted.validation_scores, cutoffs),
         )
     )
     rng = np.random.default_rng(15_000)
     features = synthetic_features(15_000, rng)
-    scores = bundle["validation_scores"][: len(features)]
+    scores = fitted.validation_scores[: len(features)]
     predictions = pd.DataFrame(
         {
             "loyalty_number": features["loyalty_number"],

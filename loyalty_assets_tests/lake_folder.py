@@ -10,6 +10,7 @@ import pandas as pd
 from dagster_aws.s3 import S3Resource
 
 from loyalty_assets.defs.resources.storage import LakeModelIOManager, LakeParquetIOManager, LakeResource
+from loyalty_assets.domain.bundles import ChurnBundle
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes, object_to_joblib_bytes
 
 
@@ -22,7 +23,7 @@ class LakeFolder:
         key = LakeParquetIOManager(lake=self.resource).object_key(dg.AssetKey(asset), partition)
         self.store.put_bytes(key, dataframe_to_parquet_bytes(frame))
 
-    def put_champion(self, bundle: dict) -> None:
+    def put_champion(self, bundle: ChurnBundle) -> None:
         key = LakeModelIOManager(lake=self.resource).object_key(dg.AssetKey("churn_model"), None)
         self.store.put_bytes(key, object_to_joblib_bytes(bundle))
 

@@ -117,7 +117,7 @@ def test_manual_promotion_moves_back_and_repromoting_changes_nothing(env):
     older = _older_version(lake, "churn")
     assert cli.main(["model", "promote", "--version", older, "--reason", "audit of the October model"]) == 0
     assert registry.champion_version(lake, "churn") == older
-    assert joblib_bytes_to_object(champion_object.read_bytes())["version"] == older
+    assert joblib_bytes_to_object(champion_object.read_bytes()).version == older
     entry = registry.history(lake, "churn")[-1]
     assert (entry["previous"], entry["reason"], entry["forced"]) == (env["newer"]["churn"], "audit of the October model", False)
 

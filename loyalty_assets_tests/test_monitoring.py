@@ -7,7 +7,7 @@ the week, and the checks that read its evaluation (the upstream assets are decla
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from loyalty_assets.defs.monitoring.checks import (
 )
 from loyalty_assets.defs.partitions import daily_partitions, monthly_partitions, weekly_partitions
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.bundles import ChurnBundle
 from loyalty_assets.domain.drift import build_reference
 from loyalty_assets.domain.features import (
     FEATURE_COLUMNS,
@@ -72,7 +73,7 @@ class World:
     loyalty: dict[str, pd.DataFrame]
     activity: dict[str, pd.DataFrame]
     training_set: pd.DataFrame
-    bundle: dict
+    bundle: ChurnBundle
     features: dict[str, pd.DataFrame]
     predictions: dict[str, pd.DataFrame]
 
@@ -93,23 +94,23 @@ def week_features(loyalty: pd.DataFrame, activity: pd.DataFrame, drop_date: date
     return features[features["loyalty_number"].isin(members_enrolled_on(loyalty, drop_date))].reset_index(drop=True)
 
 
-def predict(bundle: dict, features: pd.DataFrame, week: str) -> pd.DataFrame:
+def predict(bundle: ChurnBundle, features: pd.DataFrame, week: str) -> pd.DataFrame:
     segments = np.full(len(features), SEGMENT_NAMES[0], dtype=object)
     return score_members(
-        bundle["model"],
+        bundle.model,
         features,
-        bundle["feature_columns"],
-        bundle["tier_cutoffs"],
+        bundle.feature_columns,
+        bundle.tier_cutoffs,
         segments,
         load_action_table(),
         week,
-        bundle["version"],
+        bundle.version,
         "segmentation-test",
     )
 
 
-def model_scores(bundle: dict, features: pd.DataFrame) -> np.ndarray:
-    return bundle["model"].predict_proba(features[bundle["feature_columns"]])[:, 1]
+def model_scores(bundle: ChurnBundle, features: pd.DataFrame) -> np.ndarray:
+    return bundle.model.predict_proba(features[bundle.feature_columns])[:, 1]
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,7 @@ def values(evaluation: dg.AssetCheckEvaluation) -> dict:
     return {key: value.value for key, value in evaluation.metadata.items()}
 
 
-def champion_with_reference_of(world: World, features: pd.DataFrame) -> dict:
+def champion_with_reference_of(world: World, features: pd.DataFrame) -> ChurnBundle:
     """The champion, its reference built from ``features`` and their own scores."""
     scores = model_scores(world.bundle, features)
     reference = build_reference(
@@ -188,9 +189,9 @@ def champion_with_reference_of(world: World, features: pd.DataFrame) -> dict:
         FEATURE_COLUMNS,
         categorical_among(FEATURE_COLUMNS),
         scores,
-        assign_tiers(scores, world.bundle["tier_cutoffs"]),
+        assign_tiers(scores, world.bundle.tier_cutoffs),
     )
-    return {**world.bundle, "drift_reference": reference}
+    return replace(world.bundle, drift_reference=reference)
 
 
 def test_identical_data_shows_no_drift(world, lake):
@@ -224,7 +225,7 @@ def test_planted_shift_fails_exactly_the_shifted_features_and_scores(world, lake
     predictions = world.predictions[WEEK]
     tripled = np.minimum(model_scores(world.bundle, features) * 3, 1.0)
     shifted_predictions = predictions.assign(
-        churn_risk_pct=np.round(tripled * 100, 1), risk_tier=assign_tiers(tripled, world.bundle["tier_cutoffs"])
+        churn_risk_pct=np.round(tripled * 100, 1), risk_tier=assign_tiers(tripled, world.bundle.tier_cutoffs)
     )
     lake.put_week(WEEK, shifted, shifted_predictions)
 
@@ -305,15 +306,15 @@ def test_report_and_checks_on_a_realistic_week(world, lake):
 
 
 def test_champion_without_reference_gets_one_computed_once_and_stored(world, lake):
-    old_champion = {key: value for key, value in world.bundle.items() if key != "drift_reference"}
+    old_champion = replace(world.bundle, drift_reference=None)
     lake.put_champion(old_champion)
     lake.put_week(WEEK, world.features[WEEK], world.predictions[WEEK])
-    stored_key = drift_reference_key(world.bundle["version"])
+    stored_key = drift_reference_key(world.bundle.version)
 
     lake.put_table("churn_training_set", TRAINING_MONTH, world.training_set)
     first = values(run_checks(lake, WEEK, [feature_drift_check])["feature_drift"])
     assert first["reference_source"] == "computed"
-    assert json.loads(lake.store.get_bytes(stored_key)) == json.loads(json.dumps(world.bundle["drift_reference"]))
+    assert json.loads(lake.store.get_bytes(stored_key)) == json.loads(json.dumps(world.bundle.drift_reference))
 
     lake.store.delete(f"churn_training_set/{TRAINING_MONTH}.parquet")
     second = values(run_checks(lake, WEEK, [feature_drift_check])["feature_drift"])

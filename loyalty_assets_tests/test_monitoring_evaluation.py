@@ -10,6 +10,7 @@ import pytest
 
 from loyalty_assets.defs.monitoring.checks import drift_check_result
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.bundles import ChurnBundle, ChurnRecord
 from loyalty_assets.domain.drift import DriftThresholds
 from loyalty_assets.domain.features import ID_COLUMNS, last_complete_month
 from loyalty_assets.domain.monitoring import concept_drift_verdict, realised_performance, weeks_within
@@ -63,8 +64,27 @@ def hand_made_loyalty() -> pd.DataFrame:
     )
 
 
+def hand_made_bundle(version: str, roc_auc: float, recall: float, threshold: float) -> ChurnBundle:
+    """A churn version with only what concept drift reads: promotion metrics, threshold and horizon."""
+    record = ChurnRecord(
+        source_partition=f"{version[:7]}-01",
+        training_window={},
+        metrics={"roc_auc": roc_auc, "recall": recall},
+        feature_list=[],
+        data_fingerprint="",
+        library_versions={},
+        config={},
+        threshold=threshold,
+        tier_cutoffs={},
+        capacity_tier_cutoffs={},
+        merged_tiers=[],
+        horizon_months=3,
+    )
+    return ChurnBundle(version, None, None, None, pd.DataFrame(), record)
+
+
 def concept_drift_of_week(
-    store: LocalStore, champion: dict, week: str, drop: str, scored: dict[str, pd.DataFrame]
+    store: LocalStore, champion: ChurnBundle, week: str, drop: str, scored: dict[str, pd.DataFrame]
 ) -> dg.AssetCheckResult:
     """The concept drift check's result for ``week``, whose latest drop is dated ``drop``."""
     features = {OLDER_WEEK: hand_made_ids("2023-11-01"), LABELLED_WEEK: hand_made_ids("2023-12-01")}
@@ -78,7 +98,7 @@ def concept_drift_of_week(
         last_complete,
         DriftThresholds(),
     )
-    return drift_check_result(concept_drift_verdict(realised, champion["version"], last_complete, LABEL_LOOKBACK_WEEKS))
+    return drift_check_result(concept_drift_verdict(realised, champion.version, last_complete, LABEL_LOOKBACK_WEEKS))
 
 
 def values(evaluation: dg.AssetCheckResult) -> dict:
@@ -87,17 +107,12 @@ def values(evaluation: dg.AssetCheckResult) -> dict:
 
 def test_concept_drift_on_a_hand_made_week(tmp_path):
     store = LocalStore(tmp_path / "lake")
-    champion = {
-        "kind": "churn",
-        "version": "2023-12.champion",
-        "record": {"metrics": {"roc_auc": 0.95, "recall": 0.85}, "threshold": 0.5, "horizon_months": 3},
-    }
-    older_record = {"metrics": {"roc_auc": 0.90, "recall": 0.60}, "threshold": 0.3, "horizon_months": 3}
-    registry.register(store, "churn", "2023-11.older", {"kind": "churn"}, older_record)
+    champion = hand_made_bundle("2023-12.champion", roc_auc=0.95, recall=0.85, threshold=0.5)
+    registry.register_bundle(store, hand_made_bundle("2023-11.older", roc_auc=0.90, recall=0.60, threshold=0.3))
     scored = {
         OLDER_WEEK: hand_made_predictions(OLDER_WEEK, "2023-11-01", "2023-11.older"),
-        LABELLED_WEEK: hand_made_predictions(LABELLED_WEEK, "2023-12-01", champion["version"]),
-        IMMATURE_WEEK: hand_made_predictions(IMMATURE_WEEK, "2024-02-01", champion["version"]),
+        LABELLED_WEEK: hand_made_predictions(LABELLED_WEEK, "2023-12-01", champion.version),
+        IMMATURE_WEEK: hand_made_predictions(IMMATURE_WEEK, "2024-02-01", champion.version),
     }
 
     evaluation = concept_drift_of_week(store, champion, CURRENT_WEEK, CURRENT_DROP, scored)

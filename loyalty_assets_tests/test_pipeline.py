@@ -177,7 +177,7 @@ def test_cli_refuses_an_ungated_version_and_rolls_back_and_forward(scored_home, 
 
     assert cli.main(["model", "promote", "--version", ungated[0], "--force", "--reason", "incident drill"]) == 0
     assert _champion_version(scored_home) == ungated[0]
-    assert joblib_bytes_to_object(lake.get_bytes("churn_model.pkl"))["version"] == ungated[0]
+    assert joblib_bytes_to_object(lake.get_bytes("churn_model.pkl")).version == ungated[0]
     assert cli.main(["model", "promote", "--version", champion, "--reason", "roll back after drill"]) == 0
     history = registry.history(lake, "churn")
     assert [entry["version"] for entry in history[-2:]] == [ungated[0], champion]
@@ -202,4 +202,4 @@ def test_segmentation_is_promoted_and_rolled_back_like_the_churn_model(scored_ho
     assert _champion_version(scored_home, "segmentation") == second
     assert cli.main(["model", "promote", "--kind", "segmentation", "--version", first, "--reason", "keep Q3"]) == 0
     assert _champion_version(scored_home, "segmentation") == first
-    assert joblib_bytes_to_object(lake.get_bytes("segmentation_model.pkl"))["version"] == first
+    assert joblib_bytes_to_object(lake.get_bytes("segmentation_model.pkl")).version == first

@@ -315,7 +315,7 @@ def test_compiled_model_falls_back_to_scikit_learn_and_says_why(home):
     path, champion, _ = home
     bundle = registry.load_bundle(LocalStore(path / "lake"), "churn", champion)
     rows = _week(path).head(0)
-    unchecked = compile_churn_model(bundle["model"], bundle["feature_columns"], rows)
+    unchecked = compile_churn_model(bundle.model, bundle.feature_columns, rows)
     assert unchecked.engine == "scikit-learn" and "no rows" in unchecked.note
     X = np.random.default_rng(0).normal(size=(200, 3))
     linear = Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression())]).fit(X, X[:, 0] > 0)

@@ -3,6 +3,7 @@ prediction columns; a readable score histogram; the port of ``make dev``."""
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -19,29 +20,18 @@ from loyalty_assets.defs.predictions.columns import PREDICTION_COLUMN_DESCRIPTIO
 from loyalty_assets.defs.resources.storage import LakeModelIOManager, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain import segmentation as seg
-from loyalty_assets.domain.churn import run_churn_gates, train_churn_candidate
+from loyalty_assets.domain.bundles import ChurnBundle
+from loyalty_assets.domain.churn import run_churn_gates
 from loyalty_assets.domain.drift import reference_score_edges, score_distribution
 from loyalty_assets.domain.monitoring_report import score_histogram_figure
 from loyalty_assets.domain.experiments import EXPERIMENT_COLUMNS
 from loyalty_assets.domain.scoring import PREDICTION_COLUMNS, RELATIVE_RISK_COLUMNS
 from loyalty_assets.domain.storage import LocalStore
-from loyalty_assets_tests.training_sets import FEATURES, SMALL, make_training_set
-from loyalty_assets_tests.test_segmentation import planted_population
+# Fixtures: a trained churn candidate and its bundle, a planted segmentation's bundle.
+from loyalty_assets_tests.test_bundles import candidate, churn, population, segmentation, training_set  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MARKDOWN = "](data:image/png;base64,"
-
-
-@pytest.fixture(scope="module")
-def churn_candidate():
-    return train_churn_candidate(make_training_set(), FEATURES, SMALL)
-
-
-@pytest.fixture(scope="module")
-def segmentation():
-    return seg.fit_segmentation(
-        planted_population({seg.ROAD_WARRIORS: 600, seg.LOYAL_REGULARS: 900, seg.DABBLERS: 700}, n_inactive=500)
-    )
 
 
 def lake_resources(root: Path) -> dict:
@@ -49,10 +39,8 @@ def lake_resources(root: Path) -> dict:
     return {"lake": lake, "model_io_manager": LakeModelIOManager(lake=lake)}
 
 
-def register_churn(store: LocalStore, candidate, version: str, verdicts: dict[str, tuple[bool, str]]) -> None:
-    record = {"source_partition": "2024-01-01", "metrics": candidate.metrics}
-    bundle = {"kind": "churn", "version": version, "model": candidate.model, "test_scores": candidate.test_scores}
-    registry.register(store, "churn", version, bundle, record)
+def register_churn(store: LocalStore, bundle: ChurnBundle, version: str, verdicts: dict[str, tuple[bool, str]]) -> None:
+    registry.register_bundle(store, replace(bundle, version=version))
     for gate, (passed, message) in verdicts.items():
         registry.record_gate(store, "churn", version, gate, passed, message)
 
@@ -85,18 +73,18 @@ def test_significant_keeps_four_figures_and_leaves_other_values():
     assert np.isnan(significant(float("nan")))
 
 
-def test_churn_champion_page_shows_rounded_out_of_time_metrics_gates_and_plot(tmp_path, churn_candidate):
+def test_churn_champion_page_shows_rounded_out_of_time_metrics_gates_and_plot(tmp_path, candidate, churn):
     store = LocalStore(tmp_path)
-    verdicts = churn_verdicts(churn_candidate)
+    verdicts = churn_verdicts(candidate)
     assert set(verdicts) == set(CHURN_GATES) and all(passed for passed, _ in verdicts.values())
-    register_churn(store, churn_candidate, "2024-01.aaaa0001", verdicts)
+    register_churn(store, churn, "2024-01.aaaa0001", verdicts)
     registry.mark_gates_passed(store, "churn", "2024-01.aaaa0001", CHURN_GATES)
 
     metadata = promote_version(
         tmp_path, churn_model, "churn_model_candidate", monthly_partitions, {"version": "2024-01.aaaa0001"}
     )
 
-    metrics = churn_candidate.metrics
+    metrics = candidate.metrics
     for key in CHURN_INTERFACE_METRICS:
         assert metadata[key] == pytest.approx(metrics[key], rel=5e-4), key
         assert metadata[key] == float(f"{metrics[key]:.4g}"), key
@@ -111,10 +99,10 @@ def test_churn_champion_page_shows_rounded_out_of_time_metrics_gates_and_plot(tm
     assert PNG_MARKDOWN in metadata["evaluation_plot"]
 
 
-def test_a_forced_champion_shows_its_failed_gate(tmp_path, churn_candidate):
+def test_a_forced_champion_shows_its_failed_gate(tmp_path, candidate, churn):
     store = LocalStore(tmp_path)
-    verdicts = {**churn_verdicts(churn_candidate), "beats_baseline": (False, "test ROC-AUC below the baseline")}
-    register_churn(store, churn_candidate, "2024-01.bbbb0002", verdicts)
+    verdicts = {**churn_verdicts(candidate), "beats_baseline": (False, "test ROC-AUC below the baseline")}
+    register_churn(store, churn, "2024-01.bbbb0002", verdicts)
 
     metadata = promote_version(
         tmp_path,
@@ -132,17 +120,8 @@ def test_a_forced_champion_shows_its_failed_gate(tmp_path, churn_candidate):
 def test_segmentation_champion_page_shows_profile_and_gates(tmp_path, segmentation):
     store = LocalStore(tmp_path)
     version = "2024-01.cccc0003"
-    record = {
-        "source_partition": "2024-01-01",
-        "metrics": {
-            "silhouette": segmentation.silhouette,
-            "adjusted_rand_vs_champion": None,
-            "jaccard_vs_champion": None,
-        },
-    }
-    bundle = {"kind": "segmentation", "version": version, "model": segmentation, "report": None, "record": record}
-    registry.register(store, "segmentation", version, bundle, record)
-    for gate, result in seg.evaluate_gates(segmentation, None, None).items():
+    registry.register_bundle(store, replace(segmentation, version=version))
+    for gate, result in seg.evaluate_gates(segmentation.model, None, None).items():
         registry.record_gate(store, "segmentation", version, gate, result.passed, result.message)
     registry.mark_gates_passed(store, "segmentation", version, SEGMENTATION_GATES)
 
@@ -150,7 +129,7 @@ def test_segmentation_champion_page_shows_profile_and_gates(tmp_path, segmentati
         tmp_path, segmentation_model, "segmentation_model_candidate", quarterly_partitions, {"version": version}
     )
 
-    assert metadata["silhouette"] == float(f"{segmentation.silhouette:.4g}")
+    assert metadata["silhouette"] == float(f"{segmentation.model.silhouette:.4g}")
     assert "adjusted_rand_vs_champion" not in metadata  # first segmentation: nothing to agree with
     for name in seg.SEGMENT_NAMES:
         assert f"| {name}" in metadata["segment_profile"]

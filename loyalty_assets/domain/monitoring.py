@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.bundles import ChurnBundle, ChurnRecord
 from loyalty_assets.domain.churn import data_fingerprint
 from loyalty_assets.domain.drift import (
     DriftThresholds,
@@ -124,24 +125,24 @@ class WeekDriftEvaluation:
 # --- the reference -------------------------------------------------------------------------------
 
 
-def reference_from_training_set(champion: dict, training_set: pd.DataFrame) -> dict:
+def reference_from_training_set(champion: ChurnBundle, training_set: pd.DataFrame) -> dict:
     """The reference the candidate stores today: its out-of-time test rows, scored by the model."""
-    test_snapshots = pd.to_datetime(champion["record"]["training_window"]["test"])
+    test_snapshots = pd.to_datetime(champion.record.training_window["test"])
     rows = training_set[training_set["snapshot_month"].isin(test_snapshots)]
     if rows.empty:
         raise ValueError(
-            f"churn version {champion['version']}: its training set holds none of its test snapshots "
+            f"churn version {champion.version}: its training set holds none of its test snapshots "
             f"{[str(s.date()) for s in test_snapshots]}"
         )
-    columns = list(champion["feature_columns"])
-    scores = champion["model"].predict_proba(rows[columns])[:, 1]
+    columns = list(champion.feature_columns)
+    scores = champion.model.predict_proba(rows[columns])[:, 1]
     return build_reference(
-        rows, columns, categorical_among(columns), scores, assign_tiers(scores, champion["tier_cutoffs"])
+        rows, columns, categorical_among(columns), scores, assign_tiers(scores, champion.tier_cutoffs)
     )
 
 
 def champion_reference(
-    store: ObjectStore, champion: dict, training_set_key: Callable[[str], str]
+    store: ObjectStore, champion: ChurnBundle, training_set_key: Callable[[str], str]
 ) -> tuple[dict, str]:
     """The drift reference of a churn model bundle and where it came from.
 
@@ -150,13 +151,13 @@ def champion_reference(
     candidate's ``churn_training_set`` partition (stored at ``training_set_key(partition)``; refused if
     that partition changed since training) and stored for later runs.
     """
-    if champion.get("drift_reference") is not None:
-        return champion["drift_reference"], "bundle"
-    version = champion["version"]
+    if champion.drift_reference is not None:
+        return champion.drift_reference, "bundle"
+    version = champion.version
     key = drift_reference_key(version)
     if store.exists(key):
         return json.loads(store.get_bytes(key)), "stored"
-    partition = champion["record"]["source_partition"]
+    partition = champion.record.source_partition
     training_key = training_set_key(partition)
     if not store.exists(training_key):
         raise ValueError(
@@ -164,7 +165,7 @@ def champion_reference(
             f"{partition} is not in the lake ({store.url(training_key)}): re-materialize that partition"
         )
     training_set = parquet_bytes_to_dataframe(store.get_bytes(training_key))
-    if data_fingerprint(training_set) != champion["record"]["data_fingerprint"]:
+    if data_fingerprint(training_set) != champion.record.data_fingerprint:
         raise ValueError(
             f"churn version {version} carries no drift reference and churn_training_set {partition} has "
             "changed since it was trained (data fingerprint differs): promote a model trained since"
@@ -174,10 +175,10 @@ def champion_reference(
     return reference, "computed"
 
 
-def scoring_bundle(store: ObjectStore, champion: dict, predictions: pd.DataFrame) -> dict:
+def scoring_bundle(store: ObjectStore, champion: ChurnBundle, predictions: pd.DataFrame) -> ChurnBundle:
     """The bundle of the model version that scored ``predictions``: the champion or a registered one."""
     version = single_value(predictions, "churn_model_version", "churn_predictions")
-    return champion if version == champion["version"] else registry.load_bundle(store, "churn", version)
+    return champion if version == champion.version else registry.load_bundle(store, "churn", version)
 
 
 def single_value(frame: pd.DataFrame, column: str, what: str):
@@ -256,7 +257,7 @@ def prediction_drift_verdict(result: dict, model_version: str, reference_source:
 
 def realised_performance(
     store: ObjectStore,
-    champion: dict,
+    champion: ChurnBundle,
     scored_weeks: Loaders,
     feature_weeks: Loaders,
     loyalty: pd.DataFrame,
@@ -271,16 +272,16 @@ def realised_performance(
     ``labels.add_churn_labels``. A matured week whose members all churned or none did cannot be
     scored: it is listed with status ``n/a``. One row per matured week, oldest first.
     """
-    records = {champion["version"]: champion["record"]}
+    records = {champion.version: champion.record}
     rows = []
     for week, load in sorted(scored_weeks.items()):  # one pass per earlier week, not per member
         scored = load()
         snapshot = pd.Timestamp(single_value(scored, "snapshot_month", f"churn_predictions {week}"))
         version = single_value(scored, "churn_model_version", f"churn_predictions {week}")
         if version not in records:
-            records[version] = registry.record(store, "churn", version)
+            records[version] = ChurnRecord.from_json(registry.record(store, "churn", version))
         record = records[version]
-        horizon = int(record["horizon_months"])
+        horizon = record.horizon_months
         if snapshot + pd.DateOffset(months=horizon) > last_complete:
             continue
         if week not in feature_weeks:
@@ -302,7 +303,7 @@ def realised_performance(
             only = "churned" if outcomes.iloc[0] == 1 else "stayed"
             rows.append({**row, "status": "n/a", "message": f"every member {only}: ROC-AUC and recall are undefined"})
             continue
-        result = concept_drift(scored, outcomes, float(record["threshold"]), record["metrics"], thresholds)
+        result = concept_drift(scored, outcomes, float(record.threshold), record.metrics, thresholds)
         rows.append(
             {
                 **row,
@@ -357,7 +358,7 @@ def concept_drift_verdict(
 
 def evaluate_week(
     week: str,
-    champion: dict,
+    champion: ChurnBundle,
     scoring_features: pd.DataFrame,
     churn_predictions: pd.DataFrame,
     earlier_predictions: Loaders,
@@ -402,7 +403,7 @@ def evaluate_week(
     ]
     return WeekDriftEvaluation(
         week=week,
-        model_version=champion["version"],
+        model_version=champion.version,
         reference_source=reference_source,
         n_members=len(churn_predictions),
         snapshot_month=str(pd.Timestamp(single_value(churn_predictions, "snapshot_month", "churn_predictions")).date()),
@@ -413,10 +414,10 @@ def evaluate_week(
         tier_history=pd.DataFrame([d["tier_shares"] for d in history], index=[d["week"] for d in history]),
         realised=realised,
         verdicts={
-            "feature_drift": feature_drift_verdict(frame, thresholds, champion["version"], reference_source),
-            "prediction_drift": prediction_drift_verdict(prediction, scorer["version"], scoring_source),
+            "feature_drift": feature_drift_verdict(frame, thresholds, champion.version, reference_source),
+            "prediction_drift": prediction_drift_verdict(prediction, scorer.version, scoring_source),
             "concept_drift": concept_drift_verdict(
-                realised, champion["version"], last_complete, settings.label_lookback_weeks
+                realised, champion.version, last_complete, settings.label_lookback_weeks
             ),
         },
     )

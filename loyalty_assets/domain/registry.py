@@ -11,15 +11,13 @@ than the champion's is registered but not promoted; moving back is a manual, rec
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 import re
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
 from loyalty_assets.domain import lake_keys
+from loyalty_assets.domain.bundles import ChurnBundle, SegmentationBundle, checked_bundle
 from loyalty_assets.domain.storage import (
     ObjectStore,
     joblib_bytes_to_object,
@@ -27,8 +25,7 @@ from loyalty_assets.domain.storage import (
 )
 
 KINDS = ("churn", "segmentation")
-LIBRARIES = ("scikit-learn", "pandas", "numpy", "scipy", "dagster")
-# The shape of what make_version produces (year-month, then 8 hex digits of the digest), loose
+# The shape of what bundles.make_version produces (year-month, then 8 hex digits of the digest), loose
 # enough for hand-made ids: no separator or dot that could reach outside the registry folder.
 VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}\.[0-9a-z]{1,32}$")
 
@@ -56,20 +53,6 @@ def _version_key(kind: str, version: str, suffix: str) -> str:
     return lake_keys.registry_key(kind, version, suffix)
 
 
-def library_versions() -> dict[str, str]:
-    versions = {name: metadata.version(name) for name in LIBRARIES}
-    versions["python"] = platform.python_version()
-    return versions
-
-
-def make_version(partition_key: str, data_fingerprint: str, settings: dict[str, Any]) -> str:
-    """Same partition, data and settings -> same version, so a re-run replaces rather than adds."""
-    digest = hashlib.sha256(
-        json.dumps({"data": data_fingerprint, "settings": settings}, sort_keys=True, default=str).encode()
-    ).hexdigest()
-    return f"{partition_key[:7]}.{digest[:8]}"
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -82,6 +65,10 @@ def register(store: ObjectStore, kind: str, version: str, bundle: Any, record: d
     store.put_bytes(_version_key(kind, version, lake_keys.MODEL_SUFFIX), object_to_joblib_bytes(bundle))
     _put_record(store, kind, version, full_record)
     return full_record
+
+
+def register_bundle(store: ObjectStore, bundle: ChurnBundle | SegmentationBundle) -> dict[str, Any]:
+    return register(store, bundle.kind, bundle.version, bundle, bundle.record.to_json())
 
 
 def _put_record(store: ObjectStore, kind: str, version: str, full_record: dict[str, Any]) -> None:
@@ -97,9 +84,10 @@ def record(store: ObjectStore, kind: str, version: str) -> dict[str, Any]:
         raise RegistryError(f"no {kind} model version {version!r} in the registry") from error
 
 
-def load_bundle(store: ObjectStore, kind: str, version: str) -> Any:
+def load_bundle(store: ObjectStore, kind: str, version: str) -> ChurnBundle | SegmentationBundle:
     record(store, kind, version)
-    return joblib_bytes_to_object(store.get_bytes(_version_key(kind, version, lake_keys.MODEL_SUFFIX)))
+    key = _version_key(kind, version, lake_keys.MODEL_SUFFIX)
+    return checked_bundle(joblib_bytes_to_object(store.get_bytes(key)), store.url(key), kind)
 
 
 def versions(store: ObjectStore, kind: str) -> list[dict[str, Any]]:

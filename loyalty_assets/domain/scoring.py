@@ -31,6 +31,7 @@ from datetime import date
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -58,6 +59,9 @@ from loyalty_assets.domain.reasons import (
     usual_values_from_drift_reference,
 )
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
+
+if TYPE_CHECKING:  # bundles builds on this module
+    from loyalty_assets.domain.bundles import ChurnBundle
 
 RISK_TIERS = ("Low", "Medium", "High", "Critical")
 DEFAULT_TIER_SHARES = (0.60, 0.25, 0.10, 0.05)
@@ -363,12 +367,13 @@ class ChurnScorer:
         self._probability = probability or (lambda rows: model.predict_proba(rows)[:, 1])
 
     @classmethod
-    def from_bundle(cls, bundle: dict, action_table: pd.DataFrame, **options) -> ChurnScorer:
-        """From a registry bundle (``model``, ``feature_columns``, ``tier_cutoffs``, ``version`` and
-        ``usual_values``; a bundle stored before ``usual_values`` takes them from its drift reference)."""
-        model, columns, cutoffs = bundle["model"], bundle["feature_columns"], bundle["tier_cutoffs"]
-        usual = bundle.get("usual_values") or usual_values_from_drift_reference(bundle["drift_reference"])
-        return cls(model, columns, cutoffs, action_table, bundle["version"], usual_values=usual, **options)
+    def from_bundle(cls, bundle: ChurnBundle, action_table: pd.DataFrame, **options) -> ChurnScorer:
+        """From a churn bundle; one stored without ``usual_values`` takes them from its drift reference."""
+        usual = bundle.usual_values or usual_values_from_drift_reference(bundle.drift_reference)
+        return cls(
+            bundle.model, bundle.feature_columns, bundle.tier_cutoffs, action_table, bundle.version,
+            usual_values=usual, **options,
+        )
 
     def reasons(self, X: pd.DataFrame, risk: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
         """``top_reasons`` of the masked rows of ``X`` (the model's feature columns) whose risk is ``risk``."""

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.bundles import ChurnRecord, SegmentationBundle
 from loyalty_assets.domain.lake_keys import PARQUET_SUFFIX, asset_folder, asset_object_key, asset_partition
 from loyalty_assets.domain.scoring import ChurnScorer, load_action_table
 from loyalty_assets.domain.segmentation import SegmentationModel
@@ -49,13 +50,13 @@ def champion_versions(store: ObjectStore) -> tuple[str, str]:
     return versions[0], versions[1]
 
 
-def validation_rows(store: ObjectStore, record: dict) -> pd.DataFrame | None:
+def validation_rows(store: ObjectStore, record: ChurnRecord) -> pd.DataFrame | None:
     """The churn version's validation rows from its training set in the lake, if it is still there."""
-    key = asset_object_key("churn_training_set", record["source_partition"], PARQUET_SUFFIX)
+    key = asset_object_key("churn_training_set", record.source_partition, PARQUET_SUFFIX)
     if not store.exists(key):
         return None
     training_set = parquet_bytes_to_dataframe(store.get_bytes(key))
-    snapshots = pd.to_datetime(record["training_window"]["validation"])
+    snapshots = pd.to_datetime(record.training_window["validation"])
     return training_set[training_set["snapshot_month"].isin(snapshots)].reset_index(drop=True)
 
 
@@ -103,9 +104,8 @@ def load_champions(store: ObjectStore, churn_version: str, segmentation_version:
     started = time.perf_counter()
     churn = registry.load_bundle(store, "churn", churn_version)
     segmentation = registry.load_bundle(store, "segmentation", segmentation_version)
-    churn_record = registry.record(store, "churn", churn_version)
-    check_rows = validation_rows(store, churn_record)
-    compiled = compile_churn_model(churn["model"], churn["feature_columns"], check_rows)
+    check_rows = validation_rows(store, churn.record)
+    compiled = compile_churn_model(churn.model, churn.feature_columns, check_rows)
     action_table = load_action_table()
     scorer = ChurnScorer.from_bundle(churn, action_table, probability=compiled.probability, n_jobs=1)
     member_scorer, note = _member_scorer(scorer, segmentation, segmentation_version, compiled, action_table, check_rows)
@@ -113,11 +113,11 @@ def load_champions(store: ObjectStore, churn_version: str, segmentation_version:
         churn_version=churn_version,
         segmentation_version=segmentation_version,
         scorer=scorer,
-        segmentation=segmentation["model"],
+        segmentation=segmentation.model,
         compiled=compiled,
         member_scorer=member_scorer,
         member_scorer_note=note,
-        churn_record=churn_record,
+        churn_record=registry.record(store, "churn", churn_version),
         segmentation_record=registry.record(store, "segmentation", segmentation_version),
         loaded_at=_now(),
         load_seconds=time.perf_counter() - started,
@@ -126,7 +126,7 @@ def load_champions(store: ObjectStore, churn_version: str, segmentation_version:
 
 def _member_scorer(
     scorer: ChurnScorer,
-    segmentation: dict,
+    segmentation: SegmentationBundle,
     segmentation_version: str,
     compiled: ServingModel,
     action_table: pd.DataFrame,
@@ -136,7 +136,7 @@ def _member_scorer(
     if check_rows is None or check_rows.empty:
         return None, "no validation rows to check the one-member path against; the batch code scores"
     try:
-        member_scorer = MemberScorer(scorer, segmentation["model"], segmentation_version, compiled, action_table)
+        member_scorer = MemberScorer(scorer, segmentation.model, segmentation_version, compiled, action_table)
     except (UnsupportedModel, TypeError, ValueError) as error:  # a champion the fast path does not know
         return None, f"{type(error).__name__}: {error}; the batch code scores"
     last_snapshot = check_rows[check_rows["snapshot_month"] == check_rows["snapshot_month"].max()]

@@ -9,9 +9,10 @@ import pandas as pd
 
 from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, markdown_table, significant
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.bundles import ChurnBundle, SegmentationBundle
 from loyalty_assets.domain.churn import evaluation_plot_png
 from loyalty_assets.domain.figures import png_markdown
-from loyalty_assets.domain.segmentation import profile_table_markdown, segment_profile_table
+from loyalty_assets.domain.segmentation import profile_table_markdown
 from loyalty_assets.domain.storage import ObjectStore
 
 SEGMENTATION_METRICS = ["silhouette", "adjusted_rand_vs_champion", "jaccard_vs_champion"]
@@ -25,27 +26,24 @@ def gates_markdown(verdicts: dict[str, dict[str, Any]]) -> str:
     return markdown_table(pd.DataFrame(rows, columns=["gate", "verdict", "message"]))
 
 
-def champion_metadata(store: ObjectStore, kind: str, bundle: dict) -> dict[str, Any]:
-    """Metadata of a promoted ``kind`` bundle: out-of-time metrics (rounded), gate verdicts and plots."""
-    record = registry.record(store, kind, bundle["version"])
-    verdicts = registry.gate_verdicts(store, kind, bundle["version"])
+def champion_metadata(store: ObjectStore, bundle: ChurnBundle | SegmentationBundle) -> dict[str, Any]:
+    """Metadata of a promoted bundle: out-of-time metrics (rounded), gate verdicts and plots."""
+    entry = registry.record(store, bundle.kind, bundle.version)
+    verdicts = registry.gate_verdicts(store, bundle.kind, bundle.version)
     metadata: dict[str, Any] = {
-        "gates_passed": bool(record["gates_passed"]),
+        "gates_passed": bool(entry["gates_passed"]),
         "gates": dg.MetadataValue.md(gates_markdown(verdicts)),
     }
-    metrics = record["metrics"]
-    if kind == "churn":
+    metrics = bundle.record.metrics
+    if isinstance(bundle, ChurnBundle):
         metadata.update({key: significant(metrics[key]) for key in CHURN_INTERFACE_METRICS})
         metadata["test_snapshots"] = dg.MetadataValue.json(metrics["test_snapshots"])
         metadata["evaluation_plot"] = dg.MetadataValue.md(
-            png_markdown(evaluation_plot_png(bundle["test_scores"]), "ROC and precision-recall on the test")
+            png_markdown(evaluation_plot_png(bundle.test_scores), "ROC and precision-recall on the test")
         )
     else:
         metadata.update({key: significant(metrics[key]) for key in SEGMENTATION_METRICS if metrics[key] is not None})
-        recorded = record.get("segment_profile")
-        # The record holds the profile with the realised churn rate; older ones only the model's profile.
-        table = (
-            pd.DataFrame(recorded).set_index("segment") if recorded else segment_profile_table(bundle["model"].profile)
-        )
-        metadata["segment_profile"] = dg.MetadataValue.md(profile_table_markdown(table, record.get("churn_basis", "")))
+        # The record holds the profile with the realised churn rate.
+        table = pd.DataFrame(bundle.record.segment_profile).set_index("segment")
+        metadata["segment_profile"] = dg.MetadataValue.md(profile_table_markdown(table, bundle.record.churn_basis))
     return metadata

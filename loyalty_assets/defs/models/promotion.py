@@ -7,8 +7,9 @@ import dagster as dg
 from pydantic import Field
 
 from loyalty_assets.defs.models.champion_metadata import champion_metadata
-from loyalty_assets.defs.resources.storage import LakeResource
+from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.bundles import ChurnBundle, SegmentationBundle
 
 
 class PromotionConfig(dg.Config):
@@ -46,7 +47,7 @@ def promote(
                 "its candidate, or set config `version` to promote a registered version"
             )
         candidate = candidates[context.partition_key]()
-        version = candidate["version"]
+        version = candidate.version
         registry.mark_gates_passed(store, kind, version, gates)
         refusal = registry.automatic_promotion_refusal(store, kind, version)
     if refusal:
@@ -75,9 +76,28 @@ def promote(
             "reason": config.reason,
             "forced": config.force,
             "registry_record": dg.MetadataValue.json(record),
-            **champion_metadata(store, kind, bundle),
+            **champion_metadata(store, bundle),
         },
     )
+
+
+def champion_asset(kind: str, gates: list[str], owners: list[str], description: str) -> dg.AssetsDefinition:
+    """The unpartitioned ``<kind>_model`` champion, promoted from ``<kind>_model_candidate`` by ``promote``."""
+    candidate_asset = f"{kind}_model_candidate"
+
+    @dg.asset(
+        name=f"{kind}_model",
+        ins={candidate_asset: dg.AssetIn(metadata=LAZY_PARTITIONS)},
+        io_manager_key="model_io_manager",
+        kinds={"scikit-learn"},
+        owners=owners,
+        output_required=False,
+        description=description,
+    )
+    def champion(context: dg.AssetExecutionContext, config: PromotionConfig, lake: LakeResource, **candidates):
+        yield from promote(context, kind, gates, config, candidates[candidate_asset], lake)
+
+    return champion
 
 
 def promotion_gate(asset: dg.AssetsDefinition, partitions_def, name: str, description: str, **kwargs):
@@ -88,13 +108,13 @@ def promotion_gate(asset: dg.AssetsDefinition, partitions_def, name: str, descri
 
 
 def gate_verdict(
-    lake: LakeResource, kind: str, bundle: dict, gate: str, passed: bool, message: str, **metadata
+    lake: LakeResource, bundle: ChurnBundle | SegmentationBundle, gate: str, passed: bool, message: str, **metadata
 ) -> dg.AssetCheckResult:
     """The check result, also written to the registry so a promotion can prove every gate passed."""
-    registry.record_gate(lake.store(), kind, bundle["version"], gate, passed, message)
+    registry.record_gate(lake.store(), bundle.kind, bundle.version, gate, passed, message)
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=message,
-        metadata={"version": bundle["version"], **metadata},
+        metadata={"version": bundle.version, **metadata},
     )

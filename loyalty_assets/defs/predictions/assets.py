@@ -64,10 +64,10 @@ def churn_predictions(
     per-week key in the lake. The metadata counts every member of the drop left out of scoring, per
     reason."""
     week = context.partition_key
-    segments = assign_segments(segmentation_model["model"], scoring_features)
+    segments = assign_segments(segmentation_model.model, scoring_features)
     # The online API (loyalty_assets.serving) scores through the same ChurnScorer.
     scorer = ChurnScorer.from_bundle(churn_model, load_action_table(), control_shares=config.control_shares)
-    predictions = add_relative_risk(scorer.score(scoring_features, segments, week, segmentation_model["version"]))
+    predictions = add_relative_risk(scorer.score(scoring_features, segments, week, segmentation_model.version))
     drop_key, loyalty = latest_partition(raw_loyalty_history, "raw_loyalty_history", f"week {week}")
     if drop_key not in raw_quarantine:
         raise dg.Failure(f"raw_quarantine {drop_key} is missing beside raw_loyalty_history {drop_key}: ingest it again")
@@ -88,8 +88,8 @@ def churn_predictions(
             "members_cancelled": coverage["members_cancelled"],
             "members_left_out": coverage["members_left_out"],
             "members_left_out_by_reason": dg.MetadataValue.json(coverage["left_out_by_reason"]),
-            "churn_model_version": churn_model["version"],
-            "segmentation_model_version": segmentation_model["version"],
+            "churn_model_version": churn_model.version,
+            "segmentation_model_version": segmentation_model.version,
             "critical_share": float((predictions["risk_tier"] == "Critical").mean()),
             "mean_churn_risk_pct": float(predictions["churn_risk_pct"].mean()),
             "experiment_id": experiment_id(week),

@@ -16,6 +16,7 @@ import dagster as dg
 import pandas as pd
 from dagster_aws.s3 import S3Resource
 
+from loyalty_assets.domain.bundles import ChurnBundle, SegmentationBundle, checked_bundle
 from loyalty_assets.domain.drop_commits import DROP_TABLES, committed_drops, read_commit
 from loyalty_assets.domain.ingest import SourceFile
 from loyalty_assets.domain.lake_keys import (
@@ -195,7 +196,7 @@ class LakeIOManagerBase(dg.ConfigurableIOManager):
             return self._read(store)(commit.tables[name])
         key = self.object_key(asset_key, partition_key)
         try:
-            return self._deserialize(store.get_bytes(key))
+            return self._read(store)(key)
         except FileNotFoundError as error:
             where = f" partition {partition_key}" if partition_key else ""
             raise dg.Failure(f"{name}{where} is not in the lake ({store.url(key)}): materialize it first") from error
@@ -216,15 +217,19 @@ class LakeParquetIOManager(LakeIOManagerBase):
 
 
 class LakeModelIOManager(LakeIOManagerBase):
-    """Models and their records as joblib ``.pkl``."""
+    """Model bundles (``domain.bundles``) as joblib ``.pkl``; reading anything else fails clearly."""
 
     suffix: str = MODEL_SUFFIX
 
     def _serialize(self, value: Any) -> bytes:
         return object_to_joblib_bytes(value)
 
-    def _deserialize(self, data: bytes) -> Any:
-        return joblib_bytes_to_object(data)
+    def _read(self, store: ObjectStore) -> Callable[[str], Any]:
+        return lambda key: read_bundle(store, key)
+
+
+def read_bundle(store: ObjectStore, key: str) -> ChurnBundle | SegmentationBundle:
+    return checked_bundle(joblib_bytes_to_object(store.get_bytes(key)), store.url(key))
 
 
 def latest_partition(partitions: Mapping[str, Callable[[], Any]], what: str, window: str) -> tuple[str, Any]:
@@ -235,8 +240,8 @@ def latest_partition(partitions: Mapping[str, Callable[[], Any]], what: str, win
     return key, partitions[key]()
 
 
-def read_champion(lake: LakeResource, asset_name: str) -> Any:
+def read_champion(lake: LakeResource, asset_name: str) -> ChurnBundle | SegmentationBundle | None:
     """The promoted model bundle stored by ``LakeModelIOManager`` for ``asset_name``, or None before the first."""
     store = lake.store()
     key = LakeModelIOManager(lake=lake).object_key(dg.AssetKey(asset_name), None)
-    return joblib_bytes_to_object(store.get_bytes(key)) if store.exists(key) else None
+    return read_bundle(store, key) if store.exists(key) else None

@@ -5,31 +5,25 @@ import pandas as pd
 from pydantic import Field
 
 from loyalty_assets.defs.metadata import CHURN_INTERFACE_METRICS, markdown_table, significant
-from loyalty_assets.defs.models.promotion import PromotionConfig, promote
+from loyalty_assets.defs.models.promotion import champion_asset
 from loyalty_assets.defs.partitions import monthly_partitions
-from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource
+from loyalty_assets.defs.resources.storage import LakeResource
 from loyalty_assets.domain import registry
-from loyalty_assets.domain.churn import (
-    ChurnTrainingConfig,
-    data_fingerprint,
-    evaluation_plot_png,
-    separated_tier_cutoffs,
-    train_churn_candidate,
-)
-from loyalty_assets.domain.drift import build_reference
-from loyalty_assets.domain.features import MODEL_FEATURES, categorical_among
+from loyalty_assets.domain.bundles import churn_bundle
+from loyalty_assets.domain.churn import ChurnTrainingConfig, evaluation_plot_png, train_churn_candidate
+from loyalty_assets.domain.features import MODEL_FEATURES
 from loyalty_assets.domain.figures import png_markdown
-from loyalty_assets.domain.reasons import usual_values
-from loyalty_assets.domain.scoring import assign_tiers, tier_cutoffs
 
 OWNERS = ["team:ml-engineering"]
 CHURN_GATES = ["roc_auc_floor", "beats_baseline", "not_worse_than_champion", "recall_at_threshold", "no_leakage"]
 
 
 class ChurnCandidateConfig(dg.Config):
-    seed: int = Field(default=42, description="Random seed: the same seed and data give the same model.")
+    seed: int = Field(
+        default=ChurnTrainingConfig.seed, description="Random seed: the same seed and data give the same model."
+    )
     n_estimators: int = Field(default=ChurnTrainingConfig.n_estimators, description="Trees of the forest family.")
-    n_jobs: int = Field(default=2, description="Cores for the forest.")
+    n_jobs: int = Field(default=ChurnTrainingConfig.n_jobs, description="Cores for the forest.")
     test_snapshots: int = Field(
         default=ChurnTrainingConfig.test_snapshots,
         description="Latest mature snapshots held out as the out-of-time test.",
@@ -132,49 +126,8 @@ def churn_model_candidate(
     rolling backtest. Registered as a version; promotion waits for the blocking gates."""
     horizon = int(churn_training_set["label_horizon_months"].iloc[0])
     candidate = train_churn_candidate(churn_training_set, MODEL_FEATURES, config.to_training_config(horizon))
-    capacity_cutoffs = tier_cutoffs(candidate.validation_scores)
-    cutoffs, merges = separated_tier_cutoffs(
-        capacity_cutoffs, candidate.validation_scores, candidate.validation_labels
-    )
-    test_rows = churn_training_set[churn_training_set["snapshot_month"].isin(candidate.test_snapshots)]
-    test_scores = candidate.test_scores["score"].to_numpy()
-    tiers = assign_tiers(test_scores, cutoffs)
-    reference = build_reference(test_rows, MODEL_FEATURES, categorical_among(MODEL_FEATURES), test_scores, tiers)
-    fingerprint = data_fingerprint(churn_training_set)
-    version = registry.make_version(context.partition_key, fingerprint, config.model_dump())
-    window = {
-        "train": [str(s.date()) for s in candidate.train_snapshots],
-        "validation": [str(s.date()) for s in candidate.validation_snapshots],
-        "test": [str(s.date()) for s in candidate.test_snapshots],
-    }
-    record = {
-        "source_partition": context.partition_key,
-        "training_window": window,
-        "metrics": candidate.metrics,
-        "threshold": candidate.threshold,
-        "tier_cutoffs": cutoffs,
-        "capacity_tier_cutoffs": capacity_cutoffs,
-        "merged_tiers": merges,
-        "feature_list": MODEL_FEATURES,
-        "data_fingerprint": fingerprint,
-        "library_versions": registry.library_versions(),
-        "config": config.model_dump(),
-        "horizon_months": horizon,
-    }
-    bundle = {
-        "kind": "churn",
-        "version": version,
-        "model": candidate.model,
-        "threshold": candidate.threshold,
-        "feature_columns": MODEL_FEATURES,
-        "tier_cutoffs": cutoffs,
-        "drift_reference": reference,
-        # What the weekly and online reasons compare a member with: the test snapshots' usual values.
-        "usual_values": usual_values(test_rows, MODEL_FEATURES, categorical_among(MODEL_FEATURES)),
-        "test_scores": candidate.test_scores,
-        "record": record,
-    }
-    registry.register(lake.store(), "churn", version, bundle, record)
+    bundle = churn_bundle(candidate, churn_training_set, context.partition_key, config.model_dump())
+    registry.register_bundle(lake.store(), bundle)
     importances = markdown_table(
         pd.DataFrame(candidate.feature_importances.items(), columns=["feature", "validation_roc_auc_loss"])
     )
@@ -184,10 +137,10 @@ def churn_model_candidate(
         metadata={
             **metrics,
             "test_snapshots": dg.MetadataValue.json(candidate.metrics["test_snapshots"]),
-            "version": version,
+            "version": bundle.version,
             "horizon_months": horizon,
             "feature_importances": dg.MetadataValue.md(importances),
-            **_evaluation_metadata(candidate.metrics, merges),
+            **_evaluation_metadata(candidate.metrics, bundle.record.merged_tiers),
             "evaluation_plot": dg.MetadataValue.md(
                 png_markdown(evaluation_plot_png(candidate.test_scores), "ROC and precision-recall on the test")
             ),
@@ -195,17 +148,11 @@ def churn_model_candidate(
     )
 
 
-@dg.asset(
-    ins={"churn_model_candidate": dg.AssetIn(metadata=LAZY_PARTITIONS)},
-    io_manager_key="model_io_manager",
-    kinds={"scikit-learn"},
-    owners=OWNERS,
-    output_required=False,
-)
-def churn_model(
-    context: dg.AssetExecutionContext, config: PromotionConfig, churn_model_candidate, lake: LakeResource
-):
+churn_model = champion_asset(
+    "churn",
+    CHURN_GATES,
+    OWNERS,
     """The promoted churn champion, the only churn model scoring reads. It materializes only after
-    every blocking gate on its candidate passed, and never moves back in training-data time by
-    itself; otherwise the previous champion stays."""
-    yield from promote(context, "churn", CHURN_GATES, config, churn_model_candidate, lake)
+every blocking gate on its candidate passed, and never moves back in training-data time by
+itself; otherwise the previous champion stays.""",
+)

@@ -13,6 +13,7 @@ from loyalty_assets.defs.models.promotion import gate_verdict, promotion_gate
 from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.resources.storage import LakeResource, latest_partition, read_champion
 from loyalty_assets.domain import registry
+from loyalty_assets.domain.bundles import ChurnBundle
 from loyalty_assets.domain.churn import (
     ChurnGateConfig,
     ChurnTrainingConfig,
@@ -53,8 +54,8 @@ class RecallToleranceConfig(dg.Config):
     )
 
 
-def _verdict(lake: LakeResource, bundle: dict, gate: str, passed: bool, message: str, **metadata):
-    return gate_verdict(lake, "churn", bundle, gate, passed, message, **metadata)
+def _verdict(lake: LakeResource, bundle: ChurnBundle, gate: str, passed: bool, message: str, **metadata):
+    return gate_verdict(lake, bundle, gate, passed, message, **metadata)
 
 
 def _gate(name: str, description: str, **kwargs):
@@ -66,7 +67,7 @@ def _gate(name: str, description: str, **kwargs):
     "Out-of-time ROC-AUC, averaged over the rolling backtest windows, at or above a floor an honest model meets.",
 )
 def roc_auc_floor(config: RocAucFloorConfig, churn_model_candidate, lake: LakeResource) -> dg.AssetCheckResult:
-    metrics = churn_model_candidate["record"]["metrics"]
+    metrics = churn_model_candidate.record.metrics
     passed, message = gate_roc_auc_floor(metrics, config.roc_auc_floor)
     return _verdict(
         lake,
@@ -85,7 +86,7 @@ def roc_auc_floor(config: RocAucFloorConfig, churn_model_candidate, lake: LakeRe
     "Paired member-bootstrap ROC-AUC gain over the gradient-boosted tenure + promotion baseline, lower bound > margin.",
 )
 def beats_baseline(config: BaselineMarginConfig, churn_model_candidate, lake: LakeResource) -> dg.AssetCheckResult:
-    metrics = churn_model_candidate["record"]["metrics"]
+    metrics = churn_model_candidate.record.metrics
     passed, message = gate_beats_baseline(metrics, config.baseline_margin)
     return _verdict(
         lake,
@@ -109,15 +110,16 @@ def beats_baseline(config: BaselineMarginConfig, churn_model_candidate, lake: La
 def not_worse_than_champion(
     config: ChampionToleranceConfig, churn_model_candidate, churn_training_set, lake: LakeResource
 ) -> dg.AssetCheckResult:
-    metrics = churn_model_candidate["record"]["metrics"]
+    metrics = churn_model_candidate.record.metrics
     champion = read_champion(lake, "churn_model")
     difference = {"estimate": float("nan"), "low": float("nan"), "high": float("nan")}
     champion_auc = float("nan")
-    if champion is not None and registry.trained_on_older_data(churn_model_candidate["record"], champion["record"]):
+    candidate_record = churn_model_candidate.record
+    if champion is not None and registry.trained_on_older_data(candidate_record.to_json(), champion.record.to_json()):
         # The champion may have learnt from these older test rows, so comparing would flatter it.
         passed, message = True, (
-            f"not compared: the champion {champion['version']} was trained on newer data "
-            f"(partition {champion['record']['source_partition']}), so this candidate is registered, not promoted"
+            f"not compared: the champion {champion.version} was trained on newer data "
+            f"(partition {champion.record.source_partition}), so this candidate is registered, not promoted"
         )
     else:
         compared = None
@@ -126,9 +128,9 @@ def not_worse_than_champion(
             split = split_out_of_time(churn_training_set, training_config)
             intervals = compare_with_champion(
                 split.test,
-                churn_model_candidate["test_scores"]["score"],
-                champion["model"],
-                champion["feature_columns"],
+                churn_model_candidate.test_scores["score"],
+                champion.model,
+                champion.feature_columns,
                 training_config.bootstrap_rounds,
                 training_config.seed,
             )
@@ -155,7 +157,7 @@ def not_worse_than_champion(
 def recall_at_threshold(
     config: RecallToleranceConfig, churn_model_candidate, lake: LakeResource
 ) -> dg.AssetCheckResult:
-    metrics = churn_model_candidate["record"]["metrics"]
+    metrics = churn_model_candidate.record.metrics
     passed, message = gate_recall(metrics, metrics["recall_target"], config.recall_tolerance)
     return _verdict(lake, churn_model_candidate, "recall_at_threshold", passed, message, recall=metrics["recall"])
 
@@ -185,6 +187,5 @@ def no_leakage(
     return _verdict(lake, churn_model_candidate, "no_leakage", not violations, message, violations=len(violations))
 
 
-def _training_config(bundle: dict) -> ChurnTrainingConfig:
-    record = bundle["record"]
-    return ChurnCandidateConfig(**record["config"]).to_training_config(record["horizon_months"])
+def _training_config(bundle: ChurnBundle) -> ChurnTrainingConfig:
+    return ChurnCandidateConfig(**bundle.record.config).to_training_config(bundle.record.horizon_months)

@@ -1,18 +1,16 @@
 """Quarterly segmentation: a gated K-Means candidate and the promoted champion scoring reads."""
 
-import json
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from loyalty_assets.defs.ingestion.drops import RAW_DROP_INS, latest_drop
 from loyalty_assets.defs.metadata import significant
-from loyalty_assets.defs.models.promotion import PromotionConfig, promote
+from loyalty_assets.defs.models.promotion import champion_asset
 from loyalty_assets.defs.partitions import quarterly_partitions
-from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource, read_champion
+from loyalty_assets.defs.resources.storage import LakeResource, read_champion
 from loyalty_assets.domain import registry
-from loyalty_assets.domain.churn import data_fingerprint
+from loyalty_assets.domain.bundles import segmentation_bundle
 from loyalty_assets.domain.figures import png_markdown
 from loyalty_assets.domain.features import build_features, last_complete_month
 from loyalty_assets.domain.labels import add_churn_labels
@@ -71,7 +69,7 @@ def segmentation_model_candidate(
         ),
     )
     champion = read_champion(lake, "segmentation_model")
-    report = match_to_champion(model, champion["model"], features) if champion else None
+    report = match_to_champion(model, champion.model, features) if champion else None
     if report is not None:
         model = report.candidate
 
@@ -87,34 +85,23 @@ def segmentation_model_candidate(
     profile_md = segment_profile_markdown(model.profile, past_segments, churned, churn_basis)
     profile_table = segment_profile_table(model.profile, past_segments, churned)
 
-    fingerprint = data_fingerprint(features)
-    version = registry.make_version(context.partition_key, fingerprint, config.model_dump())
-    record = {
-        "source_partition": context.partition_key,
-        "source_drop": drop_date.isoformat(),
-        "training_window": {"snapshot": str(snapshot.date())},
-        "metrics": {
-            "silhouette": model.silhouette,
-            "adjusted_rand_vs_champion": report.adjusted_rand if report else None,
-            "jaccard_vs_champion": report.jaccard if report else None,
-        },
-        "feature_list": list(model.engagement_columns),
-        "names": {str(index): name for index, name in model.names.items()},
-        # What the marketing e-mail shows per segment (to_json: NaN becomes null).
-        "segment_profile": json.loads(profile_table.reset_index().to_json(orient="records")),
-        "churn_basis": churn_basis,
-        "champion_version": champion["version"] if champion else None,
-        "data_fingerprint": fingerprint,
-        "library_versions": registry.library_versions(),
-        "config": config.model_dump(),
-    }
-    bundle = {"kind": "segmentation", "version": version, "model": model, "report": report, "record": record}
-    registry.register(lake.store(), "segmentation", version, bundle, record)
+    bundle = segmentation_bundle(
+        model,
+        report,
+        features,
+        source_partition=context.partition_key,
+        source_drop=drop_date,
+        champion_version=champion.version if champion else None,
+        profile=profile_table,
+        churn_basis=churn_basis,
+        settings=config.model_dump(),
+    )
+    registry.register_bundle(lake.store(), bundle)
     segments = assign_segments(model, features)
     return dg.Output(
         bundle,
         metadata={
-            "version": version,
+            "version": bundle.version,
             "snapshot": str(snapshot.date()),
             "members": len(features),
             "silhouette": significant(float(model.silhouette)),
@@ -128,17 +115,11 @@ def segmentation_model_candidate(
     )
 
 
-@dg.asset(
-    ins={"segmentation_model_candidate": dg.AssetIn(metadata=LAZY_PARTITIONS)},
-    io_manager_key="model_io_manager",
-    kinds={"scikit-learn"},
-    owners=OWNERS,
-    output_required=False,
-)
-def segmentation_model(
-    context: dg.AssetExecutionContext, config: PromotionConfig, segmentation_model_candidate, lake: LakeResource
-):
+segmentation_model = champion_asset(
+    "segmentation",
+    SEGMENTATION_GATES,
+    OWNERS,
     """The promoted segmentation (scaler, K-Means and name map): the only one scoring reads. It
-    materializes only after every blocking gate on its candidate passed, and never moves back in
-    training-data time by itself."""
-    yield from promote(context, "segmentation", SEGMENTATION_GATES, config, segmentation_model_candidate, lake)
+materializes only after every blocking gate on its candidate passed, and never moves back in
+training-data time by itself.""",
+)

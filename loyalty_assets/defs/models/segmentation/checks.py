@@ -7,6 +7,7 @@ from loyalty_assets.defs.models.promotion import gate_verdict, promotion_gate
 from loyalty_assets.defs.models.segmentation.assets import segmentation_model_candidate
 from loyalty_assets.defs.partitions import quarterly_partitions
 from loyalty_assets.defs.resources.storage import LakeResource, read_champion
+from loyalty_assets.domain.bundles import SegmentationBundle
 from loyalty_assets.domain.segmentation import (
     SegmentationGateConfig,
     agreement_gate,
@@ -35,8 +36,8 @@ class AgreementConfig(dg.Config):
     )
 
 
-def _verdict(lake: LakeResource, bundle: dict, gate: str, result, **metadata) -> dg.AssetCheckResult:
-    return gate_verdict(lake, "segmentation", bundle, gate, result.passed, result.message, **metadata)
+def _verdict(lake: LakeResource, bundle: SegmentationBundle, gate: str, result, **metadata) -> dg.AssetCheckResult:
+    return gate_verdict(lake, bundle, gate, result.passed, result.message, **metadata)
 
 
 def _gate(name: str, description: str):
@@ -45,16 +46,16 @@ def _gate(name: str, description: str):
 
 @_gate("silhouette", "Silhouette at or above a floor and not much below the champion's.")
 def silhouette(config: SilhouetteConfig, segmentation_model_candidate, lake: LakeResource) -> dg.AssetCheckResult:
-    model = segmentation_model_candidate["model"]
+    model = segmentation_model_candidate.model
     champion = read_champion(lake, "segmentation_model")
     gate = SegmentationGateConfig(min_silhouette=config.min_silhouette, max_silhouette_drop=config.max_silhouette_drop)
-    result = silhouette_gate(model.silhouette, champion["model"].silhouette if champion else None, gate)
+    result = silhouette_gate(model.silhouette, champion.model.silhouette if champion else None, gate)
     return _verdict(lake, segmentation_model_candidate, "silhouette", result, silhouette=float(model.silhouette))
 
 
 @_gate("segment_size", "Every segment holds at least the minimum share of members.")
 def segment_size(config: SegmentSizeConfig, segmentation_model_candidate, lake: LakeResource) -> dg.AssetCheckResult:
-    model = segmentation_model_candidate["model"]
+    model = segmentation_model_candidate.model
     result = size_gate(model.profile, SegmentationGateConfig(min_segment_share=config.min_segment_share))
     return _verdict(
         lake, segmentation_model_candidate, "segment_size", result, smallest_share=float(model.profile["share"].min())
@@ -63,7 +64,7 @@ def segment_size(config: SegmentSizeConfig, segmentation_model_candidate, lake: 
 
 @_gate("naming_rules", "Road Warriors, Loyal Regulars and Dabblers satisfy their naming rules on the centroids.")
 def naming_rules(segmentation_model_candidate, lake: LakeResource) -> dg.AssetCheckResult:
-    result = naming_gate(segmentation_model_candidate["model"].naming_checks)
+    result = naming_gate(segmentation_model_candidate.model.naming_checks)
     return _verdict(lake, segmentation_model_candidate, "naming_rules", result)
 
 
@@ -71,7 +72,7 @@ def naming_rules(segmentation_model_candidate, lake: LakeResource) -> dg.AssetCh
 def champion_agreement(
     config: AgreementConfig, segmentation_model_candidate, lake: LakeResource
 ) -> dg.AssetCheckResult:
-    report = segmentation_model_candidate["report"]
+    report = segmentation_model_candidate.report
     result = agreement_gate(report, SegmentationGateConfig(min_champion_ari=config.min_champion_ari))
     return _verdict(
         lake,
