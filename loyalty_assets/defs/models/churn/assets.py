@@ -10,6 +10,8 @@ from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.resources.storage import LAZY_PARTITIONS, LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.churn import (
+    BOOSTING_SETTINGS,
+    FOREST_SETTINGS,
     ChurnTrainingConfig,
     data_fingerprint,
     evaluation_plot_png,
@@ -52,10 +54,21 @@ class ChurnCandidateConfig(dg.Config):
     bootstrap_rounds: int = Field(
         default=ChurnTrainingConfig.bootstrap_rounds, description="Member-bootstrap rounds of the AUC intervals."
     )
+    settings_per_family: int = Field(
+        default=max(len(FOREST_SETTINGS), len(BOOSTING_SETTINGS)),
+        ge=1,
+        description="How many of each family's settings are tried, first ones first (all by default).",
+    )
 
     def to_training_config(self, horizon_months: int) -> ChurnTrainingConfig:
         """The domain configuration; the embargo is one label horizon."""
-        return ChurnTrainingConfig(**self.model_dump(), horizon_months=horizon_months, embargo_months=horizon_months)
+        return ChurnTrainingConfig(
+            **self.model_dump(exclude={"settings_per_family"}),
+            horizon_months=horizon_months,
+            embargo_months=horizon_months,
+            forest_settings=FOREST_SETTINGS[: self.settings_per_family],
+            boosting_settings=BOOSTING_SETTINGS[: self.settings_per_family],
+        )
 
 
 def _metadata_value(value):
