@@ -15,10 +15,16 @@ from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import StorageSettings, load_settings
 
 
-# The end-to-end homes train a quicker churn recipe than production's defaults (fewer trees, one
-# backtest window, fewer bootstrap rounds, fewer training rows), given the way `run` takes it:
-# ``LOYALTY_CHURN_TRAINING_CONFIG``. test_churn.py trains the full default recipe.
-QUICK_CHURN_TRAINING = {"n_estimators": 50, "backtest_windows": 1, "bootstrap_rounds": 100, "max_train_rows": 40_000}
+# The end-to-end homes train a quicker churn recipe than production's defaults (one setting of each
+# family, fewer trees, one backtest window, fewer bootstrap rounds, fewer training rows), given the
+# way `run` takes it: ``LOYALTY_CHURN_TRAINING_CONFIG``. test_churn.py trains the full default recipe.
+QUICK_CHURN_TRAINING = {
+    "settings_per_family": 1,
+    "n_estimators": 50,
+    "backtest_windows": 1,
+    "bootstrap_rounds": 100,
+    "max_train_rows": 40_000,
+}
 
 
 def local_test_resources(home: Path, landing_uri: str | None = None, lake_uri: str | None = None) -> dict[str, Any]:
