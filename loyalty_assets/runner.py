@@ -166,6 +166,14 @@ def execute_job(
     return result
 
 
+def job_run_config(settings: Settings, job_name: str) -> dict | None:
+    """The run config ``settings`` give ``job_name``: ``LOYALTY_CHURN_TRAINING_CONFIG`` for the monthly
+    churn training; None (the assets' defaults) otherwise."""
+    if job_name != "monthly_churn_training_job" or not settings.churn_training_config:
+        return None
+    return {"ops": {"churn_model_candidate": {"config": dict(settings.churn_training_config)}}}
+
+
 def latest_failed_ingest(instance: dg.DagsterInstance, day: date) -> str | None:
     """The id of the latest ingest run of ``day`` if it failed (the drop was rejected), else None."""
     runs = instance.get_runs(
@@ -259,7 +267,9 @@ def run_as_of(settings: Settings, as_of: date, echo: Callable[[str], None], verb
         if step.note:
             echo(step.note)
         echo(f"running {step.job_name} for {step.partition}")
-        _report_warnings(execute_job(defs, instance, step.job_name, step.partition.isoformat(), verbose=verbose), echo)
+        run_config = job_run_config(settings, step.job_name)
+        result = execute_job(defs, instance, step.job_name, step.partition.isoformat(), run_config, verbose)
+        _report_warnings(result, echo)
     week = week_start(as_of).isoformat()
     echo(f"running weekly_scoring_job for {week}")
     _report_warnings(execute_job(defs, instance, "weekly_scoring_job", week, verbose=verbose), echo)

@@ -9,9 +9,10 @@ This module imports no Dagster, so ``loyalty-assets check-config`` answers at on
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -130,6 +131,12 @@ VARIABLES = (
         "LOYALTY_STATEMENT_TIMEOUT_SECONDS",
         "PostgreSQL and Redshift cancel any statement that runs longer (`statement_timeout`)",
         "`1800`",
+    ),
+    Variable(
+        "LOYALTY_CHURN_TRAINING_CONFIG",
+        "JSON object of `churn_model_candidate` run-config fields that the monthly training of `run`, `demo` "
+        'and `simulate-experiment` uses, e.g. `{"n_estimators": 50, "backtest_windows": 1}` for a quicker fit',
+        "unset: the asset's defaults",
     ),
     Variable("LOYALTY_API_KEYS", "online API: comma-separated API keys, a secret", "required by `serve`"),
     Variable(
@@ -275,6 +282,7 @@ class Settings:
     email: EmailSettings
     alerts: AlertSettings
     network: NetworkSettings
+    churn_training_config: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def landing_uri(self) -> str:
@@ -343,6 +351,19 @@ class _Reader:
         if value:
             self.problems.append(f"{name}={value!r}: use true or false")
         return default
+
+    def json_object(self, name: str) -> dict:
+        value = self.text(name)
+        if value is None:
+            return {}
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            self.problems.append(f"{name}={value!r}: use a JSON object such as {{\"n_estimators\": 50}}")
+            return {}
+        return parsed
 
     def uri(self, name: str, default: str | None, aws: bool, what: str) -> str:
         """A folder or ``s3://`` prefix; in aws it must be set and on S3 (never a local folder)."""
@@ -490,6 +511,7 @@ def load_settings() -> Settings:
         email=_read_email(read, aws),
         alerts=_read_alerts(read, aws),
         network=_read_network(read),
+        churn_training_config=read.json_object("LOYALTY_CHURN_TRAINING_CONFIG"),
     )
     if aws:
         _check_aws_region(read)

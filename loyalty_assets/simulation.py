@@ -25,6 +25,7 @@ from loyalty_assets.runner import (
     execute_job,
     failure_summary,
     instance_for,
+    job_run_config,
 )
 from loyalty_assets.settings import Settings
 
@@ -98,7 +99,8 @@ def simulate_experiment(
             execute_job(defs, instance, "daily_ingest_job", drop.isoformat())
         if position == 0:
             execute_job(defs, instance, "quarterly_segmentation_job", previous_quarter(week).isoformat())
-            execute_job(defs, instance, "monthly_churn_training_job", previous_month(week).isoformat())
+            training = "monthly_churn_training_job"
+            execute_job(defs, instance, training, previous_month(week).isoformat(), job_run_config(settings, training))
         execute_job(defs, instance, "weekly_scoring_job", week.isoformat(), scoring)
         scored = defs.load_asset_value("churn_predictions", partition_key=week.isoformat(), instance=instance)
         assignments = first_assignments(pd.concat([assignments, scored], ignore_index=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -12,6 +13,19 @@ import pytest
 
 from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import StorageSettings, load_settings
+
+
+# The end-to-end homes train a quicker churn recipe than production's defaults (one setting of each
+# family, fewer trees, one backtest window, fewer bootstrap rounds, fewer training rows), given the
+# way `run` takes it: ``LOYALTY_CHURN_TRAINING_CONFIG``. test_churn.py trains the full default recipe.
+QUICK_CHURN_TRAINING = {
+    "settings_per_family": 1,
+    "n_estimators": 50,
+    "n_jobs": 1,  # two pytest workers share the two cores
+    "backtest_windows": 1,
+    "bootstrap_rounds": 100,
+    "max_train_rows": 40_000,
+}
 
 
 def local_test_resources(home: Path, landing_uri: str | None = None, lake_uri: str | None = None) -> dict[str, Any]:
@@ -29,10 +43,12 @@ def local_test_resources(home: Path, landing_uri: str | None = None, lake_uri: s
 @contextmanager
 def project_home(home: Path) -> Iterator[Path]:
     """For the ``with`` block, the local environment on ``home``: its landing zone, lake and Dagster
-    instance (``LOYALTY_HOME``, ``DAGSTER_HOME``); the process environment is restored afterwards."""
+    instance (``LOYALTY_HOME``, ``DAGSTER_HOME``), training the quick churn recipe; the process
+    environment is restored afterwards."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LOYALTY_HOME", str(home))
         patch.setenv("DAGSTER_HOME", str(home / "dagster_home"))
+        patch.setenv("LOYALTY_CHURN_TRAINING_CONFIG", json.dumps(QUICK_CHURN_TRAINING))
         for name in ("LOYALTY_ENV", "LOYALTY_LANDING_URI", "LOYALTY_LAKE_URI"):
             patch.delenv(name, raising=False)
         yield home

@@ -152,6 +152,25 @@ def test_each_tree_draws_at_most_max_rows_per_tree(training_set):
     assert {len(sample) for sample in forest.estimators_samples_} == {1000}
 
 
+def test_the_default_recipe_tunes_every_setting_of_both_families_and_backtests_two_windows():
+    """The production defaults, which the end-to-end tests trade for a quicker recipe, on a small set."""
+    defaults = ChurnTrainingConfig()
+    metrics = train_churn_candidate(make_training_set(n_members=500), FEATURES, defaults).metrics
+    families = metrics["families"]
+    assert set(families) == set(defaults.families)
+    for family, summary in families.items():
+        tried = summary["settings_tried"]
+        assert [entry["setting"] for entry in tried] == [dict(setting) for setting in defaults.settings_of(family)]
+        assert summary["validation_roc_auc"] == max(entry["validation_roc_auc"] for entry in tried)
+    assert families[metrics["model_family"]]["validation_roc_auc"] == max(
+        summary["validation_roc_auc"] for summary in families.values()
+    )
+    assert metrics["rolling_roc_auc_windows"] == 1 + defaults.backtest_windows
+    assert [window["months_back"] for window in metrics["rolling_roc_auc_backtest"]] == [1, 2]
+    assert metrics["roc_auc_low"] < metrics["roc_auc"] < metrics["roc_auc_high"]
+    assert metrics["roc_auc"] > 0.7
+
+
 def test_threshold_is_the_highest_meeting_the_validation_recall_target(training_set, candidate):
     y_validation = split_out_of_time(training_set, SMALL).validation["churned"]
     scores, threshold = candidate.validation_scores, candidate.threshold

@@ -179,6 +179,7 @@ def test_sample_data_needs_positive_counts(home, arguments, capsys):
         ("LOYALTY_ENV", "prod", "LOYALTY_ENV='prod': use one of local, aws"),
         ("LOYALTY_START_DATE", "2024-13-01", "LOYALTY_START_DATE='2024-13-01': use YYYY-MM-DD"),
         ("LOYALTY_TIMEZONE", "Mars/Olympus", "LOYALTY_TIMEZONE='Mars/Olympus': use an IANA name"),
+        ("LOYALTY_CHURN_TRAINING_CONFIG", "[50]", "LOYALTY_CHURN_TRAINING_CONFIG='[50]': use a JSON object"),
     ],
 )
 def test_bad_settings_are_one_line(home, monkeypatch, capsys, name, value, message):

@@ -12,8 +12,9 @@ import pytest
 from loyalty_assets import defs
 from loyalty_assets.definitions import build_defs
 from loyalty_assets.defs.ingestion.assets import raw_loyalty_tables
-from loyalty_assets.defs.models.churn.assets import churn_model_candidate
+from loyalty_assets.defs.models.churn.assets import ChurnCandidateConfig, churn_model_candidate
 from loyalty_assets.defs.partitions import monthly_partitions
+from loyalty_assets.domain.churn import BOOSTING_SETTINGS, FOREST_SETTINGS
 from loyalty_assets.domain.storage import LocalStore, dataframe_to_parquet_bytes
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.dagster_helpers import local_test_resources
@@ -226,6 +227,13 @@ TRAINING_SET_SOURCE = dg.AssetSpec("churn_training_set", partitions_def=monthly_
 )
 
 
+def test_churn_candidate_config_tries_all_settings_or_the_first_ones_of_each_family():
+    defaults = ChurnCandidateConfig().to_training_config(horizon_months=3)
+    assert (defaults.forest_settings, defaults.boosting_settings) == (FOREST_SETTINGS, BOOSTING_SETTINGS)
+    first = ChurnCandidateConfig(settings_per_family=1).to_training_config(horizon_months=3)
+    assert (first.forest_settings, first.boosting_settings) == (FOREST_SETTINGS[:1], BOOSTING_SETTINGS[:1])
+
+
 def test_churn_candidate_metrics_are_emitted_as_floats(tmp_path):
     partition = "2024-03-01"
     LocalStore(tmp_path / "lake").put_bytes(
@@ -235,7 +243,7 @@ def test_churn_candidate_metrics_are_emitted_as_floats(tmp_path):
         [TRAINING_SET_SOURCE, churn_model_candidate],
         partition_key=partition,
         resources=local_test_resources(tmp_path),
-        run_config={"ops": {"churn_model_candidate": {"config": {"n_estimators": 20, "n_jobs": 1}}}},
+        run_config={"ops": {"churn_model_candidate": {"config": {"n_estimators": 20, "n_jobs": 1, "settings_per_family": 1}}}},
     )
     (candidate,) = result.asset_materializations_for_node("churn_model_candidate")
     for key in ("roc_auc", "pr_auc", "recall", "precision", "brier", "baseline_roc_auc"):

@@ -21,7 +21,7 @@ from loyalty_assets.definitions import build_defs
 from loyalty_assets.domain import lake_keys, registry
 from loyalty_assets.domain.storage import LocalStore, joblib_bytes_to_object, parquet_bytes_to_dataframe
 from loyalty_assets.settings import load_settings
-from loyalty_assets_tests.dagster_helpers import project_home
+from loyalty_assets_tests.dagster_helpers import QUICK_CHURN_TRAINING, project_home
 
 NEWER_AS_OF = "2026-12-02"  # trains month 2026-11-01 and quarter 2026-07-01
 OLDER_AS_OF = "2026-11-20"  # trains month 2026-10-01 (same quarter)
@@ -93,6 +93,7 @@ def test_materializing_an_older_partition_says_why_it_is_not_promoted(env, kind)
         partition_key=OLDER_PARTITIONS[kind],
         resources=defs.resources,
         instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"churn_model_candidate": {"config": QUICK_CHURN_TRAINING}}} if kind == "churn" else None,
     )
     materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     assert materialized == {f"{champion_asset}_candidate"}

@@ -41,6 +41,7 @@ from loyalty_assets.domain.lake_keys import drift_reference_key
 from loyalty_assets.domain.sample_data import SampleConfig, encode_drop_file, extract_as_of, simulate_population
 from loyalty_assets.domain.scoring import assign_tiers, load_action_table, score_members
 from loyalty_assets.domain.segmentation import SEGMENT_NAMES
+from loyalty_assets_tests.dagster_helpers import QUICK_CHURN_TRAINING
 from loyalty_assets_tests.drop_files import put_committed_drop
 from loyalty_assets_tests.lake_folder import LakeFolder
 
@@ -126,7 +127,7 @@ def world(tmp_path_factory) -> World:
     ).assign(label_horizon_months=3)
     lake = Lake(tmp_path_factory.mktemp("training") / "lake")
     lake.put_table("churn_training_set", TRAINING_MONTH, training_set)
-    config = ChurnCandidateConfig(n_estimators=30, n_jobs=1)
+    config = ChurnCandidateConfig(**{**QUICK_CHURN_TRAINING, "n_estimators": 30, "n_jobs": 1})
     dg.materialize(
         [*UPSTREAM, churn_model_candidate],
         selection=[churn_model_candidate],

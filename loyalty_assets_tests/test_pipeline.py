@@ -23,6 +23,7 @@ from loyalty_assets.domain.storage import (
 )
 from loyalty_assets.runner import execute_job, failure_summary
 from loyalty_assets.settings import load_settings
+from loyalty_assets_tests.dagster_helpers import QUICK_CHURN_TRAINING
 from loyalty_assets_tests.scored_home import AS_OF, MONTH, WEEK
 
 
@@ -49,6 +50,10 @@ def test_as_of_run_promotes_both_champions_with_complete_records(scored_home):
     for key in ("training_window", "metrics", "feature_list", "data_fingerprint", "library_versions"):
         assert churn[key], key
     assert churn["feature_list"] == MODEL_FEATURES
+    # `run` trained the recipe of LOYALTY_CHURN_TRAINING_CONFIG (the quick one, set by project_home).
+    assert {key: churn["config"][key] for key in QUICK_CHURN_TRAINING} == QUICK_CHURN_TRAINING
+    assert churn["metrics"]["rolling_roc_auc_windows"] == 1 + QUICK_CHURN_TRAINING["backtest_windows"]
+    assert [len(family["settings_tried"]) for family in churn["metrics"]["families"].values()] == [1, 1]
     assert churn["training_window"]["test"][0] > churn["training_window"]["train"][-1]
     assert lake.exists(f"registry/churn/{churn['version']}.pkl")
     assert registry.record(lake, "segmentation", _champion_version(scored_home, "segmentation"))["gates_passed"] is True
@@ -115,7 +120,8 @@ def test_scoring_metadata_counts_every_member_left_out_with_a_reason(scored_home
 
 
 def _run_candidate_on_shuffled_labels(home) -> dg.ExecuteInProcessResult:
-    """The month's candidate (a small forest) and champion assets, run on the training set with shuffled labels."""
+    """The month's candidate (the quick recipe, a smaller forest: it fails either way) and champion
+    assets, run on the training set with shuffled labels."""
     lake = _lake(home)
     key = f"churn_training_set/{MONTH}.parquet"
     original = lake.get_bytes(key)
@@ -130,7 +136,7 @@ def _run_candidate_on_shuffled_labels(home) -> dg.ExecuteInProcessResult:
             partition_key=MONTH,
             resources=defs.resources,
             instance=dg.DagsterInstance.ephemeral(),
-            run_config={"ops": {"churn_model_candidate": {"config": {"n_estimators": 30}}}},  # fails either way
+            run_config={"ops": {"churn_model_candidate": {"config": {**QUICK_CHURN_TRAINING, "n_estimators": 30}}}},
             raise_on_error=False,
         )
     finally:

@@ -46,6 +46,7 @@ from loyalty_assets.serving.compiled import _column_transformer, compile_churn_m
 from loyalty_assets.serving.scoring import ScoreRequest, score_request
 from loyalty_assets.settings import load_settings
 from loyalty_assets_tests.api_process import running_api
+from loyalty_assets_tests.dagster_helpers import QUICK_CHURN_TRAINING
 from loyalty_assets_tests.ports import free_port
 
 AS_OF = date(2026, 11, 27)
@@ -109,9 +110,10 @@ def home(tmp_path_factory):
         execute_job(defs, instance, "quarterly_segmentation_job", "2026-07-01")
         lake = LocalStore(path / "lake")
         # The monthly job trains the first version (its gates may stop its promotion), a second
-        # seed a challenger for the hot-reload test.
+        # seed a challenger for the hot-reload test; both the quick recipe.
+        quick = {"ops": {"churn_model_candidate": {"config": QUICK_CHURN_TRAINING}}}
         defs.resolve_job_def("monthly_churn_training_job").execute_in_process(
-            instance=instance, partition_key=MONTH, run_config=QUIET_CONSOLE, raise_on_error=False
+            instance=instance, partition_key=MONTH, run_config={**QUIET_CONSOLE, **quick}, raise_on_error=False
         )
         (champion,) = _churn_versions(lake)
         dg.materialize(
@@ -120,7 +122,7 @@ def home(tmp_path_factory):
             partition_key=MONTH,
             resources=defs.resources,
             instance=instance,
-            run_config={**QUIET_CONSOLE, "ops": {"churn_model_candidate": {"config": {"seed": 11}}}},
+            run_config={**QUIET_CONSOLE, "ops": {"churn_model_candidate": {"config": {**QUICK_CHURN_TRAINING, "seed": 11}}}},
             raise_on_error=False,
         )
         (challenger,) = _churn_versions(lake) - {champion}

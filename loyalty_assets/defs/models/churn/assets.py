@@ -10,7 +10,13 @@ from loyalty_assets.defs.partitions import monthly_partitions
 from loyalty_assets.defs.resources.storage import LakeResource
 from loyalty_assets.domain import registry
 from loyalty_assets.domain.bundles import churn_bundle
-from loyalty_assets.domain.churn import ChurnTrainingConfig, evaluation_plot_png, train_churn_candidate
+from loyalty_assets.domain.churn import (
+    BOOSTING_SETTINGS,
+    FOREST_SETTINGS,
+    ChurnTrainingConfig,
+    evaluation_plot_png,
+    train_churn_candidate,
+)
 from loyalty_assets.domain.features import MODEL_FEATURES
 from loyalty_assets.domain.figures import png_markdown
 
@@ -46,10 +52,21 @@ class ChurnCandidateConfig(dg.Config):
     bootstrap_rounds: int = Field(
         default=ChurnTrainingConfig.bootstrap_rounds, description="Member-bootstrap rounds of the AUC intervals."
     )
+    settings_per_family: int = Field(
+        default=max(len(FOREST_SETTINGS), len(BOOSTING_SETTINGS)),
+        ge=1,
+        description="How many of each family's settings are tried, first ones first (all by default).",
+    )
 
     def to_training_config(self, horizon_months: int) -> ChurnTrainingConfig:
         """The domain configuration; the embargo is one label horizon."""
-        return ChurnTrainingConfig(**self.model_dump(), horizon_months=horizon_months, embargo_months=horizon_months)
+        return ChurnTrainingConfig(
+            **self.model_dump(exclude={"settings_per_family"}),
+            horizon_months=horizon_months,
+            embargo_months=horizon_months,
+            forest_settings=FOREST_SETTINGS[: self.settings_per_family],
+            boosting_settings=BOOSTING_SETTINGS[: self.settings_per_family],
+        )
 
 
 def _metadata_value(value):
