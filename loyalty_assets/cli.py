@@ -152,7 +152,7 @@ def _simulate_experiment(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from loyalty_assets.serving.app import serve
 
-    serve(args.host, args.port)
+    serve(args.host, args.port, args.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the online churn-scoring HTTP API (keys in LOYALTY_API_KEYS)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers", type=_positive_int, default=1, help="uvicorn worker processes; each loads and reloads the champions"
+    )
     serve.set_defaults(handler=_serve)
     return parser
 

@@ -4,6 +4,7 @@ stopped: shared by the serving tests and the serving benchmark."""
 from __future__ import annotations
 
 import http.client
+import json
 import subprocess
 import sys
 import time
@@ -14,31 +15,36 @@ from pathlib import Path
 from loyalty_assets_tests.ports import free_port
 
 
-def _ready(port: int) -> bool:
+def _ready_process(port: int) -> int | None:
+    """The id of the worker process that answered ``/readyz`` with 200, else None."""
     try:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.request("GET", "/readyz")
-        return connection.getresponse().status == 200
+        response = connection.getresponse()
+        return json.loads(response.read())["process_id"] if response.status == 200 else None
     except OSError:
-        return False
+        return None
 
 
 @contextmanager
 def api_process(
-    environment: Mapping[str, str], log_path: Path, timeout: float = 180
+    environment: Mapping[str, str], log_path: Path, timeout: float = 180, workers: int = 1
 ) -> Iterator[tuple[int, subprocess.Popen]]:
-    """Start the API with ``environment``, wait for ``/readyz``, yield its port and process, then stop it."""
+    """Start the API with ``environment`` in ``workers`` processes, wait for ``/readyz``, yield its port
+    and (supervising) process, then stop it."""
     port = free_port()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "loyalty_assets.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "loyalty_assets.cli", "serve", "--port", str(port), "--workers", str(workers)],
             env=dict(environment),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + timeout
-        while not _ready(port):
+        ready: set[int | None] = set()
+        while len(ready - {None}) < workers:  # fresh connections until every worker has answered ready
+            ready.add(_ready_process(port))
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the API did not become ready:\n{log_path.read_text()[-4000:]}")
             time.sleep(0.3)
@@ -49,7 +55,9 @@ def api_process(
 
 
 @contextmanager
-def running_api(environment: Mapping[str, str], log_path: Path, timeout: float = 180) -> Iterator[int]:
+def running_api(
+    environment: Mapping[str, str], log_path: Path, timeout: float = 180, workers: int = 1
+) -> Iterator[int]:
     """``api_process``, yielding the port only."""
-    with api_process(environment, log_path, timeout) as (port, _):
+    with api_process(environment, log_path, timeout, workers) as (port, _):
         yield port

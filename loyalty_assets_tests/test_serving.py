@@ -131,11 +131,8 @@ def home(tmp_path_factory):
         yield path, champion, challenger
 
 
-@pytest.fixture(scope="module")
-def server(home):
-    path, _, _ = home
-    log_path = path / "serve.log"
-    environment = {
+def _server_environment(path: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "LOYALTY_HOME": str(path),
         "LOYALTY_API_KEYS": ",".join(KEYS),
@@ -143,7 +140,13 @@ def server(home):
         "LOYALTY_API_MAX_BODY_BYTES": "20000",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
-    with running_api(environment, log_path) as port:
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    path, _, _ = home
+    log_path = path / "serve.log"
+    with running_api(_server_environment(path), log_path) as port:
         yield port, log_path
 
 
@@ -444,6 +447,34 @@ def test_promotion_and_rollback_swap_the_served_model_without_a_failed_request(h
     switches = [version for previous, version in zip(served, served[1:]) if version != previous]
     assert switches == [challenger, champion]
     assert Client(port).get("/v1/model")[1]["champions"]["churn_model_version"] == champion
+
+
+def test_each_worker_process_loads_and_reloads_the_champions_on_its_own(home):
+    path, champion, challenger = home
+
+    def versions_by_worker(expected: str) -> dict[int, str]:
+        """Fresh connections (each may reach either worker) until both workers answer ``expected``."""
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + 180
+        while sorted(seen.values()) != [expected, expected]:
+            assert time.monotonic() < deadline, f"workers serve {seen}, expected {expected} in two"
+            status, answer, headers = Client(port).get("/v1/model")
+            assert status == 200
+            seen[answer["process_id"]] = headers["x-churn-model-version"]
+            time.sleep(0.05)
+        return seen
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOYALTY_HOME", str(path))
+        patch.delenv("DAGSTER_HOME", raising=False)
+        with running_api(_server_environment(path), path / "serve-workers.log", workers=2) as port:
+            before = versions_by_worker(champion)
+            _promote(challenger)
+            try:
+                after = versions_by_worker(challenger)
+            finally:
+                _promote(champion)
+    assert before.keys() == after.keys() and len(before) == 2
 
 
 def test_champions_and_week_load_from_an_s3_lake(home, s3_bucket, aws_env):

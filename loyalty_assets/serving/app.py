@@ -2,7 +2,8 @@
 
 - ``GET /v1/members/{loyalty_number}``: the member's row of the latest scored week.
 - ``POST /v1/score``: one member scored from their attributes and monthly activity.
-- ``GET /v1/model``: the champions, their metrics, how the churn model runs and when they loaded.
+- ``GET /v1/model``: the champions, their metrics, how the churn model runs, when they loaded and
+  which worker process answers.
 - ``GET /healthz`` (the process answers) and ``GET /readyz`` (champions loaded), without a key.
 
 ``/v1`` needs ``Authorization: Bearer <key>`` with a key of ``LOYALTY_API_KEYS``. Every response
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -174,6 +176,7 @@ def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_backgroun
             "last_refresh": state.last_refresh,
             "last_refresh_error": state.last_error,
             "reload_seconds": settings.reload_seconds,
+            "process_id": os.getpid(),  # which uvicorn worker answered: each loads the champions on its own
         }
         headers = None
         if champions is not None:
@@ -189,7 +192,8 @@ def build_app(store: ObjectStore, settings: ApiSettings, *, refresh_in_backgroun
     async def readyz(request: Request) -> Response:
         if state.champions is None:
             return json_response({"status": "not ready", "detail": state.last_error or "loading"}, status=503)
-        return json_response({"status": "ready", "churn_model_version": state.champions.churn_version})
+        body = {"status": "ready", "churn_model_version": state.champions.churn_version, "process_id": os.getpid()}
+        return json_response(body)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -280,25 +284,35 @@ class GuardedApp:
         )
 
 
-def serve(host: str, port: int) -> None:
-    """Run the API with uvicorn on ``host:port`` with the lake and keys of the environment."""
-    import uvicorn
-
+def app_from_environment() -> GuardedApp:
+    """The API over the lake and keys of the environment, with its logging set up: what each uvicorn
+    worker process builds for itself, so each loads and hot-reloads the champions on its own."""
     from loyalty_assets.runner import store_for_uri
     from loyalty_assets.settings import load_api_settings, load_settings
 
     api_settings = load_api_settings()
     settings = load_settings()
-    store = store_for_uri(settings.lake_uri, settings)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # The lines print the message only: skip the caller, thread and process look-ups of every record
     # (the logging HOWTO's "Optimization" settings).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    return build_app(store_for_uri(settings.lake_uri, settings), api_settings)
+
+
+def serve(host: str, port: int, workers: int = 1) -> None:
+    """Run the API with uvicorn on ``host:port`` in ``workers`` processes sharing the socket."""
+    import uvicorn
+
+    from loyalty_assets.settings import load_api_settings, load_settings
+
+    load_api_settings(), load_settings()  # a settings error stops here, not in every worker
     uvicorn.run(
-        build_app(store, api_settings),
+        "loyalty_assets.serving.app:app_from_environment",
+        factory=True,
         host=host,
         port=port,
+        workers=workers,
         access_log=False,
         server_header=False,
         log_level="info",
