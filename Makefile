@@ -24,7 +24,7 @@ demo: $(STAMP)
 ## The whole test suite; first starts PostgreSQL and installs Chromium when missing (Debian, apt-get).
 test: $(STAMP)
 	scripts/provision-test-machine
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile  # one thread per worker: 2 workers, 2 cores
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 ## The Dagster UI on http://127.0.0.1:$(DAGSTER_PORT) (default 3000; `make dev DAGSTER_PORT=3001`)
 dev: $(STAMP)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -15,9 +15,9 @@ from loyalty_assets.environment import resources_for
 from loyalty_assets.settings import StorageSettings, load_settings
 
 
-# The end-to-end homes train a quicker churn recipe than production's defaults (one setting of each
-# family, fewer trees, one backtest window, fewer bootstrap rounds, fewer training rows), given the
-# way `run` takes it: ``LOYALTY_CHURN_TRAINING_CONFIG``. test_churn.py trains the full default recipe.
+# A quicker churn recipe than production's defaults (one setting of each family, fewer trees, one
+# backtest window, fewer bootstrap rounds, fewer training rows) for tests whose assertions do not
+# depend on the model's strength; the scored end-to-end homes train the defaults.
 QUICK_CHURN_TRAINING = {
     "settings_per_family": 1,
     "n_estimators": 50,
@@ -41,14 +41,18 @@ def local_test_resources(home: Path, landing_uri: str | None = None, lake_uri: s
 
 
 @contextmanager
-def project_home(home: Path) -> Iterator[Path]:
+def project_home(home: Path, churn_training: Mapping[str, Any] | None = None) -> Iterator[Path]:
     """For the ``with`` block, the local environment on ``home``: its landing zone, lake and Dagster
-    instance (``LOYALTY_HOME``, ``DAGSTER_HOME``), training the quick churn recipe; the process
-    environment is restored afterwards."""
+    instance (``LOYALTY_HOME``, ``DAGSTER_HOME``), and ``churn_training`` as the run config of the
+    churn training (``LOYALTY_CHURN_TRAINING_CONFIG``) when given; the process environment is
+    restored afterwards."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LOYALTY_HOME", str(home))
         patch.setenv("DAGSTER_HOME", str(home / "dagster_home"))
-        patch.setenv("LOYALTY_CHURN_TRAINING_CONFIG", json.dumps(QUICK_CHURN_TRAINING))
+        if churn_training is None:
+            patch.delenv("LOYALTY_CHURN_TRAINING_CONFIG", raising=False)
+        else:
+            patch.setenv("LOYALTY_CHURN_TRAINING_CONFIG", json.dumps(churn_training))
         for name in ("LOYALTY_ENV", "LOYALTY_LANDING_URI", "LOYALTY_LAKE_URI"):
             patch.delenv(name, raising=False)
         yield home

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from loyalty_assets_tests.dagster_helpers import QUICK_CHURN_TRAINING
 from loyalty_assets_tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,16 +40,11 @@ class DagsterDev:
 
 def project_environment(home: Path) -> dict[str, str]:
     """This process's environment for a child working on ``home`` and its Dagster instance, with
-    this checkout's code, the quick churn recipe and no other ``LOYALTY_*`` or ``DAGSTER_*`` setting."""
+    this checkout's code and no other ``LOYALTY_*`` or ``DAGSTER_*`` setting."""
     environment = {
         name: value for name, value in os.environ.items() if not name.startswith(("LOYALTY_", "DAGSTER_"))
     }
-    environment.update(
-        LOYALTY_HOME=str(home),
-        DAGSTER_HOME=str(home / "dagster_home"),
-        LOYALTY_CHURN_TRAINING_CONFIG=json.dumps(QUICK_CHURN_TRAINING),
-        PYTHONPATH=str(REPO_ROOT),
-    )
+    environment.update(LOYALTY_HOME=str(home), DAGSTER_HOME=str(home / "dagster_home"), PYTHONPATH=str(REPO_ROOT))
     return environment
 
 

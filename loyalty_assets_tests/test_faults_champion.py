@@ -40,7 +40,7 @@ def _snapshot(path: Path) -> tuple[bytes, int]:
 def runs(tmp_path_factory):
     """The home after the newer and then the older run, with the champions seen after the newer one."""
     home = tmp_path_factory.mktemp("champion_home")
-    with project_home(home):
+    with project_home(home, churn_training=QUICK_CHURN_TRAINING):
         assert cli.main(["sample-data", "--customers", "15000", "--dates", DROPS]) == 0
         assert cli.main(["run", "--as-of", NEWER_AS_OF]) == 0
         lake = LocalStore(home / "lake")
@@ -52,7 +52,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture
 def env(runs):
-    with project_home(runs["home"]):
+    with project_home(runs["home"], churn_training=QUICK_CHURN_TRAINING):
         yield runs
 
 

@@ -50,10 +50,6 @@ def test_as_of_run_promotes_both_champions_with_complete_records(scored_home):
     for key in ("training_window", "metrics", "feature_list", "data_fingerprint", "library_versions"):
         assert churn[key], key
     assert churn["feature_list"] == MODEL_FEATURES
-    # `run` trained the recipe of LOYALTY_CHURN_TRAINING_CONFIG (the quick one, set by project_home).
-    assert {key: churn["config"][key] for key in QUICK_CHURN_TRAINING} == QUICK_CHURN_TRAINING
-    assert churn["metrics"]["rolling_roc_auc_windows"] == 1 + QUICK_CHURN_TRAINING["backtest_windows"]
-    assert [len(family["settings_tried"]) for family in churn["metrics"]["families"].values()] == [1, 1]
     assert churn["training_window"]["test"][0] > churn["training_window"]["train"][-1]
     assert lake.exists(f"registry/churn/{churn['version']}.pkl")
     assert registry.record(lake, "segmentation", _champion_version(scored_home, "segmentation"))["gates_passed"] is True

@@ -3,7 +3,6 @@ day after a demo writes the missing day instead of failing, and the environment 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from loyalty_assets.settings import VARIABLE_NAMES, environment_table_markdown
-from loyalty_assets_tests.dagster_helpers import QUICK_CHURN_TRAINING
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
@@ -38,12 +36,11 @@ def _run(env: dict[str, str], command: list[str]) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A fresh home after `demo` as of yesterday (the quick churn recipe): the venv's commands first on the PATH."""
+    """A fresh home after `demo` as of yesterday: the venv's commands first on the PATH."""
     home = tmp_path_factory.mktemp("readme_home")
     env = {name: value for name, value in os.environ.items() if not name.startswith(("LOYALTY_", "DAGSTER_"))}
     env.update(
         LOYALTY_HOME=str(home),
-        LOYALTY_CHURN_TRAINING_CONFIG=json.dumps(QUICK_CHURN_TRAINING),
         PYTHONPATH=str(REPO_ROOT),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
     )
